@@ -1,0 +1,59 @@
+"""nonstop: an event-sourced workflow engine you can update without downtime."""
+
+from engine.errors import (
+    CommandRejected,
+    ConcurrencyConflict,
+    ConflictRetriesExhausted,
+    DuplicateRegistration,
+    EventDecodeError,
+    InstanceExists,
+    NonstopError,
+    StoreUnavailable,
+    UnknownEventType,
+    UnknownInstance,
+    UnknownWorkflow,
+    WorkflowCodeError,
+    WorkflowDefinitionError,
+)
+from engine.events import EventCodec, EventTypeRegistry, RecordedEvent, event
+from engine.runtime import Engine, InstanceInfo, Send, Start
+from engine.store import EventStore, Tracking, open_store
+from engine.sync import SyncEngine
+from engine.workflow import Context, Status, Workflow, WorkflowRegistry, fold
+
+__all__ = [
+    # errors
+    "CommandRejected",
+    "ConcurrencyConflict",
+    "ConflictRetriesExhausted",
+    # workflows
+    "Context",
+    "DuplicateRegistration",
+    # runtime
+    "Engine",
+    # storage
+    "EventCodec",
+    "EventDecodeError",
+    "EventStore",
+    "EventTypeRegistry",
+    "InstanceExists",
+    "InstanceInfo",
+    "NonstopError",
+    "RecordedEvent",
+    "Send",
+    "Start",
+    "Status",
+    "StoreUnavailable",
+    "SyncEngine",
+    "Tracking",
+    "UnknownEventType",
+    "UnknownInstance",
+    "UnknownWorkflow",
+    "Workflow",
+    "WorkflowCodeError",
+    "WorkflowDefinitionError",
+    "WorkflowRegistry",
+    "event",
+    "fold",
+    "open_store",
+]

@@ -1,0 +1,477 @@
+"""Events: msgspec structs registered under a stable type name and schema version.
+
+An event is stored as an *envelope*: a msgpack array whose first item is the
+schema version, then the event payload, then the metadata (recorded-at,
+``workflow@version``, command, correlation and causation ids, and the values the
+decider read from its context). The type name travels beside the envelope (it is
+the stored record's topic), so the reader picks a typed decoder for it before it
+looks at the bytes: events at the current schema version decode in one typed
+pass, straight into their struct.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from engine.errors import (
+    DuplicateRegistration,
+    EventDecodeError,
+    UnknownEventType,
+    WorkflowDefinitionError,
+)
+
+__all__ = [
+    "SYSTEM_TYPES",
+    "Envelope",
+    "EventCodec",
+    "EventType",
+    "EventTypeRegistry",
+    "Metadata",
+    "RecordedEvent",
+    "Started",
+    "default_event_types",
+    "event",
+    "now_micros",
+]
+
+E = TypeVar("E", bound=msgspec.Struct)
+T = TypeVar("T")
+
+
+class Envelope(msgspec.Struct, Generic[T], array_like=True, frozen=True):
+    """The stored form of one event (the schema version comes first)."""
+
+    schema: int
+    """Schema version of ``data``."""
+    data: T
+    """The event payload."""
+    recorded_at: int
+    """Microseconds since the Unix epoch, UTC."""
+    workflow: str
+    """``name@version`` of the workflow that wrote it."""
+    command_id: str | None = None
+    """Id of the command that produced it."""
+    correlation_id: str | None = None
+    """Id shared by everything one business request caused."""
+    causation_id: str | None = None
+    """Id of the message that directly caused it."""
+    ctx: list[Any] | None = None
+    """Values the decider read from its context, in the order read."""
+
+
+class Metadata(msgspec.Struct, frozen=True):
+    """Metadata written with every event of one decision."""
+
+    workflow: str
+    """``name@version``."""
+    command_id: str | None = None
+    """Id of the command (for idempotence)."""
+    correlation_id: str | None = None
+    """Correlation id."""
+    causation_id: str | None = None
+    """Causation id."""
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """An event as read back from the store, with its metadata."""
+
+    stream_id: str
+    """Instance id."""
+    position: int
+    """Position in the stream, from 1."""
+    global_position: int
+    """Position in the store's global order."""
+    type: str
+    """Stable type name."""
+    schema: int
+    """Schema version it was decoded at (the current one after upcasting)."""
+    stored_schema: int
+    """Schema version it was written with."""
+    event: Any
+    """The decoded event struct."""
+    recorded_at: int
+    """Microseconds since the Unix epoch, UTC."""
+    workflow: str
+    """``name@version`` that wrote it."""
+    command_id: str | None
+    """Command id."""
+    correlation_id: str | None
+    """Correlation id."""
+    causation_id: str | None
+    """Causation id."""
+    ctx: list[Any] | None
+    """Recorded context values."""
+
+    @property
+    def recorded_datetime(self) -> datetime:
+        """``recorded_at`` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.recorded_at / 1e6, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """A registered event type."""
+
+    name: str
+    """Stable type name stored with every event."""
+    schema: int
+    """Current schema version."""
+    cls: type[msgspec.Struct]
+    """The struct that holds it."""
+    decoder: msgspec.msgpack.Decoder[Envelope[Any]]
+    """Typed decoder of envelopes holding this type."""
+
+
+class Started(msgspec.Struct, frozen=True):
+    """The first event of every instance: pins its workflow version."""
+
+    workflow: str
+    """Workflow name."""
+    version: int
+    """The version the instance runs under until it finishes."""
+    input_type: str
+    """Type name of the start input."""
+    input: bytes
+    """The start input, msgpack-encoded."""
+    routing_key: str | None = None
+    """Business key used for routing, when one was given."""
+
+
+SYSTEM_TYPES = frozenset({"nonstop.Started"})
+
+
+class EventTypeRegistry:
+    """Maps stable type names to event structs and back."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, EventType] = {}
+        self._by_cls: dict[type[Any], EventType] = {}
+
+    def register(self, cls: type[E], name: str, schema: int = 1) -> type[E]:
+        """Register ``cls`` under ``name`` at schema version ``schema``.
+
+        Raises:
+            WorkflowDefinitionError: ``cls`` is not a msgspec struct, or the name or
+                schema is invalid.
+            DuplicateRegistration: ``name`` already belongs to another class.
+        """
+        if not (isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
+            raise WorkflowDefinitionError(
+                f"event {name!r}: {cls!r} is not a msgspec.Struct subclass"
+            )
+        if not name or name != name.strip():
+            raise WorkflowDefinitionError(
+                f"event type name {name!r} is empty or padded"
+            )
+        if schema < 1:
+            raise WorkflowDefinitionError(
+                f"event {name!r}: schema version {schema} must be >= 1"
+            )
+        known = self._by_name.get(name)
+        if known is not None:
+            if known.cls is cls and known.schema == schema:
+                return cls
+            if _same_definition(known.cls, cls):
+                # The same module imported again (hot reload): the new class wins.
+                del self._by_cls[known.cls]
+            else:
+                raise DuplicateRegistration(
+                    f"event type name {name!r} is already registered to "
+                    f"{_qualname(known.cls)}; pick another name for {_qualname(cls)}"
+                )
+        entry = EventType(
+            name=name,
+            schema=schema,
+            cls=cls,
+            decoder=msgspec.msgpack.Decoder(Envelope[cls]),  # type: ignore[valid-type]
+        )
+        self._by_name[name] = entry
+        self._by_cls[cls] = entry
+        return cls
+
+    def by_name(self, name: str) -> EventType:
+        """The registered type called ``name``.
+
+        Raises:
+            UnknownEventType: nothing is registered under ``name``.
+        """
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownEventType(name) from None
+
+    def of(self, obj: object) -> EventType:
+        """The registered type of the event instance ``obj``.
+
+        Raises:
+            UnknownEventType: its class was never registered.
+        """
+        try:
+            return self._by_cls[type(obj)]
+        except KeyError:
+            raise UnknownEventType(_qualname(type(obj))) from None
+
+    def names(self) -> list[str]:
+        """All registered type names, sorted."""
+        return sorted(self._by_name)
+
+    def __iter__(self) -> Iterator[EventType]:
+        return iter(sorted(self._by_name.values(), key=lambda e: e.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+
+def _qualname(cls: type[Any]) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _same_definition(a: type[Any], b: type[Any]) -> bool:
+    return _qualname(a) == _qualname(b)
+
+
+_default = EventTypeRegistry()
+_default.register(Started, "nonstop.Started")
+
+
+def default_event_types() -> EventTypeRegistry:
+    """The process-wide registry that :func:`event` writes to."""
+    return _default
+
+
+def event(
+    name: str, *, schema: int = 1, registry: EventTypeRegistry | None = None
+) -> Callable[[type[E]], type[E]]:
+    """Class decorator registering a msgspec struct as an event type.
+
+    Args:
+        name: Stable type name stored with every event; never the Python path, so
+            a class can move between modules without breaking stored events.
+        schema: Current schema version of the payload (1 for a new type).
+        registry: Where to register; the process-wide default when omitted.
+
+    Example:
+        >>> @event("OrderPlaced")
+        ... class OrderPlaced(msgspec.Struct, frozen=True):
+        ...     order_id: str
+        ...     amount: int
+    """
+    target = registry if registry is not None else _default
+
+    def wrap(cls: type[E]) -> type[E]:
+        return target.register(cls, name, schema)
+
+    return wrap
+
+
+def now_micros() -> int:
+    """The current time in microseconds since the Unix epoch."""
+    return time.time_ns() // 1000
+
+
+_encoder = msgspec.msgpack.Encoder()
+_raw_envelope = msgspec.msgpack.Decoder(Envelope[msgspec.Raw])
+
+
+class EventCodec:
+    """Encodes events into envelopes and decodes them back.
+
+    Upcasting hooks in through :meth:`set_upcaster`: when a stored event's schema
+    version is older than the registered one (or its type name was renamed), the
+    payload is handed to the upcaster as a plain dict before the typed conversion.
+    """
+
+    def __init__(self, types: EventTypeRegistry | None = None) -> None:
+        self.types = types if types is not None else _default
+        self._upcast: (
+            Callable[[str, int, dict[str, Any]], list[tuple[str, dict[str, Any]]]]
+            | None
+        ) = None
+
+    def set_upcaster(
+        self,
+        upcast: Callable[[str, int, dict[str, Any]], list[tuple[str, dict[str, Any]]]],
+    ) -> None:
+        """Install the function that turns an old payload into current ones.
+
+        It receives the stored type name, stored schema version and payload, and
+        returns ``(type name, payload)`` pairs at the current schema (none to drop
+        the event, several to split it).
+        """
+        self._upcast = upcast
+
+    def encode(
+        self,
+        obj: msgspec.Struct,
+        meta: Metadata,
+        *,
+        recorded_at: int,
+        ctx: list[Any] | None = None,
+    ) -> tuple[str, bytes]:
+        """Encode one event; returns its type name and envelope bytes."""
+        et = self.types.of(obj)
+        env = Envelope(
+            schema=et.schema,
+            data=obj,
+            recorded_at=recorded_at,
+            workflow=meta.workflow,
+            command_id=meta.command_id,
+            correlation_id=meta.correlation_id,
+            causation_id=meta.causation_id,
+            ctx=ctx,
+        )
+        return et.name, _encoder.encode(env)
+
+    def decode_payloads(
+        self, stream_id: str, position: int, type_name: str, data: bytes
+    ) -> tuple[list[Any], str | None]:
+        """Decode the payload(s) of a stored event and its command id, for replay.
+
+        Returns a list because an upcaster may split an event or drop it.
+
+        Raises:
+            EventDecodeError: the bytes fit neither the current struct nor any
+                upcaster chain.
+        """
+        et = self.types._by_name.get(type_name)
+        if et is not None:
+            try:
+                env = et.decoder.decode(data)
+            except msgspec.DecodeError:
+                pass
+            else:
+                if env.schema == et.schema:
+                    return [env.data], env.command_id
+        header, items = self._slow(stream_id, position, type_name, data)
+        return [p for _, p in items], header.command_id
+
+    def decode(
+        self,
+        stream_id: str,
+        position: int,
+        global_position: int,
+        type_name: str,
+        data: bytes,
+    ) -> list[RecordedEvent]:
+        """Decode a stored event with its metadata (for history and publishing)."""
+        et = self.types._by_name.get(type_name)
+        if et is not None:
+            try:
+                env = et.decoder.decode(data)
+            except msgspec.DecodeError:
+                pass
+            else:
+                if env.schema == et.schema:
+                    return [
+                        _recorded(
+                            stream_id,
+                            position,
+                            global_position,
+                            type_name,
+                            env,
+                            env.schema,
+                            env.data,
+                        )
+                    ]
+        header, items = self._slow(stream_id, position, type_name, data)
+        return [
+            _recorded(
+                stream_id,
+                position,
+                global_position,
+                name,
+                header,
+                self.types.by_name(name).schema,
+                payload,
+            )
+            for name, payload in items
+        ]
+
+    def _slow(
+        self, stream_id: str, position: int, type_name: str, data: bytes
+    ) -> tuple[Envelope[Any], list[tuple[str, Any]]]:
+        try:
+            header = _raw_envelope.decode(data)
+            payload = msgspec.msgpack.decode(header.data)
+        except msgspec.DecodeError as exc:
+            raise EventDecodeError(
+                stream_id, position, type_name, f"not a nonstop envelope ({exc})"
+            ) from None
+        et = self.types._by_name.get(type_name)
+        if et is not None and header.schema == et.schema:
+            items: list[tuple[str, Any]] = [(type_name, payload)]
+        elif self._upcast is not None:
+            try:
+                items = list(self._upcast(type_name, header.schema, payload))
+            except Exception as exc:  # an upcaster is user code
+                raise EventDecodeError(
+                    stream_id,
+                    position,
+                    type_name,
+                    f"upcaster for schema {header.schema} failed: {exc!r}",
+                ) from exc
+        elif et is None:
+            raise EventDecodeError(
+                stream_id, position, type_name, "the type name is not registered"
+            )
+        else:
+            raise EventDecodeError(
+                stream_id,
+                position,
+                type_name,
+                f"stored schema {header.schema} differs from the registered schema "
+                f"{et.schema} and no upcaster is installed",
+            )
+        out: list[tuple[str, Any]] = []
+        for name, item in items:
+            target = self.types._by_name.get(name)
+            if target is None:
+                raise EventDecodeError(
+                    stream_id,
+                    position,
+                    type_name,
+                    f"upcast to unregistered type {name!r}",
+                )
+            try:
+                out.append((name, msgspec.convert(item, target.cls)))
+            except msgspec.ValidationError as exc:
+                raise EventDecodeError(
+                    stream_id,
+                    position,
+                    type_name,
+                    f"payload (schema {header.schema}) does not fit "
+                    f"{name!r} schema {target.schema}: {exc}",
+                ) from None
+        return header, out
+
+
+def _recorded(
+    stream_id: str,
+    position: int,
+    global_position: int,
+    type_name: str,
+    env: Envelope[Any],
+    schema: int,
+    payload: Any,
+) -> RecordedEvent:
+    return RecordedEvent(
+        stream_id=stream_id,
+        position=position,
+        global_position=global_position,
+        type=type_name,
+        schema=schema,
+        stored_schema=env.schema,
+        event=payload,
+        recorded_at=env.recorded_at,
+        workflow=env.workflow,
+        command_id=env.command_id,
+        correlation_id=env.correlation_id,
+        causation_id=env.causation_id,
+        ctx=env.ctx,
+    )

@@ -1,0 +1,691 @@
+"""The runtime: start, send and get workflow instances, with group commit.
+
+Concurrent calls do not each pay for a transaction. Every call decides under its
+instance's lock, then hands its records to one writer task; the writer commits
+whatever has queued up while the previous commit was in flight, in one
+transaction. A lone caller never waits for a window to close: its batch is the
+one call that is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgspec
+
+from engine.errors import (
+    CommandRejected,
+    ConcurrencyConflict,
+    ConflictRetriesExhausted,
+    EventDecodeError,
+    InstanceExists,
+    NonstopError,
+    UnknownInstance,
+    WorkflowCodeError,
+)
+from engine.events import (
+    SYSTEM_TYPES,
+    EventCodec,
+    Metadata,
+    RecordedEvent,
+    Started,
+    now_micros,
+)
+from engine.store import EventStore, NewRecord, Snapshot, Tracking, open_store
+from engine.workflow import Context, Status, Workflow, WorkflowRegistry
+
+__all__ = [
+    "Engine",
+    "InstanceInfo",
+    "Send",
+    "Start",
+]
+
+log = logging.getLogger("nonstop.runtime")
+_STARTED = "nonstop.Started"
+_encoder = msgspec.msgpack.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """Where one instance stands."""
+
+    instance_id: str
+    """Instance id (its stream id)."""
+    workflow: str
+    """Workflow name."""
+    version: int
+    """The version it is pinned to."""
+    state: Any
+    """Current state."""
+    position: int
+    """Position of its last event."""
+    status: Status
+    """running, completed or failed."""
+    applied: bool = True
+    """False when a repeated command id was answered without applying it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A start request, for :meth:`Engine.handle_batch`."""
+
+    workflow: str
+    """Workflow name."""
+    input: Any
+    """The start input, passed to ``decide`` as the first command."""
+    instance_id: str | None = None
+    """Id to give the instance (a new UUID when omitted)."""
+    version: int | None = None
+    """Pin this version instead of the current one."""
+    command_id: str | None = None
+    """Makes the start idempotent."""
+    routing_key: str | None = None
+    """Business key for routing."""
+    correlation_id: str | None = None
+    """Correlation id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A command for an existing instance, for :meth:`Engine.handle_batch`."""
+
+    instance_id: str
+    """Target instance."""
+    command: Any
+    """The command, passed to ``decide``."""
+    command_id: str | None = None
+    """Makes the command idempotent: a repeat is answered, not applied."""
+    correlation_id: str | None = None
+    """Correlation id."""
+    causation_id: str | None = None
+    """Causation id."""
+
+
+@dataclass(slots=True)
+class _Instance:
+    """A cached, fully folded instance."""
+
+    workflow: Workflow[Any]
+    state: Any
+    position: int
+    commands: dict[str, int] = field(default_factory=dict)
+
+    def info(self, instance_id: str, *, applied: bool = True) -> InstanceInfo:
+        wf = self.workflow
+        return InstanceInfo(
+            instance_id,
+            wf.name,
+            wf.version,
+            self.state,
+            self.position,
+            wf.status(self.state),
+            applied,
+        )
+
+
+class _SnapshotBody(msgspec.Struct, array_like=True):
+    state: msgspec.Raw
+    commands: dict[str, int]
+
+
+@dataclass(slots=True)
+class _Pending:
+    records: list[NewRecord]
+    future: asyncio.Future[None]
+
+
+class Engine:
+    """Runs workflow instances on an event store.
+
+    Args:
+        store: An open :class:`EventStore` or a store URL.
+        registry: The workflow definitions this engine can run.
+        codec: Event codec (the default registry of event types when omitted).
+        cache_size: Instances kept folded in memory.
+        max_batch: Most records one group commit writes.
+        max_attempts: Tries of one command against concurrent writers.
+    """
+
+    def __init__(
+        self,
+        store: EventStore | str,
+        registry: WorkflowRegistry,
+        *,
+        codec: EventCodec | None = None,
+        cache_size: int = 10_000,
+        max_batch: int = 1_000,
+        max_attempts: int = 8,
+    ) -> None:
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.registry = registry
+        self.codec = codec if codec is not None else EventCodec()
+        self.cache_size = cache_size
+        self.max_batch = max_batch
+        self.max_attempts = max_attempts
+        self._cache: OrderedDict[str, _Instance] = OrderedDict()
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._pending: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.commits = 0
+        """Transactions written by the group committer (for monitoring)."""
+
+    # ----------------------------------------------------------------- public
+
+    async def start(
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        instance_id: str | None = None,
+        version: int | None = None,
+        command_id: str | None = None,
+        routing_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> InstanceInfo:
+        """Start an instance pinned to ``version`` (the current one by default).
+
+        Raises:
+            UnknownWorkflow: no such workflow or version is registered.
+            InstanceExists: ``instance_id`` is taken (by another start command).
+            CommandRejected: the decider refused the input; nothing was written.
+        """
+        req = Start(
+            workflow,
+            input,
+            instance_id or uuid.uuid4().hex,
+            version,
+            command_id,
+            routing_key,
+            correlation_id,
+        )
+        return await self._run(req)
+
+    async def send(
+        self,
+        instance_id: str,
+        command: Any,
+        *,
+        command_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> InstanceInfo:
+        """Decide ``command`` under the instance's pinned version and append.
+
+        A command id already applied to this instance is answered with the
+        current state and ``applied=False``; it is not applied twice.
+
+        Raises:
+            UnknownInstance: no such instance.
+            CommandRejected: the decider refused it; nothing was written.
+            ConflictRetriesExhausted: other writers kept winning the race.
+        """
+        return await self._run(
+            Send(instance_id, command, command_id, correlation_id, causation_id)
+        )
+
+    async def get(self, instance_id: str) -> InstanceInfo:
+        """Current state of an instance, caught up with the store.
+
+        Raises:
+            UnknownInstance: no such instance.
+        """
+        async with self._lock(instance_id):
+            inst = self._cache.get(instance_id)
+            if inst is not None:
+                inst = await asyncio.to_thread(self._catch_up, instance_id, inst)
+            else:
+                inst = await self._load(instance_id)
+            return inst.info(instance_id)
+
+    async def history(self, instance_id: str) -> list[RecordedEvent]:
+        """Every event of an instance with its metadata, decoded (and upcast).
+
+        Raises:
+            UnknownInstance: no such instance.
+        """
+        return await asyncio.to_thread(self._history, instance_id)
+
+    async def instances(
+        self,
+        *,
+        workflow: str | None = None,
+        version: int | None = None,
+        status: Status | None = None,
+    ) -> list[InstanceInfo]:
+        """Instances in start order, filtered by workflow, version and status."""
+        return await asyncio.to_thread(self._instances, workflow, version, status)
+
+    async def handle_batch(
+        self,
+        items: Sequence[Start | Send],
+        *,
+        tracking: Tracking | None = None,
+    ) -> list[InstanceInfo | NonstopError]:
+        """Decide many requests and commit them all in one transaction.
+
+        Requests for one instance apply in order. A request that fails (rejected,
+        unknown instance...) yields its error in the result list and writes
+        nothing; the others commit together, with ``tracking`` if given.
+        """
+        ids = sorted({self._target(i) for i in items})
+        for attempt in range(1, self.max_attempts + 1):
+            locks = [self._lock(i) for i in ids]
+            for lk in locks:
+                await lk.__aenter__()
+            try:
+                results, records, touched = await self._decide_batch(items)
+                try:
+                    await asyncio.to_thread(
+                        self.store.append, records, tracking=tracking
+                    )
+                    self.commits += 1
+                except ConcurrencyConflict:
+                    for i in ids:
+                        self._cache.pop(i, None)
+                    if attempt == self.max_attempts:
+                        raise
+                    continue
+                for iid, inst in touched.items():
+                    self._remember(iid, inst)
+                return results
+            finally:
+                for lk in reversed(locks):
+                    await lk.__aexit__(None, None, None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        """Finish pending writes and background snapshots, then close the store."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.to_thread(self.store.close)
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------- deciding
+
+    @staticmethod
+    def _target(item: Start | Send) -> str:
+        assert item.instance_id is not None
+        return item.instance_id
+
+    async def _run(self, req: Start | Send) -> InstanceInfo:
+        iid = self._target(req)
+        async with self._lock(iid):
+            for _ in range(self.max_attempts):
+                if isinstance(req, Start):
+                    outcome = self._decide_start(req)
+                else:
+                    inst = self._cache.get(iid)
+                    if inst is None:
+                        inst = await self._load(iid)
+                    outcome = self._decide_send(inst, req)
+                if isinstance(outcome, InstanceInfo):
+                    return outcome
+                new, records = outcome
+                try:
+                    if records:
+                        await self._commit(records)
+                except ConcurrencyConflict:
+                    self._cache.pop(iid, None)
+                    if isinstance(req, Start):
+                        return await self._existing_start(req)
+                    continue
+                self._remember(iid, new)
+                return new.info(iid)
+        raise ConflictRetriesExhausted(iid, self.max_attempts)
+
+    async def _existing_start(self, req: Start) -> InstanceInfo:
+        iid = self._target(req)
+        inst = await self._load(iid)
+        if req.command_id is not None and req.command_id in inst.commands:
+            return inst.info(iid, applied=False)
+        raise InstanceExists(iid)
+
+    async def _decide_batch(
+        self, items: Sequence[Start | Send]
+    ) -> tuple[
+        list[InstanceInfo | NonstopError], list[NewRecord], dict[str, _Instance]
+    ]:
+        results: list[InstanceInfo | NonstopError] = []
+        records: list[NewRecord] = []
+        touched: dict[str, _Instance] = {}
+        for item in items:
+            iid = self._target(item)
+            try:
+                if isinstance(item, Start):
+                    if iid in touched or await self._exists(iid):
+                        results.append(InstanceExists(iid))
+                        continue
+                    outcome = self._decide_start(item)
+                else:
+                    inst = touched.get(iid) or self._cache.get(iid)
+                    if inst is None:
+                        inst = await self._load(iid)
+                    outcome = self._decide_send(inst, item)
+            except NonstopError as exc:
+                results.append(exc)
+                continue
+            if isinstance(outcome, InstanceInfo):
+                results.append(outcome)
+                continue
+            new, recs = outcome
+            touched[iid] = new
+            records.extend(recs)
+            results.append(new.info(iid))
+        return results, records, touched
+
+    async def _exists(self, instance_id: str) -> bool:
+        if instance_id in self._cache:
+            return True
+        return await asyncio.to_thread(self.store.stream_position, instance_id) > 0
+
+    def _decide_start(
+        self, req: Start
+    ) -> tuple[_Instance, list[NewRecord]] | InstanceInfo:
+        wf = self.registry.get(req.workflow, req.version)
+        iid = self._target(req)
+        inst = _Instance(wf, wf.initial(), 0)
+        started = Started(
+            workflow=wf.name,
+            version=wf.version,
+            input_type=type(req.input).__name__,
+            input=_encoder.encode(req.input),
+            routing_key=req.routing_key,
+        )
+        meta = Metadata(wf.ref, req.command_id, req.correlation_id or req.command_id)
+        outcome = self._decide(iid, inst, req.input, meta, first=[started])
+        return outcome
+
+    def _decide_send(
+        self, inst: _Instance, req: Send
+    ) -> tuple[_Instance, list[NewRecord]] | InstanceInfo:
+        iid = req.instance_id
+        if req.command_id is not None and req.command_id in inst.commands:
+            return inst.info(iid, applied=False)
+        wf = inst.workflow
+        status = wf.status(inst.state)
+        if status != "running":
+            raise CommandRejected(
+                f"the instance is {status}; it takes no more commands",
+                instance_id=iid,
+                command=req.command,
+            )
+        meta = Metadata(wf.ref, req.command_id, req.correlation_id, req.causation_id)
+        return self._decide(iid, inst, req.command, meta)
+
+    def _decide(
+        self,
+        iid: str,
+        inst: _Instance,
+        command: Any,
+        meta: Metadata,
+        *,
+        first: Sequence[Any] = (),
+    ) -> tuple[_Instance, list[NewRecord]]:
+        wf = inst.workflow
+        ctx = Context(iid, wf.ref)
+        try:
+            events = list(wf.decide(inst.state, command, ctx))
+        except CommandRejected as exc:
+            raise CommandRejected(
+                exc.reason, instance_id=iid, command=command
+            ) from None
+        except NonstopError:
+            raise
+        except Exception as exc:
+            raise WorkflowCodeError(wf.ref, iid, "decide", exc) from exc
+        state = inst.state
+        try:
+            for e in events:
+                state = wf.evolve(state, e)
+        except Exception as exc:
+            raise WorkflowCodeError(wf.ref, iid, "evolve", exc) from exc
+        now = now_micros()
+        records: list[NewRecord] = []
+        position = inst.position
+        for i, e in enumerate([*first, *events]):
+            position += 1
+            name, data = self.codec.encode(
+                e,
+                meta,
+                recorded_at=now,
+                ctx=ctx.recorded or None if i == len(first) else None,
+            )
+            records.append(NewRecord(iid, position, name, data))
+        commands = inst.commands
+        if meta.command_id is not None and records:
+            commands = {**commands, meta.command_id: position}
+        return _Instance(wf, state, position, commands), records
+
+    # ---------------------------------------------------------- group commit
+
+    async def _commit(self, records: list[NewRecord]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(records, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop())
+        await fut
+
+    async def _write_loop(self) -> None:
+        while self._pending:
+            batch: list[_Pending] = []
+            size = 0
+            while self._pending and (not batch or size < self.max_batch):
+                p = self._pending.pop(0)
+                batch.append(p)
+                size += len(p.records)
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        while batch:
+            records = [r for p in batch for r in p.records]
+            try:
+                await asyncio.to_thread(self.store.append, records)
+            except ConcurrencyConflict as exc:
+                lost = {sid for sid, _ in exc.conflicts}
+                failed = [p for p in batch if p.records[0].stream_id in lost]
+                if not failed or len(batch) == 1:
+                    failed = batch if len(batch) == 1 else []
+                if not failed:
+                    # Cannot tell who lost: commit one by one.
+                    for p in batch:
+                        await self._write([p])
+                    return
+                for p in failed:
+                    _resolve(p.future, exc)
+                batch = [p for p in batch if p not in failed]
+                continue
+            except Exception as exc:  # the store is down: every caller hears it
+                for p in batch:
+                    _resolve(p.future, exc)
+                return
+            self.commits += 1
+            for p in batch:
+                _resolve(p.future, None)
+            return
+
+    # ------------------------------------------------------------ the cache
+
+    def _lock(self, instance_id: str) -> _InstanceLock:
+        return _InstanceLock(self._locks, instance_id)
+
+    def _remember(self, instance_id: str, inst: _Instance) -> None:
+        old = self._cache.get(instance_id)
+        self._cache[instance_id] = inst
+        self._cache.move_to_end(instance_id)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        every = inst.workflow.snapshot_every
+        before = old.position if old is not None else 0
+        if every and inst.position // every > before // every:
+            job = asyncio.to_thread(self._snapshot, instance_id, inst)
+            task = asyncio.create_task(job)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _snapshot(self, instance_id: str, inst: _Instance) -> None:
+        body = _SnapshotBody(msgspec.Raw(_encoder.encode(inst.state)), inst.commands)
+        try:
+            self.store.save_snapshot(
+                Snapshot(
+                    instance_id,
+                    inst.position,
+                    inst.workflow.state_key,
+                    _encoder.encode(body),
+                )
+            )
+        except Exception:  # a snapshot is an optimisation, never a failure
+            log.exception("snapshot of %s at %s failed", instance_id, inst.position)
+
+    async def _load(self, instance_id: str) -> _Instance:
+        inst = await asyncio.to_thread(self._load_sync, instance_id)
+        self._remember(instance_id, inst)
+        return inst
+
+    def _load_sync(self, instance_id: str) -> _Instance:
+        head = self.store.read_stream(instance_id, limit=1)
+        if not head:
+            raise UnknownInstance(instance_id)
+        rec = head[0]
+        if rec.type != _STARTED:
+            raise EventDecodeError(
+                instance_id,
+                rec.position,
+                rec.type,
+                "the stream does not begin with nonstop.Started",
+            )
+        payloads, command_id = self.codec.decode_payloads(
+            instance_id, rec.position, rec.type, rec.data
+        )
+        started: Started = payloads[0]
+        wf = self.registry.get(started.workflow, started.version)
+        inst = self._from_snapshot(instance_id, wf)
+        if inst is None:
+            inst = _Instance(wf, wf.initial(), 1)
+            if command_id is not None:
+                inst.commands[command_id] = 1
+        return self._catch_up(instance_id, inst)
+
+    def _from_snapshot(self, instance_id: str, wf: Workflow[Any]) -> _Instance | None:
+        if not wf.snapshot_every:
+            return None
+        snap = self.store.load_snapshot(instance_id)
+        if snap is None or snap.key != wf.state_key:
+            return None
+        try:
+            body = msgspec.msgpack.decode(snap.data, type=_SnapshotBody)
+            state = msgspec.msgpack.decode(body.state, type=wf.state_type)
+        except msgspec.DecodeError:
+            log.warning("ignoring unreadable snapshot of %s", instance_id)
+            return None
+        return _Instance(wf, state, snap.position, dict(body.commands))
+
+    def _catch_up(self, instance_id: str, inst: _Instance) -> _Instance:
+        wf = inst.workflow
+        evolve = wf.evolve
+        decode = self.codec.decode_payloads
+        state = inst.state
+        position = inst.position
+        commands = inst.commands
+        for rec in self.store.iter_stream(instance_id, after=position):
+            position = rec.position
+            if rec.type in SYSTEM_TYPES:
+                continue
+            payloads, command_id = decode(instance_id, rec.position, rec.type, rec.data)
+            for p in payloads:
+                state = evolve(state, p)
+            if command_id is not None:
+                commands[command_id] = position
+        if position == inst.position:
+            return inst
+        return replace(inst, state=state, position=position, commands=commands)
+
+    def _history(self, instance_id: str) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        for rec in self.store.iter_stream(instance_id):
+            out.extend(
+                self.codec.decode(
+                    instance_id, rec.position, rec.global_position, rec.type, rec.data
+                )
+            )
+        if not out:
+            raise UnknownInstance(instance_id)
+        return out
+
+    def _instances(
+        self, workflow: str | None, version: int | None, status: Status | None
+    ) -> list[InstanceInfo]:
+        out: list[InstanceInfo] = []
+        for rec in _iter_all(self.store, [_STARTED]):
+            iid = rec.stream_id
+            inst = self._cache.get(iid)
+            inst = self._catch_up(iid, inst) if inst else self._load_sync(iid)
+            info = inst.info(iid)
+            if workflow is not None and info.workflow != workflow:
+                continue
+            if version is not None and info.version != version:
+                continue
+            if status is not None and info.status != status:
+                continue
+            out.append(info)
+        return out
+
+
+def _iter_all(
+    store: EventStore, types: Sequence[str], page: int = 1000
+) -> Iterable[Any]:
+    after = 0
+    while True:
+        rows = store.read_all(after=after, limit=page, types=types)
+        yield from rows
+        if len(rows) < page:
+            return
+        after = rows[-1].global_position
+
+
+def _resolve(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+class _InstanceLock:
+    """A per-instance asyncio lock that frees its entry when nobody holds it."""
+
+    __slots__ = ("_iid", "_locks")
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], iid: str) -> None:
+        self._locks = locks
+        self._iid = iid
+
+    async def __aenter__(self) -> None:
+        lock, users = self._locks.get(self._iid, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[self._iid] = (lock, users + 1)
+        await lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        lock, users = self._locks[self._iid]
+        lock.release()
+        if users <= 1:
+            del self._locks[self._iid]
+        else:
+            self._locks[self._iid] = (lock, users - 1)

@@ -1,0 +1,57 @@
+"""The event store port and its adapters, chosen by URL."""
+
+from __future__ import annotations
+
+from engine.errors import StoreUnavailable
+from engine.store.base import (
+    EventStore,
+    NewRecord,
+    Record,
+    RecorderStore,
+    Snapshot,
+    Tracking,
+    redact,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "EventStore",
+    "NewRecord",
+    "Record",
+    "RecorderStore",
+    "Snapshot",
+    "Tracking",
+    "open_store",
+    "redact",
+]
+
+DEFAULT_URL = "sqlite:///nonstop.db"
+
+
+def open_store(url: str = DEFAULT_URL) -> EventStore:
+    """Open the event store at ``url``.
+
+    ``memory://``, ``sqlite:///path.db`` or ``postgresql://user@host:port/db``
+    (with an optional ``?schema=NAME``).
+
+    Raises:
+        StoreUnavailable: unknown scheme, or the store cannot be opened.
+    """
+    scheme = url.partition("://")[0].lower()
+    if scheme == "memory":
+        from engine.store.memory import MemoryStore
+
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from engine.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        from engine.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreUnavailable(
+        redact(url),
+        f"unknown scheme {scheme!r}; use memory://, sqlite:///path.db or "
+        "postgresql://user@host:port/db",
+    )

@@ -1,0 +1,300 @@
+"""The event store port and the adapter base built on ``eventsourcing`` recorders."""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProcessRecorder,
+    StoredEvent,
+)
+from eventsourcing.persistence import Tracking as _ESTracking
+
+from engine.errors import ConcurrencyConflict, StoreUnavailable
+
+__all__ = [
+    "EventStore",
+    "NewRecord",
+    "Record",
+    "RecorderStore",
+    "Snapshot",
+    "Tracking",
+    "redact",
+]
+
+log = logging.getLogger("nonstop.store")
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """An event to append: it must land exactly at ``position`` of its stream."""
+
+    stream_id: str
+    """Instance id."""
+    position: int
+    """Expected position (the stream's current length + 1, +2, ...)."""
+    type: str
+    """Stable type name."""
+    data: bytes
+    """Envelope bytes."""
+
+
+class Record(NamedTuple):
+    """A stored event."""
+
+    stream_id: str
+    """Instance id."""
+    position: int
+    """Position in the stream, from 1."""
+    global_position: int
+    """Position in the global order (0 where an adapter's stream read omits it)."""
+    type: str
+    """Stable type name."""
+    data: bytes
+    """Envelope bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """How far a named consumer got; stored atomically with the events it caused."""
+
+    name: str
+    """Consumer name (a projection, a Kafka group and partition...)."""
+    position: int
+    """The last position processed; must increase."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A saved state of one instance."""
+
+    stream_id: str
+    """Instance id."""
+    position: int
+    """Stream position the state includes."""
+    key: str
+    """Workflow version and state schema fingerprint; must match to be used."""
+    data: bytes
+    """The encoded state."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+class EventStore(ABC):
+    """The port every adapter implements (memory, SQLite, PostgreSQL).
+
+    Methods are synchronous and thread-safe; the async runtime calls them from
+    worker threads.
+    """
+
+    url: str
+    """Where the store lives, password redacted."""
+
+    @abstractmethod
+    def append(
+        self, records: Sequence[NewRecord], *, tracking: Tracking | None = None
+    ) -> list[int]:
+        """Append records of one or more streams in one transaction.
+
+        Returns:
+            The global position of each record, in order.
+
+        Raises:
+            ConcurrencyConflict: a record's position is already taken (another
+                writer got there first) or ``tracking`` does not advance; nothing
+                was written.
+            StoreUnavailable: the database cannot be reached.
+        """
+
+    @abstractmethod
+    def read_stream(
+        self, stream_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[Record]:
+        """Records of one stream with position > ``after``, in order."""
+
+    def iter_stream(
+        self, stream_id: str, *, after: int = 0, page: int = 10_000
+    ) -> Iterator[Record]:
+        """Stream a long stream in pages, so memory stays flat."""
+        while True:
+            rows = self.read_stream(stream_id, after=after, limit=page)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].position
+
+    @abstractmethod
+    def read_all(
+        self, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
+    ) -> list[Record]:
+        """Records in global order with global position > ``after``."""
+
+    @abstractmethod
+    def last_global_position(self) -> int:
+        """The highest global position, 0 for an empty store."""
+
+    @abstractmethod
+    def stream_position(self, stream_id: str) -> int:
+        """The last position of a stream, 0 when it has no events."""
+
+    @abstractmethod
+    def tracking_position(self, name: str) -> int | None:
+        """The last position recorded for consumer ``name``, if any."""
+
+    @abstractmethod
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store a snapshot; an older or equal position for the stream is kept."""
+
+    @abstractmethod
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The newest snapshot of a stream, if any."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RecorderStore(EventStore):
+    """An :class:`EventStore` over an ``eventsourcing`` process recorder.
+
+    Adapters pass their recorders in and override the read paths where the
+    generic recorder API is too slow.
+    """
+
+    def __init__(
+        self, url: str, events: ProcessRecorder, snapshots: AggregateRecorder
+    ) -> None:
+        self.url = redact(url)
+        self._events = events
+        self._snapshots = snapshots
+
+    def append(
+        self, records: Sequence[NewRecord], *, tracking: Tracking | None = None
+    ) -> list[int]:
+        """See :meth:`EventStore.append`."""
+        if not records and tracking is None:
+            return []
+        stored = [
+            StoredEvent(
+                originator_id=r.stream_id,
+                originator_version=r.position,
+                topic=r.type,
+                state=r.data,
+            )
+            for r in records
+        ]
+        kwargs: dict[str, Any] = {}
+        if tracking is not None:
+            kwargs["tracking"] = _ESTracking(tracking.name, tracking.position)
+        try:
+            ids = self._events.insert_events(stored, **kwargs)
+        except IntegrityError:
+            raise self._conflict(records, tracking) from None
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+        return list(ids or [])
+
+    def _conflict(
+        self, records: Sequence[NewRecord], tracking: Tracking | None
+    ) -> ConcurrencyConflict:
+        firsts: dict[str, int] = {}
+        for r in records:
+            firsts.setdefault(r.stream_id, r.position)
+        taken = [
+            (sid, pos)
+            for sid, pos in firsts.items()
+            if self.stream_position(sid) >= pos
+        ]
+        if not taken and tracking is not None:
+            taken = [(f"tracking:{tracking.name}", tracking.position)]
+        if not taken:
+            # Duplicate positions inside the batch itself.
+            taken = [(r.stream_id, r.position) for r in records]
+        return ConcurrencyConflict(taken)
+
+    def read_stream(
+        self, stream_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[Record]:
+        """See :meth:`EventStore.read_stream`."""
+        try:
+            rows = self._events.select_events(stream_id, gt=after or None, limit=limit)
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+        return [
+            Record(str(s.originator_id), s.originator_version, 0, s.topic, s.state)
+            for s in rows
+        ]
+
+    def read_all(
+        self, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
+    ) -> list[Record]:
+        """See :meth:`EventStore.read_all`."""
+        try:
+            rows = self._events.select_notifications(
+                after, limit, topics=types, inclusive_of_start=False
+            )
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+        return [
+            Record(str(n.originator_id), n.originator_version, n.id, n.topic, n.state)
+            for n in rows
+        ]
+
+    def last_global_position(self) -> int:
+        """See :meth:`EventStore.last_global_position`."""
+        return self._events.max_notification_id() or 0
+
+    def stream_position(self, stream_id: str) -> int:
+        """See :meth:`EventStore.stream_position`."""
+        rows = self._events.select_events(stream_id, desc=True, limit=1)
+        return rows[0].originator_version if rows else 0
+
+    def tracking_position(self, name: str) -> int | None:
+        """See :meth:`EventStore.tracking_position`."""
+        found = self._events.max_tracking_id(name)
+        return None if found is None else int(found)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """See :meth:`EventStore.save_snapshot`."""
+        try:
+            self._snapshots.insert_events(
+                [
+                    StoredEvent(
+                        originator_id=snapshot.stream_id,
+                        originator_version=snapshot.position,
+                        topic=snapshot.key,
+                        state=snapshot.data,
+                    )
+                ]
+            )
+        except IntegrityError:
+            log.debug("snapshot %s@%s exists", snapshot.stream_id, snapshot.position)
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """See :meth:`EventStore.load_snapshot`."""
+        rows = self._snapshots.select_events(stream_id, desc=True, limit=1)
+        if not rows:
+            return None
+        s = rows[0]
+        return Snapshot(stream_id, s.originator_version, s.topic, s.state)
+
+    def close(self) -> None:
+        """See :meth:`EventStore.close`."""

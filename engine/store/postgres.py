@@ -1,0 +1,126 @@
+"""PostgreSQL adapter (psycopg 3 with a connection pool)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresDatastore,
+    PostgresProcessRecorder,
+)
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from engine.errors import StoreUnavailable
+from engine.store.base import Record, RecorderStore, redact
+
+__all__ = ["PostgresStore"]
+
+EVENTS_TABLE = "nonstop_events"
+SNAPSHOTS_TABLE = "nonstop_snapshots"
+TRACKING_TABLE = "nonstop_tracking"
+
+
+class PostgresStore(RecorderStore):
+    """An event store in PostgreSQL.
+
+    Args:
+        url: ``postgresql://user[:password]@host[:port]/dbname[?schema=NAME]``;
+            ``schema`` (default ``public``) is created when missing.
+        pool_size: Connections kept open.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        self.schema = query.get("schema", ["public"])[0]
+        dbname = unquote(parts.path.lstrip("/")) or "postgres"
+        conninfo: dict[str, Any] = {
+            "dbname": dbname,
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 5432,
+            "user": unquote(parts.username or "postgres"),
+            "password": unquote(parts.password or ""),
+        }
+        try:
+            with psycopg.connect(**conninfo, connect_timeout=5, autocommit=True) as c:
+                c.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self.schema)
+                    )
+                )
+        except psycopg.Error as exc:
+            raise StoreUnavailable(redact(url), str(exc).strip()) from None
+        try:
+            self._datastore = PostgresDatastore(
+                **conninfo,
+                schema=self.schema,
+                originator_id_type="text",
+                pool_size=pool_size,
+                max_overflow=pool_size,
+            )
+            events = PostgresProcessRecorder(
+                self._datastore,
+                events_table_name=EVENTS_TABLE,
+                tracking_table_name=TRACKING_TABLE,
+            )
+            snapshots = PostgresAggregateRecorder(
+                self._datastore, events_table_name=SNAPSHOTS_TABLE
+            )
+            events.create_table()
+            snapshots.create_table()
+        except (OperationalError, InterfaceError, psycopg.Error) as exc:
+            raise StoreUnavailable(redact(url), str(exc).strip()) from None
+        super().__init__(url, events, snapshots)
+        table = sql.Identifier(self.schema, EVENTS_TABLE)
+        self._select_stream = sql.SQL(
+            "SELECT originator_version, topic, state FROM {} "
+            "WHERE originator_id = %s AND originator_version > %s "
+            "ORDER BY originator_version LIMIT %s"
+        ).format(table)
+        self._stream_position = sql.SQL(
+            "SELECT max(originator_version) FROM {} WHERE originator_id = %s"
+        ).format(table)
+
+    def read_stream(
+        self, stream_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[Record]:
+        """See :meth:`EventStore.read_stream` (binary rows, plain tuples)."""
+        try:
+            with (
+                self._datastore.get_connection() as conn,
+                conn.cursor(row_factory=tuple_row, binary=True) as cur,
+            ):
+                cur.execute(
+                    self._select_stream, (stream_id, after, limit), prepare=True
+                )
+                return [Record(stream_id, v, 0, t, s) for v, t, s in cur.fetchall()]
+        except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+
+    def stream_position(self, stream_id: str) -> int:
+        """See :meth:`EventStore.stream_position`."""
+        with (
+            self._datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            cur.execute(self._stream_position, (stream_id,), prepare=True)
+            row = cur.fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
+
+    def drop(self) -> None:
+        """Drop this store's schema with everything in it (tests only)."""
+        with self._datastore.get_connection() as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(self.schema)
+                )
+            )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._datastore.close()

@@ -1,0 +1,72 @@
+"""SQLite adapter: the embedded default, one file, no server."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteDatastore,
+    SQLiteProcessRecorder,
+)
+
+from engine.errors import StoreUnavailable
+from engine.store.base import Record, RecorderStore
+
+__all__ = ["SQLiteStore"]
+
+EVENTS_TABLE = "nonstop_events"
+SNAPSHOTS_TABLE = "nonstop_snapshots"
+
+
+class SQLiteStore(RecorderStore):
+    """An event store in one SQLite file (WAL mode).
+
+    Args:
+        url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+    """
+
+    def __init__(self, url: str) -> None:
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        if not path:
+            raise StoreUnavailable(url, "no file path (use sqlite:///path/to/file.db)")
+        parent = Path(path).parent
+        if not parent.is_dir():
+            raise StoreUnavailable(url, f"directory {str(parent)!r} does not exist")
+        try:
+            self._datastore = SQLiteDatastore(
+                path, originator_id_type="text", pool_size=4, max_overflow=8
+            )
+            events = SQLiteProcessRecorder(
+                self._datastore, events_table_name=EVENTS_TABLE
+            )
+            snapshots = SQLiteAggregateRecorder(self._datastore, SNAPSHOTS_TABLE)
+            events.create_table()
+            snapshots.create_table()
+        except (OperationalError, InterfaceError, sqlite3.Error) as exc:
+            raise StoreUnavailable(url, str(exc)) from None
+        super().__init__(url, events, snapshots)
+        self._select_stream = (
+            f"SELECT originator_version, topic, state FROM {EVENTS_TABLE} "
+            "WHERE originator_id=? AND originator_version>? "
+            "ORDER BY originator_version LIMIT ?"
+        )
+
+    def read_stream(
+        self, stream_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[Record]:
+        """See :meth:`EventStore.read_stream` (plain tuples, no row objects)."""
+        try:
+            with self._datastore.transaction(commit=False) as c:
+                cur = c.sqlite_cursor
+                cur.row_factory = None
+                cur.execute(self._select_stream, (stream_id, after, limit or -1))
+                return [Record(stream_id, v, 0, t, s) for v, t, s in cur.fetchall()]
+        except (OperationalError, InterfaceError, sqlite3.Error) as exc:
+            raise StoreUnavailable(self.url, str(exc)) from None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._datastore.close()

@@ -1,0 +1,244 @@
+"""Workflow definitions, the decider context, and the version registry (pure)."""
+
+from __future__ import annotations
+
+import random as _random
+import re
+import uuid as _uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+
+from engine.errors import (
+    DuplicateRegistration,
+    UnknownWorkflow,
+    WorkflowDefinitionError,
+)
+
+__all__ = [
+    "Context",
+    "Status",
+    "Workflow",
+    "WorkflowRegistry",
+    "fold",
+    "parse_ref",
+]
+
+S = TypeVar("S")
+Status = Literal["running", "completed", "failed"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class Workflow(Generic[S]):
+    """One immutable version of a workflow's logic.
+
+    Example:
+        >>> orders_v1 = Workflow(
+        ...     name="orders", version=1, state_type=Order,
+        ...     initial=Order, decide=decide, evolve=evolve,
+        ...     status=lambda s: s.status,
+        ... )
+    """
+
+    name: str
+    """Workflow name, shared by all its versions."""
+    version: int
+    """Version number; ``name@version`` identifies this logic for ever."""
+    state_type: type[S]
+    """Type of the state (a msgspec struct or any msgspec-encodable type)."""
+    initial: Callable[[], S]
+    """Builds the state before the first event."""
+    decide: Callable[[S, Any, Context], Sequence[Any]]
+    """``decide(state, command, ctx) -> events``; raise CommandRejected to refuse."""
+    evolve: Callable[[S, Any], S]
+    """``evolve(state, event) -> state``, pure."""
+    status: Callable[[S], Status]
+    """Tells whether a state is running, completed or failed (the terminal ones)."""
+    snapshot_every: int = 0
+    """Write a snapshot every N events (0: never)."""
+    description: str = ""
+    """Free text shown by the CLI."""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise WorkflowDefinitionError(
+                f"workflow name {self.name!r} must start with a letter or underscore "
+                "and contain only letters, digits, '_', '.', '-'"
+            )
+        if not isinstance(self.version, int) or self.version < 1:
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: version {self.version!r} must be an int >= 1"
+            )
+        if self.snapshot_every < 0:
+            raise WorkflowDefinitionError(
+                f"{self.ref}: snapshot_every={self.snapshot_every} must be >= 0"
+            )
+
+    @property
+    def ref(self) -> str:
+        """``name@version``."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def state_key(self) -> str:
+        """Identifies the state's shape: snapshots with another key are ignored."""
+        schema = msgspec.json.encode(msgspec.json.schema(self.state_type))
+        digest = _uuid.uuid5(_uuid.NAMESPACE_URL, schema.decode()).hex[:16]
+        return f"{self.ref}#{digest}"
+
+    def terminal(self, state: S) -> bool:
+        """True when ``state`` is completed or failed."""
+        return self.status(state) != "running"
+
+
+def fold(workflow: Workflow[S], state: S, events: Iterable[Any]) -> S:
+    """Replay: fold ``events`` into ``state`` with the workflow's reducer."""
+    evolve = workflow.evolve
+    for e in events:
+        state = evolve(state, e)
+    return state
+
+
+class Context:
+    """What a decider may read besides state and command: clock and randomness.
+
+    Every value read is recorded in order and stored with the events of the
+    decision, so running the decider again over the recorded history (to prove a
+    new version safe) sees exactly the same values.
+    """
+
+    __slots__ = ("_replay", "instance_id", "recorded", "workflow")
+
+    def __init__(
+        self,
+        instance_id: str,
+        workflow: str,
+        *,
+        replay: Sequence[Any] | None = None,
+    ) -> None:
+        self.instance_id = instance_id
+        """The instance being decided."""
+        self.workflow = workflow
+        """``name@version`` being run."""
+        self.recorded: list[Any] = []
+        """``[kind, value]`` pairs read so far."""
+        self._replay = list(replay) if replay is not None else None
+
+    def _value(self, kind: str, make: Callable[[], Any]) -> Any:
+        if self._replay is not None:
+            index = len(self.recorded)
+            if index >= len(self._replay) or self._replay[index][0] != kind:
+                raise WorkflowDefinitionError(
+                    f"{self.workflow} read ctx.{kind}() at step {index}, which the "
+                    "recorded history does not have: the decider is not deterministic"
+                )
+            value = self._replay[index][1]
+        else:
+            value = make()
+        self.recorded.append([kind, value])
+        return value
+
+    def now(self) -> datetime:
+        """The current time (UTC), recorded."""
+        micros = self._value("now", lambda: datetime.now(UTC).timestamp() * 1e6)
+        return datetime.fromtimestamp(micros / 1e6, tz=UTC)
+
+    def random(self) -> float:
+        """A float in [0, 1), recorded."""
+        return float(self._value("random", _random.random))
+
+    def uuid(self) -> str:
+        """A random UUID as hex, recorded."""
+        return str(self._value("uuid", lambda: _uuid.uuid4().hex))
+
+
+@dataclass
+class WorkflowRegistry:
+    """Resolves ``name@version`` to a definition; several versions live together."""
+
+    _by_ref: dict[tuple[str, int], Workflow[Any]] = field(default_factory=dict)
+    _current: dict[str, int] = field(default_factory=dict)
+
+    def register(self, *workflows: Workflow[Any]) -> None:
+        """Add definitions. Re-registering the same object is a no-op.
+
+        Raises:
+            DuplicateRegistration: another definition already has that
+                ``name@version``; versions are immutable, deploy a new one instead.
+        """
+        for wf in workflows:
+            key = (wf.name, wf.version)
+            known = self._by_ref.get(key)
+            if known is not None and known is not wf:
+                raise DuplicateRegistration(
+                    f"{wf.ref} is already registered; a version is immutable, "
+                    "register the change as a new version"
+                )
+            self._by_ref[key] = wf
+
+    def get(self, name: str, version: int | None = None) -> Workflow[Any]:
+        """The definition of ``name@version``, or the current version of ``name``.
+
+        Raises:
+            UnknownWorkflow: no such workflow or version.
+        """
+        if version is None:
+            version = self.current_version(name)
+        try:
+            return self._by_ref[(name, version)]
+        except KeyError:
+            raise UnknownWorkflow(name, version, self.refs()) from None
+
+    def current_version(self, name: str) -> int:
+        """The version new instances of ``name`` get (the newest unless set).
+
+        Raises:
+            UnknownWorkflow: no version of ``name`` is registered.
+        """
+        if name in self._current:
+            return self._current[name]
+        versions = self.versions(name)
+        if not versions:
+            raise UnknownWorkflow(name, None, self.refs())
+        return versions[-1]
+
+    def set_current(self, name: str, version: int) -> None:
+        """Route new instances of ``name`` to ``version``.
+
+        Raises:
+            UnknownWorkflow: that version is not registered.
+        """
+        self.get(name, version)
+        self._current[name] = version
+
+    def versions(self, name: str) -> list[int]:
+        """Registered versions of ``name``, ascending."""
+        return sorted(v for (n, v) in self._by_ref if n == name)
+
+    def names(self) -> list[str]:
+        """Registered workflow names, sorted."""
+        return sorted({n for (n, _) in self._by_ref})
+
+    def refs(self) -> list[str]:
+        """Every registered ``name@version``, sorted."""
+        return [f"{n}@{v}" for (n, v) in sorted(self._by_ref)]
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """Split ``name@version`` (or a bare ``name``).
+
+    Raises:
+        WorkflowDefinitionError: the version part is not a positive integer.
+    """
+    name, sep, version = ref.partition("@")
+    if not sep:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise WorkflowDefinitionError(
+            f"bad workflow reference {ref!r}: expected name@version with version >= 1"
+        )
+    return name, int(version)
