@@ -1,0 +1,37 @@
+# Every target creates or updates .venv itself.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NONSTOP_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
+export NONSTOP_TEST_POSTGRES
+
+.PHONY: demo test bench lint venv postgres clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nonstop demo $(if $(STORE),--store $(STORE),)
+
+postgres:
+	@bash .ci/ensure-postgres
+
+test: $(STAMP) postgres
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP) postgres
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) nonstop-demo.db* .pytest_cache .mypy_cache .ruff_cache
