@@ -1,8 +1,26 @@
 """Schema versions and upcaster chains (pure, no I/O).
 
-The engine's :class:`~engine.events.EventCodec` already hands any event stored at
-an older schema version to an installed upcaster function; this package will
-hold the registration API and the compatibility checks.
+Register steps with :func:`upcaster` (or an :class:`UpcasterRegistry` of your
+own), renames with :meth:`UpcasterRegistry.rename_type`; the engine checks the
+chains when it is built and runs them on every read of an old event.
 """
 
-__all__: list[str] = []
+from upcasters.chain import (
+    Emit,
+    UpcastChainError,
+    Upcaster,
+    UpcasterRegistry,
+    UpcastResult,
+    default_upcasters,
+    upcaster,
+)
+
+__all__ = [
+    "Emit",
+    "UpcastChainError",
+    "UpcastResult",
+    "Upcaster",
+    "UpcasterRegistry",
+    "default_upcasters",
+    "upcaster",
+]
