@@ -14,13 +14,29 @@ from upcasters.chain import (
     default_upcasters,
     upcaster,
 )
+from upcasters.schema import (
+    Change,
+    compare,
+    describe,
+    describe_type,
+    merge_lock,
+    read_lock,
+    write_lock,
+)
 
 __all__ = [
+    "Change",
     "Emit",
     "UpcastChainError",
     "UpcastResult",
     "Upcaster",
     "UpcasterRegistry",
+    "compare",
     "default_upcasters",
+    "describe",
+    "describe_type",
+    "merge_lock",
+    "read_lock",
     "upcaster",
+    "write_lock",
 ]
