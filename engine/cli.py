@@ -1,0 +1,404 @@
+"""The ``nonstop`` command line: list, show and inspect instances; run the demo.
+
+Every :class:`~engine.errors.NonstopError` ends the command with one line on
+stderr (``nonstop: error: ...``) and exit code 2; store URLs are never printed
+with their password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from engine.errors import (
+    EventDecodeError,
+    NonstopError,
+    UnknownEventType,
+    UnknownInstance,
+    UnknownWorkflow,
+)
+from engine.events import RecordedEvent, Started
+from engine.runtime import Engine, InstanceInfo
+from engine.store import DEFAULT_URL, open_store, redact
+from engine.workflow import WorkflowRegistry
+
+__all__ = ["DEFAULT_APP", "AppLoadError", "load_app", "main"]
+
+DEFAULT_APP = "examples.orders:registry"
+"""Where workflow definitions come from when neither --app nor NONSTOP_APP is set."""
+
+T = TypeVar("T")
+_json = msgspec.json.Encoder()
+_raw_decoder = msgspec.msgpack.Decoder()
+
+
+class AppLoadError(NonstopError, ValueError):
+    """The ``--app`` value does not name a workflow registry."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        self.reason = reason
+        super().__init__(
+            f"cannot load the app {spec!r}: {reason}. Pass --app MODULE:ATTRIBUTE "
+            "(or set NONSTOP_APP) naming a WorkflowRegistry or a function "
+            "returning one"
+        )
+
+
+_NEEDS_APP = (AppLoadError, EventDecodeError, UnknownEventType, UnknownWorkflow)
+
+
+def load_app(spec: str) -> WorkflowRegistry:
+    """Import ``MODULE:ATTRIBUTE`` and return the registry it names.
+
+    The attribute is a :class:`WorkflowRegistry` or a zero-argument callable
+    returning one. Importing the module also registers its event types.
+
+    Raises:
+        AppLoadError: the module or attribute is missing, or is not a registry.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppLoadError(spec, "expected MODULE:ATTRIBUTE")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # importing runs user code
+        raise AppLoadError(spec, f"import failed ({exc!r})") from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AppLoadError(
+                spec, f"module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    if isinstance(target, WorkflowRegistry):
+        return target
+    if callable(target):
+        try:
+            target = target()
+        except Exception as exc:  # user code
+            raise AppLoadError(spec, f"calling {attr}() failed ({exc!r})") from None
+        if isinstance(target, WorkflowRegistry):
+            return target
+    raise AppLoadError(
+        spec, f"{attr} is a {type(target).__name__}, not a WorkflowRegistry"
+    )
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nonstop",
+        description=(
+            "Inspect nonstop workflow instances and run the demo. "
+            "The event store is --store, else $NONSTOP_STORE, else "
+            f"{DEFAULT_URL}. Workflow definitions come from --app, else "
+            f"$NONSTOP_APP, else {DEFAULT_APP} (the demo's order workflow)."
+        ),
+    )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="event store: sqlite:///file.db, postgresql://user@host:port/db"
+        "[?schema=NAME] or memory:// (default: $NONSTOP_STORE or "
+        f"{DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--app",
+        metavar="MOD:ATTR",
+        help="a WorkflowRegistry, or a zero-argument function returning one "
+        f"(default: $NONSTOP_APP or {DEFAULT_APP})",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("instances", help="list instances with their status")
+    p.add_argument("--workflow", metavar="W", help="only this workflow name")
+    p.add_argument("--version", metavar="V", type=int, help="only this version")
+    p.add_argument(
+        "--status",
+        choices=["running", "completed", "failed"],
+        help="only instances with this status",
+    )
+
+    p = sub.add_parser("show", help="an instance's state and history")
+    p.add_argument("instance_id", metavar="ID")
+
+    p = sub.add_parser("history", help="an instance's events")
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="print each stored record as one JSON line, decoded without the "
+        "app's event classes",
+    )
+
+    p = sub.add_parser(
+        "demo",
+        help="run the order workflow demo: two versions side by side, a restart",
+    )
+    p.add_argument(
+        "--store",
+        dest="demo_store",
+        metavar="URL",
+        help="event store of the demo (default: sqlite:///nonstop-demo.db)",
+    )
+    p.add_argument(
+        "--instances",
+        type=int,
+        default=300,
+        metavar="N",
+        help="instances to start (default: 300)",
+    )
+    p.add_argument("--seed", type=int, metavar="S", help="random seed")
+    return parser
+
+
+# ----------------------------------------------------------------- commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nonstop`` command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    store_url: str = args.store or os.environ.get("NONSTOP_STORE") or DEFAULT_URL
+    app: str = args.app or os.environ.get("NONSTOP_APP") or DEFAULT_APP
+    out = _console()
+    try:
+        if args.command == "instances":
+            return _instances(out, store_url, app, args)
+        if args.command == "show":
+            return _show(out, store_url, app, args.instance_id)
+        if args.command == "history":
+            if args.raw:
+                return _history_raw(store_url, args.instance_id)
+            return _history(out, store_url, app, args.instance_id)
+        if args.command == "demo":
+            from engine.demo import DEFAULT_STORE, run_demo
+
+            if args.instances < 1:
+                parser.error(f"--instances must be >= 1, got {args.instances}")
+            url = args.demo_store or args.store or DEFAULT_STORE
+            store_url = url
+            return run_demo(url, instances=args.instances, seed=args.seed, out=out)
+    except NonstopError as exc:
+        hint = ""
+        if args.command in ("show", "history") and isinstance(exc, _NEEDS_APP):
+            hint = f" (`nonstop history {args.instance_id} --raw` needs no app)"
+        print(f"nonstop: error: {_one_line(exc, store_url)}{hint}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`nonstop history ID --raw | head`): stop quietly.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print("nonstop: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+
+
+def _console() -> Console:
+    # Off a terminal (pipes, files, tests) rich would wrap at 80 columns, which
+    # breaks ids across lines; give tables room instead.
+    tty = sys.stdout.isatty()
+    return Console(highlight=False, width=None if tty else 200, soft_wrap=not tty)
+
+
+def _one_line(exc: BaseException, url: str) -> str:
+    """The error message on one line, without the store's password."""
+    return " ".join(line.strip() for line in _scrub(str(exc), url).splitlines())
+
+
+def _scrub(message: str, url: str) -> str:
+    """``message`` without the password of ``url`` (drivers sometimes echo it)."""
+    message = message.replace(url, redact(url))
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        message = message.replace(password, "***")
+    return message
+
+
+def _with_engine(
+    store_url: str, app: str, job: Callable[[Engine], Coroutine[Any, Any, T]]
+) -> T:
+    registry = load_app(app)
+
+    async def run() -> T:
+        engine = Engine(store_url, registry)
+        try:
+            return await job(engine)
+        finally:
+            await engine.close()
+
+    return asyncio.run(run())
+
+
+def _instances(out: Console, store_url: str, app: str, args: Any) -> int:
+    found = _with_engine(
+        store_url,
+        app,
+        lambda e: e.instances(
+            workflow=args.workflow, version=args.version, status=args.status
+        ),
+    )
+    table = Table(title=Text(f"Instances in {redact(store_url)}"))
+    table.add_column("instance id", no_wrap=True)
+    table.add_column("workflow", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("position", justify="right")
+    table.add_column("state")
+    for info in found:
+        table.add_row(
+            Text(info.instance_id),
+            Text(f"{info.workflow}@{info.version}"),
+            _status(info.status),
+            str(info.position),
+            Text(_summary(info.state)),
+        )
+    if found:
+        out.print(table)
+    counts: dict[str, int] = {}
+    for info in found:
+        counts[info.status] = counts.get(info.status, 0) + 1
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    noun = "instance" if len(found) == 1 else "instances"
+    out.print(f"{len(found)} {noun}" + (f" ({detail})" if detail else ""))
+    return 0
+
+
+def _show(out: Console, store_url: str, app: str, instance_id: str) -> int:
+    async def job(engine: Engine) -> tuple[InstanceInfo, list[RecordedEvent]]:
+        return await engine.get(instance_id), await engine.history(instance_id)
+
+    info, events = _with_engine(store_url, app, job)
+    head = Table(title=Text(f"Instance {info.instance_id}"), show_header=False)
+    head.add_column("field", style="bold", no_wrap=True)
+    head.add_column("value")
+    head.add_row("workflow", f"{info.workflow}@{info.version}")
+    head.add_row("status", _status(info.status))
+    head.add_row("position", str(info.position))
+    for name, value in _fields(info.state):
+        head.add_row(Text(f"state.{name}"), Text(_text(value)))
+    out.print(head)
+    out.print(_history_table(instance_id, events))
+    return 0
+
+
+def _history(out: Console, store_url: str, app: str, instance_id: str) -> int:
+    events = _with_engine(store_url, app, lambda e: e.history(instance_id))
+    out.print(_history_table(instance_id, events))
+    return 0
+
+
+def _history_raw(store_url: str, instance_id: str) -> int:
+    store = open_store(store_url)
+    try:
+        found = False
+        for rec in store.iter_stream(instance_id):
+            found = True
+            line: dict[str, Any] = {
+                "stream": rec.stream_id,
+                "position": rec.position,
+                "global_position": rec.global_position,
+                "type": rec.type,
+            }
+            try:
+                line["envelope"] = _raw_decoder.decode(rec.data)
+            except msgspec.DecodeError as exc:
+                line["undecodable"] = str(exc)
+                line["hex"] = rec.data.hex()
+            sys.stdout.write(_json.encode(line).decode() + "\n")
+        if not found:
+            raise UnknownInstance(instance_id)
+    finally:
+        store.close()
+    return 0
+
+
+# --------------------------------------------------------------- rendering
+
+
+def _history_table(instance_id: str, events: list[RecordedEvent]) -> Table:
+    table = Table(title=Text(f"History of {instance_id}"))
+    table.add_column("pos", justify="right")
+    table.add_column("global", justify="right")
+    table.add_column("recorded at", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("schema", justify="right")
+    table.add_column("workflow", no_wrap=True)
+    table.add_column("command id", no_wrap=True)
+    table.add_column("payload")
+    for e in events:
+        schema = str(e.schema)
+        if e.stored_schema != e.schema:
+            schema = f"{e.stored_schema}->{e.schema}"
+        table.add_row(
+            str(e.position),
+            str(e.global_position) if e.global_position else "-",
+            _when(e.recorded_at),
+            Text(e.type),
+            schema,
+            Text(e.workflow),
+            Text(e.command_id or ""),
+            Text(_payload(e.event)),
+        )
+    return table
+
+
+def _when(micros: int) -> str:
+    stamp = datetime.fromtimestamp(micros / 1e6, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _status(status: str) -> str:
+    colour = {"running": "yellow", "completed": "green", "failed": "red"}
+    return f"[{colour.get(status, 'white')}]{status}[/]"
+
+
+def _fields(state: Any) -> list[tuple[str, Any]]:
+    plain = msgspec.to_builtins(state)
+    if isinstance(plain, dict):
+        return list(plain.items())
+    return [("value", plain)]
+
+
+def _summary(state: Any, limit: int = 80) -> str:
+    text = " ".join(f"{k}={_text(v)}" for k, v in _fields(state))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return _json.encode(msgspec.to_builtins(value)).decode()
+
+
+def _payload(obj: Any) -> str:
+    if isinstance(obj, Started):
+        plain = msgspec.to_builtins(obj)
+        with contextlib.suppress(msgspec.DecodeError):
+            plain["input"] = _raw_decoder.decode(obj.input)
+        return _text(plain)
+    return _text(obj)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""``nonstop demo``: two versions of the order workflow side by side, and a restart.
+
+The demo starts orders while ``orders@1`` is current, makes ``orders@2`` current
+mid-way (new orders get a fraud check; orders in flight stay on v1), closes the
+engine, opens a new one on the same store, and drives every order to its end.
+It then checks from the stored events that each order ran one version only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from engine.errors import NonstopError
+from engine.runtime import Engine, InstanceInfo
+from engine.store import redact
+
+__all__ = ["DEFAULT_STORE", "run_demo"]
+
+DEFAULT_STORE = "sqlite:///nonstop-demo.db"
+"""Where ``nonstop demo`` writes unless told otherwise."""
+
+WORKFLOW = "orders"
+_CUSTOMERS = ("ada", "grace", "alan", "edsger", "barbara", "donald", "margaret")
+T = TypeVar("T")
+
+
+@dataclass
+class _Run:
+    """What one demo run started and what went wrong."""
+
+    run_id: str
+    expected: dict[str, int] = field(default_factory=dict)
+    """Instance id -> the version it must run under."""
+    amounts: dict[str, int] = field(default_factory=dict)
+    commands: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    """(instance id, what went wrong)."""
+
+    def fail(self, iid: str, what: str) -> None:
+        """Record a problem of instance ``iid``."""
+        self.errors.append((iid, what))
+
+
+def run_demo(
+    store_url: str = DEFAULT_STORE,
+    *,
+    instances: int = 300,
+    seed: int | None = None,
+    out: Console | None = None,
+) -> int:
+    """Run the demo on ``store_url``; returns 0 when every check passed, else 1.
+
+    Raises:
+        StoreUnavailable: the store cannot be opened.
+    """
+    console = out if out is not None else Console(highlight=False)
+    return asyncio.run(_demo(store_url, instances, seed, console))
+
+
+async def _demo(store_url: str, instances: int, seed: int | None, out: Console) -> int:
+    from examples import orders
+
+    rng = random.Random(seed)
+    if seed is not None:
+        # ctx.random() (the fraud score) draws from the module's generator.
+        random.seed(seed)
+    # A fresh run id even with a seed: runs share the file, never an id.
+    run = _Run(run_id=uuid.uuid4().hex[:8])
+    ids = [f"demo-{run.run_id}-{i:04d}" for i in range(instances)]
+    first, second = ids[: (instances + 1) // 2], ids[(instances + 1) // 2 :]
+    began = time.perf_counter()
+    out.print(
+        f"[bold]nonstop demo[/] run {run.run_id}: {instances} orders in "
+        f"{redact(store_url)}"
+    )
+
+    registry = orders.registry()
+    engine = Engine(store_url, registry)
+    try:
+        # Phase 1: orders@1 is current.
+        await _gather(
+            [_start(engine, run, iid, rng, orders.PlaceOrder) for iid in first]
+        )
+        paid = rng.sample(first, len(first) // 3)
+        await _gather([_step(engine, run, iid, "pay") for iid in paid])
+        out.print(
+            f"phase 1: started {len(first)} orders on {WORKFLOW}@1 (current); "
+            f"{len(paid)} of them already paid"
+        )
+
+        # Deploy: new instances go to v2, the ones in flight stay on v1.
+        registry.set_current(WORKFLOW, 2)
+        out.print(
+            f"{WORKFLOW}@2 is now current: new orders get a fraud check; the "
+            f"{len(first)} orders in flight stay pinned to {WORKFLOW}@1"
+        )
+
+        # Phase 2: orders@2 is current.
+        await _gather(
+            [_start(engine, run, iid, rng, orders.PlaceOrder) for iid in second]
+        )
+        checked = rng.sample(second, len(second) // 3)
+        await _gather([_step(engine, run, iid, "check") for iid in checked])
+        out.print(
+            f"phase 2: started {len(second)} orders on {WORKFLOW}@2; "
+            f"{len(checked)} of them already fraud-checked"
+        )
+    finally:
+        await engine.close()
+    commits = engine.commits
+
+    out.print(
+        "restart: closed the engine and opened a new Engine on the same store; "
+        "from here on every order is read back from its stored events"
+    )
+    registry = orders.registry()
+    registry.set_current(WORKFLOW, 2)
+    engine = Engine(store_url, registry)
+    try:
+        await _drive(engine, run, ids, out)
+        finals = await _verify(engine, run, ids)
+    finally:
+        await engine.close()
+    commits += engine.commits
+
+    elapsed = time.perf_counter() - began
+    out.print(_summary(run, finals))
+    out.print(
+        f"{run.commands} commands written in {commits} transactions "
+        f"(group commit), {elapsed:.1f} s"
+    )
+    if run.errors:
+        out.print(f"[bold red]demo FAILED[/]: {len(run.errors)} problem(s)")
+        for iid, what in run.errors[:20]:
+            out.print(Text(f"  - {iid}: {what}"))
+        if len(run.errors) > 20:
+            out.print(f"  ... and {len(run.errors) - 20} more")
+        return 1
+    sample = next((i for i in ids if finals[i].status == "failed"), ids[-1])
+    out.print(
+        "[bold green]demo OK[/]: every order ran on the version it started on. "
+        "Inspect it with:"
+    )
+    store = redact(store_url)
+    out.print(Text(f"  nonstop --store {store} instances --status failed"))
+    out.print(Text(f"  nonstop --store {store} show {sample}"))
+    return 0
+
+
+async def _gather(jobs: Sequence[Awaitable[T]]) -> list[T]:
+    return list(await asyncio.gather(*jobs))
+
+
+async def _start(
+    engine: Engine, run: _Run, iid: str, rng: random.Random, place: Callable[..., Any]
+) -> None:
+    amount = rng.randint(5, 500)
+    run.amounts[iid] = amount
+    try:
+        info = await engine.start(
+            WORKFLOW,
+            place(order_id=iid, amount=amount, customer=rng.choice(_CUSTOMERS)),
+            instance_id=iid,
+            command_id=f"{iid}:place",
+        )
+    except NonstopError as exc:
+        run.fail(iid, f"start failed: {exc}")
+        return
+    run.commands += 1
+    run.expected[iid] = info.version
+
+
+def _next(info: InstanceInfo) -> str:
+    stage = getattr(info.state, "stage", "")
+    if stage == "placed":
+        return "pay" if info.version == 1 else "check"
+    if stage == "checked":
+        return "pay"
+    if stage == "paid":
+        return "ship"
+    return f"nothing (stage {stage!r})"
+
+
+async def _step(engine: Engine, run: _Run, iid: str, name: str) -> InstanceInfo | None:
+    from examples import orders
+
+    command: Any
+    if name == "pay":
+        command = orders.Pay(run.amounts[iid])
+    elif name == "check":
+        command = orders.CheckFraud()
+    elif name == "ship":
+        command = orders.Ship("post")
+    else:
+        run.fail(iid, "running but the demo does not know what to send")
+        return None
+    try:
+        info = await engine.send(iid, command, command_id=f"{iid}:{name}")
+    except NonstopError as exc:
+        run.fail(iid, f"{name} failed: {exc}")
+        return None
+    run.commands += 1
+    return info
+
+
+async def _drive(engine: Engine, run: _Run, ids: Sequence[str], out: Console) -> None:
+    """Run every instance to its end, all concurrently (so commits group)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=out,
+    ) as progress:
+        task = progress.add_task("driving orders to their end", total=len(ids))
+
+        async def one(iid: str) -> None:
+            try:
+                info: InstanceInfo | None = await engine.get(iid)
+            except NonstopError as exc:
+                run.fail(iid, f"lost after the restart: {exc}")
+                info = None
+            while info is not None and info.status == "running":
+                info = await _step(engine, run, iid, _next(info))
+            progress.advance(task)
+
+        await _gather([one(iid) for iid in ids if iid in run.expected])
+
+
+async def _verify(
+    engine: Engine, run: _Run, ids: Sequence[str]
+) -> dict[str, InstanceInfo]:
+    """Check each instance's stored history against the version it must run."""
+    finals: dict[str, InstanceInfo] = {}
+
+    async def one(iid: str) -> None:
+        version = run.expected[iid]
+        ref = f"{WORKFLOW}@{version}"
+        info = await engine.get(iid)
+        finals[iid] = info
+        history = await engine.history(iid)
+        wrong = sorted({e.workflow for e in history if e.workflow != ref})
+        if wrong or info.version != version:
+            found = ", ".join(wrong) or f"{WORKFLOW}@{info.version}"
+            run.fail(iid, f"started on {ref} but ran {found}")
+        allowed = ("completed",) if version == 1 else ("completed", "failed")
+        if info.status not in allowed:
+            run.fail(iid, f"ran {ref} and ended {info.status}")
+
+    await _gather([one(iid) for iid in ids if iid in run.expected])
+    return finals
+
+
+def _summary(run: _Run, finals: dict[str, InstanceInfo]) -> Table:
+    table = Table(title=f"Run {run.run_id}: orders per version")
+    table.add_column("version", no_wrap=True)
+    table.add_column("started", justify="right")
+    table.add_column("completed", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("running", justify="right")
+    table.add_column("verdict")
+    for version in sorted(set(run.expected.values())):
+        ref = f"{WORKFLOW}@{version}"
+        mine = [i for i, v in run.expected.items() if v == version]
+        status = [finals[i].status for i in mine if i in finals]
+        problems = [e for e in run.errors if run.expected.get(e[0]) == version]
+        if problems:
+            verdict = f"[red]FAILED[/]: {len(problems)} problem(s)"
+        elif version == 1:
+            verdict = f"[green]ok[/]: all completed on {ref}"
+        else:
+            verdict = f"[green]ok[/]: all ended on {ref} (failed = fraud check)"
+        table.add_row(
+            ref,
+            str(len(mine)),
+            str(status.count("completed")),
+            str(status.count("failed")),
+            str(status.count("running")),
+            verdict,
+        )
+    return table
