@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -37,7 +37,14 @@ from engine.events import (
     Started,
     now_micros,
 )
-from engine.store import EventStore, NewRecord, Snapshot, Tracking, open_store
+from engine.store import (
+    EventStore,
+    NewRecord,
+    Record,
+    Snapshot,
+    Tracking,
+    open_store,
+)
 from engine.workflow import Context, Status, Workflow, WorkflowRegistry
 
 __all__ = [
@@ -49,6 +56,7 @@ __all__ = [
 
 log = logging.getLogger("nonstop.runtime")
 _STARTED = "nonstop.Started"
+_FIRST_PAGE = 256
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -241,6 +249,7 @@ class Engine:
             inst = self._cache.get(instance_id)
             if inst is not None:
                 inst = await asyncio.to_thread(self._catch_up, instance_id, inst)
+                self._remember(instance_id, inst)
             else:
                 inst = await self._load(instance_id)
             return inst.info(instance_id)
@@ -368,7 +377,7 @@ class Engine:
             try:
                 if isinstance(item, Start):
                     if iid in touched or await self._exists(iid):
-                        results.append(InstanceExists(iid))
+                        results.append(await self._start_again(item, touched))
                         continue
                     outcome = self._decide_start(item)
                 else:
@@ -387,6 +396,18 @@ class Engine:
             records.extend(recs)
             results.append(new.info(iid))
         return results, records, touched
+
+    async def _start_again(
+        self, req: Start, touched: dict[str, _Instance]
+    ) -> InstanceInfo | NonstopError:
+        """A batch's start of an existing instance: a repeat, or a taken id."""
+        iid = self._target(req)
+        if req.command_id is None:
+            return InstanceExists(iid)
+        inst = touched.get(iid) or self._cache.get(iid) or await self._load(iid)
+        if req.command_id in inst.commands:
+            return inst.info(iid, applied=False)
+        return InstanceExists(iid)
 
     async def _exists(self, instance_id: str) -> bool:
         if instance_id in self._cache:
@@ -557,7 +578,23 @@ class Engine:
         return inst
 
     def _load_sync(self, instance_id: str) -> _Instance:
-        head = self.store.read_stream(instance_id, limit=1)
+        # One round trip for a short stream: its head page has Started and the rest.
+        head = self.store.read_stream(instance_id, limit=_FIRST_PAGE)
+        return self._load_from(instance_id, head, complete=len(head) < _FIRST_PAGE)
+
+    def _load_many_sync(self, instance_ids: Sequence[str]) -> dict[str, _Instance]:
+        """Load many instances from a few queries; ids with no events are left out."""
+        streams = self.store.read_streams(instance_ids)
+        return {
+            iid: self._load_from(iid, records, complete=True)
+            for iid, records in streams.items()
+            if records
+        }
+
+    def _load_from(
+        self, instance_id: str, head: list[Record], *, complete: bool
+    ) -> _Instance:
+        """Fold a stream whose first records are ``head`` (all of it if complete)."""
         if not head:
             raise UnknownInstance(instance_id)
         rec = head[0]
@@ -578,6 +615,10 @@ class Engine:
             inst = _Instance(wf, wf.initial(), 1)
             if command_id is not None:
                 inst.commands[command_id] = 1
+        done = inst.position
+        inst = self._fold(instance_id, inst, [r for r in head if r.position > done])
+        if complete:
+            return inst
         return self._catch_up(instance_id, inst)
 
     def _from_snapshot(self, instance_id: str, wf: Workflow[Any]) -> _Instance | None:
@@ -595,24 +636,47 @@ class Engine:
         return _Instance(wf, state, snap.position, dict(body.commands))
 
     def _catch_up(self, instance_id: str, inst: _Instance) -> _Instance:
+        records = self.store.iter_stream(instance_id, after=inst.position)
+        return self._fold(instance_id, inst, records)
+
+    def _fold(
+        self, instance_id: str, inst: _Instance, records: Iterable[Record]
+    ) -> _Instance:
         wf = inst.workflow
         evolve = wf.evolve
+        types = self.codec.types._by_name
         decode = self.codec.decode_payloads
         state = inst.state
         position = inst.position
-        commands = inst.commands
-        for rec in self.store.iter_stream(instance_id, after=position):
+        # New ids go to a fresh dict: the cached instance must not see ids of
+        # events past its own position (a repeat would be answered stale).
+        found: dict[str, int] = {}
+        for rec in records:
             position = rec.position
-            if rec.type in SYSTEM_TYPES:
+            name = rec.type
+            if name in SYSTEM_TYPES:
                 continue
-            payloads, command_id = decode(instance_id, rec.position, rec.type, rec.data)
+            # Fast path: the current schema decodes in one typed pass.
+            et = types.get(name)
+            if et is not None:
+                try:
+                    env = et.decoder.decode(rec.data)
+                except msgspec.DecodeError:
+                    env = None
+                if env is not None and env.schema == et.schema:
+                    state = evolve(state, env.data)
+                    if env.command_id is not None:
+                        found[env.command_id] = position
+                    continue
+            payloads, command_id = decode(instance_id, position, name, rec.data)
             for p in payloads:
                 state = evolve(state, p)
             if command_id is not None:
-                commands[command_id] = position
+                found[command_id] = position
         if position == inst.position:
             return inst
-        return replace(inst, state=state, position=position, commands=commands)
+        commands = {**inst.commands, **found} if found else inst.commands
+        return _Instance(wf, state, position, commands)  # replace() is slow here
 
     def _history(self, instance_id: str) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []

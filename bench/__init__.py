@@ -1,0 +1,1 @@
+"""Benchmarks of nonstop against its baselines, run with ``python -m bench``."""

@@ -1,0 +1,345 @@
+"""Scenario 4: replay, i.e. rebuilding instance state from the store.
+
+For each instance a fresh Engine (empty cache) reads its stream and folds it
+with the workflow's reducer: exactly what ``Engine.get`` does on a cache miss.
+The measurement calls the engine's load path (``Engine._load_sync``) in a loop
+on one thread, so the figure is replay itself, without the per-call thread hop
+of the async API (that is measured separately, as ``Engine.get`` from 64
+tasks). Baselines read the same rows: a raw driver SELECT of each instance's
+rows (all columns, no decoding), and the ``eventsourcing`` recorder's
+``select_events`` per instance and its notification log read in pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+from psycopg.rows import tuple_row
+
+from bench.commit import _pg_conninfo
+from bench.counter import encoded_stream, registry
+from bench.harness import PG_URL, Contender, Figure, Target, measure, store_url, timed
+from engine import Engine, open_store
+from engine.store import EventStore, NewRecord
+
+__all__ = ["run_postgres", "run_sqlite"]
+
+STREAM_LEN = 10
+PAGE = 10_000
+LONG_ID = "long-stream"
+
+
+def _populate(store: EventStore, instances: int, long_len: int) -> list[str]:
+    ids = [f"i{n:07d}" for n in range(instances)]
+    batch: list[NewRecord] = []
+    for iid in ids:
+        batch.extend(encoded_stream(iid, STREAM_LEN))
+        if len(batch) >= 5_000:
+            store.append(batch)
+            batch = []
+    if batch:
+        store.append(batch)
+    for first in range(1, long_len + 1, 10_000):
+        last = min(first + 9_999, long_len)
+        store.append(encoded_stream(LONG_ID, last, first=first))
+    return ids
+
+
+BATCH = 1_000
+
+
+def _engine_contenders(
+    store: EventStore, ids: list[str], *, check_value: int
+) -> dict[str, Contender]:
+    reg = registry()
+
+    def load_each() -> tuple[int, float]:
+        engine = Engine(store, reg)
+        load = engine._load_sync
+
+        def go() -> int:
+            events = 0
+            for iid in ids:
+                inst = load(iid)
+                events += inst.position
+            assert inst.state.value == check_value, inst.state
+            return events
+
+        return timed(go)
+
+    def load_many() -> tuple[int, float]:
+        engine = Engine(store, reg)
+
+        def go() -> int:
+            events = 0
+            for i in range(0, len(ids), BATCH):
+                loaded = engine._load_many_sync(ids[i : i + BATCH])
+                assert len(loaded) == len(ids[i : i + BATCH])
+                for inst in loaded.values():
+                    events += inst.position
+            assert inst.state.value == check_value, inst.state
+            return events
+
+        return timed(go)
+
+    def get_all() -> tuple[int, float]:
+        engine = Engine(store, reg, cache_size=len(ids) + 1)
+
+        async def go() -> int:
+            it: Iterator[str] = iter(ids)
+            done = [0]
+
+            async def worker() -> None:
+                for iid in it:
+                    info = await engine.get(iid)
+                    done[0] += info.position
+
+            await asyncio.gather(*(worker() for _ in range(64)))
+            return done[0]
+
+        return timed(lambda: asyncio.run(go()))
+
+    def long_one() -> tuple[int, float]:
+        engine = Engine(store, reg)
+        return timed(lambda: engine._load_sync(LONG_ID).position)
+
+    return {
+        "each": Contender("nonstop Engine load, one instance at a time", load_each),
+        "many": Contender(
+            f"nonstop Engine load, {BATCH:,} instances a query", load_many
+        ),
+        "get": Contender("nonstop Engine.get from 64 tasks (async API)", get_all),
+        "long": Contender("nonstop Engine load of the long stream", long_one),
+    }
+
+
+def _figures(
+    tag: str,
+    db: str,
+    store: EventStore,
+    ids: list[str],
+    long_len: int,
+    *,
+    reps: int,
+    target: Target | None,
+    raw_per_instance: Callable[[], tuple[int, float]],
+    raw_batched: Callable[[], tuple[int, float]],
+    raw_long: Callable[[], tuple[int, float]],
+    es: PostgresApplicationRecorder | SQLiteApplicationRecorder,
+) -> list[Figure]:
+    ours = _engine_contenders(store, ids, check_value=STREAM_LEN - 1)
+
+    def es_select() -> tuple[int, float]:
+        return timed(lambda: sum(len(es.select_events(i)) for i in ids))
+
+    def es_log() -> tuple[int, float]:
+        def go() -> int:
+            n, after = 0, 0
+            while True:
+                rows = es.select_notifications(after, PAGE, inclusive_of_start=False)
+                n += len(rows)
+                if len(rows) < PAGE:
+                    return n
+                after = rows[-1].id
+
+        return timed(go)
+
+    def es_long() -> tuple[int, float]:
+        return timed(lambda: len(es.select_events(LONG_ID)))
+
+    n = len(ids)
+    raw_each = Contender(
+        f"raw {tag} SELECT per instance (no decoding)", raw_per_instance
+    )
+    return [
+        measure(
+            f"replay-{tag}",
+            f"{db}: replay {n:,} instances x {STREAM_LEN} events, batched",
+            unit="events/s",
+            what=(
+                f"a fresh Engine (empty cache) rebuilds the state of {n:,} "
+                f"instances of {STREAM_LEN} events: it reads {BATCH:,} streams per "
+                "query, decodes every event and folds it with the reducer; the raw "
+                "baselines only fetch the same rows"
+            ),
+            subject=ours["many"],
+            baselines=[
+                Contender(
+                    f"raw {tag} SELECT of {BATCH:,} instances (no decoding)",
+                    raw_batched,
+                ),
+                raw_each,
+                Contender("eventsourcing select_events per instance", es_select),
+                Contender("eventsourcing notification log, pages of 10,000", es_log),
+            ],
+            reps=reps,
+            target=target,
+        ),
+        measure(
+            f"replay-each-{tag}",
+            f"{db}: replay {n:,} instances x {STREAM_LEN} events, one by one",
+            unit="events/s",
+            what=(
+                "the same rebuild, one query per instance: the path of Engine.get "
+                "on a cache miss, called in a loop on one thread; the async API "
+                "(64 tasks calling Engine.get) is shown beside it"
+            ),
+            subject=ours["each"],
+            baselines=[raw_each, ours["get"]],
+            reps=reps,
+        ),
+        measure(
+            f"replay-long-{tag}",
+            f"{db}: replay one stream of {long_len:,} events",
+            unit="events/s",
+            what=f"a fresh Engine rebuilds one instance of {long_len:,} events",
+            subject=ours["long"],
+            baselines=[
+                Contender(f"raw {tag} SELECT of the stream (no decoding)", raw_long),
+                Contender("eventsourcing select_events of the stream", es_long),
+            ],
+            reps=reps,
+        ),
+    ]
+
+
+def run_postgres(
+    schema: str, *, instances: int, long_len: int, reps: int
+) -> list[Figure]:
+    store = open_store(store_url(schema))
+    ids = _populate(store, instances, long_len)
+    es_store = PostgresDatastore(
+        **_pg_conninfo(), schema=schema, originator_id_type="text", pool_size=2
+    )
+    es = PostgresApplicationRecorder(es_store, events_table_name="nonstop_events")
+    conn = psycopg.connect(PG_URL, autocommit=True)
+    table = f'"{schema}".nonstop_events'
+    select = (
+        f"SELECT originator_id, originator_version, topic, state, notification_id "
+        f"FROM {table} WHERE originator_id = %s ORDER BY originator_version"
+    )
+    with conn.cursor() as cur:
+        cur.execute(f"VACUUM ANALYZE {table}")
+
+    def raw_per_instance() -> tuple[int, float]:
+        def go() -> int:
+            n = 0
+            with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+                for iid in ids:
+                    cur.execute(select, (iid,), prepare=True)
+                    n += len(cur.fetchall())
+            return n
+
+        return timed(go)
+
+    many = (
+        f"SELECT originator_id, originator_version, topic, state, notification_id "
+        f"FROM {table} WHERE originator_id = ANY(%s::text[]) "
+        "ORDER BY originator_id, originator_version"
+    )
+
+    def raw_batched() -> tuple[int, float]:
+        def go() -> int:
+            n = 0
+            with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+                for i in range(0, len(ids), BATCH):
+                    cur.execute(many, (ids[i : i + BATCH],), prepare=True)
+                    n += len(cur.fetchall())
+            return n
+
+        return timed(go)
+
+    def raw_long() -> tuple[int, float]:
+        def go() -> int:
+            with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+                cur.execute(select, (LONG_ID,))
+                return len(cur.fetchall())
+
+        return timed(go)
+
+    try:
+        return _figures(
+            "psycopg",
+            "PostgreSQL",
+            store,
+            ids,
+            long_len,
+            reps=reps,
+            target=Target(200_000),
+            raw_per_instance=raw_per_instance,
+            raw_batched=raw_batched,
+            raw_long=raw_long,
+            es=es,
+        )
+    finally:
+        conn.close()
+        es_store.close()
+        store.close()
+
+
+def run_sqlite(
+    workdir: Path, *, instances: int, long_len: int, reps: int
+) -> list[Figure]:
+    path = workdir / "replay.db"
+    store = open_store(f"sqlite:///{path}")
+    ids = _populate(store, instances, long_len)
+    es_store = SQLiteDatastore(str(path), originator_id_type="text", pool_size=2)
+    es = SQLiteApplicationRecorder(es_store, events_table_name="nonstop_events")
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    select = (
+        "SELECT originator_id, originator_version, topic, state, rowid "
+        "FROM nonstop_events WHERE originator_id = ? ORDER BY originator_version"
+    )
+
+    def raw_per_instance() -> tuple[int, float]:
+        def go() -> int:
+            n = 0
+            for iid in ids:
+                n += len(conn.execute(select, (iid,)).fetchall())
+            return n
+
+        return timed(go)
+
+    def raw_batched() -> tuple[int, float]:
+        def go() -> int:
+            n = 0
+            for i in range(0, len(ids), BATCH // 2):
+                chunk = ids[i : i + BATCH // 2]
+                q = (
+                    "SELECT originator_id, originator_version, topic, state, rowid "
+                    "FROM nonstop_events WHERE originator_id IN "
+                    f"({','.join('?' * len(chunk))}) "
+                    "ORDER BY originator_id, originator_version"
+                )
+                n += len(conn.execute(q, chunk).fetchall())
+            return n
+
+        return timed(go)
+
+    def raw_long() -> tuple[int, float]:
+        return timed(lambda: len(conn.execute(select, (LONG_ID,)).fetchall()))
+
+    try:
+        return _figures(
+            "sqlite3",
+            "SQLite",
+            store,
+            ids,
+            long_len,
+            reps=reps,
+            target=None,
+            raw_per_instance=raw_per_instance,
+            raw_batched=raw_batched,
+            raw_long=raw_long,
+            es=es,
+        )
+    finally:
+        conn.close()
+        es_store.close()
+        store.close()
