@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
@@ -25,6 +25,9 @@ from engine.errors import (
     UnknownEventType,
     WorkflowDefinitionError,
 )
+
+if TYPE_CHECKING:  # upcasters imports engine.errors: no import cycle at run time
+    from upcasters.chain import UpcasterRegistry
 
 __all__ = [
     "SYSTEM_TYPES",
@@ -38,6 +41,7 @@ __all__ = [
     "default_event_types",
     "event",
     "now_micros",
+    "stored_schema",
 ]
 
 E = TypeVar("E", bound=msgspec.Struct)
@@ -270,6 +274,18 @@ def event(
     return wrap
 
 
+def stored_schema(data: bytes) -> int | None:
+    """The schema version of an envelope, read from its first bytes.
+
+    The envelope is a msgpack array whose first item is the schema version, so
+    for versions below 128 it is the second byte. ``None`` when it cannot be
+    read that way (the full decode then decides).
+    """
+    if len(data) > 1 and data[0] & 0xF0 == 0x90 and data[1] < 0x80:
+        return data[1]
+    return None
+
+
 def now_micros() -> int:
     """The current time in microseconds since the Unix epoch."""
     return time.time_ns() // 1000
@@ -306,6 +322,23 @@ class EventCodec:
         """
         self._upcast = upcast
 
+    def use_upcasters(self, registry: UpcasterRegistry) -> None:
+        """Check ``registry``'s chains against the registered types and install it.
+
+        Raises:
+            UpcastChainError: a chain has a gap, a missing step or a wrong end.
+        """
+        current = {
+            et.name: et.schema for et in self.types if et.name not in SYSTEM_TYPES
+        }
+        registry.check(current)
+        if not registry.steps_count() and not registry.renames():
+            self._upcast = None
+            return
+        self.set_upcaster(
+            lambda name, schema, p: registry.upcast(name, schema, p, current)
+        )
+
     def encode(
         self,
         obj: msgspec.Struct,
@@ -340,7 +373,7 @@ class EventCodec:
                 upcaster chain.
         """
         et = self.types._by_name.get(type_name)
-        if et is not None:
+        if et is not None and stored_schema(data) == et.schema:
             try:
                 env = et.decoder.decode(data)
             except msgspec.DecodeError:
@@ -361,7 +394,7 @@ class EventCodec:
     ) -> list[RecordedEvent]:
         """Decode a stored event with its metadata (for history and publishing)."""
         et = self.types._by_name.get(type_name)
-        if et is not None:
+        if et is not None and stored_schema(data) == et.schema:
             try:
                 env = et.decoder.decode(data)
             except msgspec.DecodeError:

@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -36,6 +36,7 @@ from engine.events import (
     RecordedEvent,
     Started,
     now_micros,
+    stored_schema,
 )
 from engine.store import (
     EventStore,
@@ -46,6 +47,9 @@ from engine.store import (
     open_store,
 )
 from engine.workflow import Context, Status, Workflow, WorkflowRegistry
+
+if TYPE_CHECKING:  # upcasters imports engine.errors: no import cycle at run time
+    from upcasters import UpcasterRegistry
 
 __all__ = [
     "Engine",
@@ -156,6 +160,9 @@ class Engine:
         store: An open :class:`EventStore` or a store URL.
         registry: The workflow definitions this engine can run.
         codec: Event codec (the default registry of event types when omitted).
+        upcasters: Upcaster chains, checked against the codec's event types and
+            applied to every older event read (the process-wide default when
+            omitted).
         cache_size: Instances kept folded in memory.
         max_batch: Most records one group commit writes.
         max_attempts: Tries of one command against concurrent writers.
@@ -167,6 +174,7 @@ class Engine:
         registry: WorkflowRegistry,
         *,
         codec: EventCodec | None = None,
+        upcasters: UpcasterRegistry | None = None,
         cache_size: int = 10_000,
         max_batch: int = 1_000,
         max_attempts: int = 8,
@@ -174,6 +182,11 @@ class Engine:
         self.store = open_store(store) if isinstance(store, str) else store
         self.registry = registry
         self.codec = codec if codec is not None else EventCodec()
+        from upcasters import default_upcasters
+
+        self.codec.use_upcasters(
+            upcasters if upcasters is not None else default_upcasters()
+        )
         self.cache_size = cache_size
         self.max_batch = max_batch
         self.max_attempts = max_attempts
@@ -658,7 +671,7 @@ class Engine:
                 continue
             # Fast path: the current schema decodes in one typed pass.
             et = types.get(name)
-            if et is not None:
+            if et is not None and stored_schema(rec.data) == et.schema:
                 try:
                     env = et.decoder.decode(rec.data)
                 except msgspec.DecodeError:

@@ -151,6 +151,10 @@ class UpcasterRegistry:
         """The ``from_version`` of every step registered for ``type_name``."""
         return sorted(v for (t, v) in self._steps if t == type_name)
 
+    def steps_count(self) -> int:
+        """How many steps are registered, over all types."""
+        return len(self._steps)
+
     def renames(self) -> dict[str, str]:
         """Old type name -> new type name."""
         return dict(self._renames)
