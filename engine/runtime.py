@@ -437,7 +437,7 @@ class Engine:
             workflow=wf.name,
             version=wf.version,
             input_type=type(req.input).__name__,
-            input=_encoder.encode(req.input),
+            input=_encode_input(req.input),
             routing_key=req.routing_key,
         )
         meta = Metadata(wf.ref, req.command_id, req.correlation_id or req.command_id)
@@ -664,28 +664,35 @@ class Engine:
         # New ids go to a fresh dict: the cached instance must not see ids of
         # events past its own position (a repeat would be answered stale).
         found: dict[str, int] = {}
-        for rec in records:
-            position = rec.position
-            name = rec.type
-            if name in SYSTEM_TYPES:
-                continue
-            # Fast path: the current schema decodes in one typed pass.
-            et = types.get(name)
-            if et is not None and stored_schema(rec.data) == et.schema:
-                try:
-                    env = et.decoder.decode(rec.data)
-                except msgspec.DecodeError:
-                    env = None
-                if env is not None and env.schema == et.schema:
-                    state = evolve(state, env.data)
-                    if env.command_id is not None:
-                        found[env.command_id] = position
+        try:
+            for rec in records:
+                position = rec.position
+                name = rec.type
+                if name in SYSTEM_TYPES:
                     continue
-            payloads, command_id = decode(instance_id, position, name, rec.data)
-            for p in payloads:
-                state = evolve(state, p)
-            if command_id is not None:
-                found[command_id] = position
+                # Fast path: the current schema decodes in one typed pass.
+                et = types.get(name)
+                if et is not None and stored_schema(rec.data) == et.schema:
+                    try:
+                        env = et.decoder.decode(rec.data)
+                    except msgspec.DecodeError:
+                        env = None
+                    if env is not None and env.schema == et.schema:
+                        state = evolve(state, env.data)
+                        if env.command_id is not None:
+                            found[env.command_id] = position
+                        continue
+                payloads, command_id = decode(instance_id, position, name, rec.data)
+                for p in payloads:
+                    state = evolve(state, p)
+                if command_id is not None:
+                    found[command_id] = position
+        except NonstopError:
+            raise
+        except Exception as exc:  # evolve is user code
+            raise WorkflowCodeError(
+                wf.ref, instance_id, f"evolve (replaying position {position})", exc
+            ) from exc
         if position == inst.position:
             return inst
         commands = {**inst.commands, **found} if found else inst.commands
@@ -732,6 +739,16 @@ def _iter_all(
         if len(rows) < page:
             return
         after = rows[-1].global_position
+
+
+def _encode_input(value: Any) -> bytes:
+    try:
+        return _encoder.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise CommandRejected(
+            f"the start input {type(value).__name__} cannot be stored ({exc}); "
+            "use a msgspec.Struct, dataclass or plain data"
+        ) from None
 
 
 def _resolve(fut: asyncio.Future[None], exc: BaseException | None) -> None:

@@ -69,7 +69,11 @@ class Workflow(Generic[S]):
                 f"workflow name {self.name!r} must start with a letter or underscore "
                 "and contain only letters, digits, '_', '.', '-'"
             )
-        if not isinstance(self.version, int) or self.version < 1:
+        if (
+            not isinstance(self.version, int)
+            or isinstance(self.version, bool)
+            or self.version < 1
+        ):
             raise WorkflowDefinitionError(
                 f"workflow {self.name!r}: version {self.version!r} must be an int >= 1"
             )
@@ -235,6 +239,10 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
         WorkflowDefinitionError: the version part is not a positive integer.
     """
     name, sep, version = ref.partition("@")
+    if not name:
+        raise WorkflowDefinitionError(
+            f"bad workflow reference {ref!r}: the name before '@' is empty"
+        )
     if not sep:
         return name, None
     if not version.isdigit() or int(version) < 1:

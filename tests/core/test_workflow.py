@@ -244,3 +244,21 @@ def test_context_replay_reading_something_else() -> None:
 def test_context_replay_of_nothing() -> None:
     with pytest.raises(WorkflowDefinitionError):
         Context("i", "w@1", replay=[]).now()
+
+
+def test_empty_name_in_ref_is_refused() -> None:
+    with pytest.raises(WorkflowDefinitionError, match="empty"):
+        parse_ref("@1")
+
+
+def test_bool_version_is_refused() -> None:
+    with pytest.raises(WorkflowDefinitionError, match="version"):
+        Workflow(
+            name="w",
+            version=True,
+            state_type=int,
+            initial=int,
+            decide=lambda s, c, x: [],
+            evolve=lambda s, e: s,
+            status=lambda s: "running",
+        )

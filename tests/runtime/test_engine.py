@@ -222,19 +222,18 @@ async def test_completed_instance_rejects_commands(
 
 
 async def test_failed_instance_rejects_commands(
-    engine: Engine, store: EventStore
+    engine: Engine, store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine.registry.set_current("orders", 2)
-    for i in range(200):  # the fraud check fails 3% of the time
-        iid = f"o-{i}"
-        await engine.start("orders", PlaceOrder(iid, 10), instance_id=iid)
-        if (await engine.send(iid, CheckFraud())).status == "failed":
-            break
-    else:
-        pytest.skip("no fraud check failed in 200 tries")
+    # The fraud score comes from ctx.random(): force a score above the limit.
+    monkeypatch.setattr("engine.workflow._random.random", lambda: 0.99)
+    await engine.start("orders", PlaceOrder("o", 10), instance_id="o")
+    assert (await engine.send("o", CheckFraud())).status == "failed"
     with pytest.raises(CommandRejected, match="failed"):
-        await engine.send(iid, Pay(10))
-    assert store.stream_position(iid) == 3
+        await engine.send("o", Pay(10))
+    assert store.stream_position("o") == 3
+    [*_, checked] = await engine.history("o")
+    assert checked.ctx == [["random", 0.99]]
 
 
 @pytest.fixture
@@ -342,3 +341,30 @@ async def test_repeat_after_get_answers_the_current_state(store: EventStore) -> 
     again = await a.send("c", Increment(), command_id="x")
     assert (again.applied, again.position, again.state.n) == (False, 3, 1)
     await a.close()
+
+
+async def test_evolve_failing_on_replay_is_a_code_error(store: EventStore) -> None:
+    import dataclasses
+
+    from engine import WorkflowCodeError, WorkflowRegistry
+    from examples.orders import v1
+
+    first = Engine(store, orders_registry())  # not closed: it would close the store
+    await first.start("orders", PlaceOrder("o", 10), instance_id="o")
+
+    def broken(state: object, e: object) -> object:
+        raise RuntimeError("bad reducer")
+
+    reg = WorkflowRegistry()
+    reg.register(dataclasses.replace(v1, evolve=broken))
+    second = Engine(store, reg)
+    with pytest.raises(WorkflowCodeError, match="replaying position 2"):
+        await second.get("o")
+
+
+async def test_unencodable_start_input_is_rejected(
+    engine: Engine, store: EventStore
+) -> None:
+    with pytest.raises(CommandRejected, match="cannot be stored"):
+        await engine.start("orders", object(), instance_id="x")
+    assert store.stream_position("x") == 0
