@@ -361,6 +361,17 @@ class EventCodec:
         )
         return et.name, _encoder.encode(env)
 
+    def _current(self, type_name: str, data: bytes) -> Envelope[Any] | None:
+        """The envelope decoded in one typed pass, if it is at the current schema."""
+        et = self.types._by_name.get(type_name)
+        if et is None or stored_schema(data) != et.schema:
+            return None
+        try:
+            env = et.decoder.decode(data)
+        except msgspec.DecodeError:
+            return None
+        return env if env.schema == et.schema else None
+
     def decode_payloads(
         self, stream_id: str, position: int, type_name: str, data: bytes
     ) -> tuple[list[Any], str | None]:
@@ -372,15 +383,9 @@ class EventCodec:
             EventDecodeError: the bytes fit neither the current struct nor any
                 upcaster chain.
         """
-        et = self.types._by_name.get(type_name)
-        if et is not None and stored_schema(data) == et.schema:
-            try:
-                env = et.decoder.decode(data)
-            except msgspec.DecodeError:
-                pass
-            else:
-                if env.schema == et.schema:
-                    return [env.data], env.command_id
+        env = self._current(type_name, data)
+        if env is not None:
+            return [env.data], env.command_id
         header, items = self._slow(stream_id, position, type_name, data)
         return [p for _, p in items], header.command_id
 
@@ -393,25 +398,19 @@ class EventCodec:
         data: bytes,
     ) -> list[RecordedEvent]:
         """Decode a stored event with its metadata (for history and publishing)."""
-        et = self.types._by_name.get(type_name)
-        if et is not None and stored_schema(data) == et.schema:
-            try:
-                env = et.decoder.decode(data)
-            except msgspec.DecodeError:
-                pass
-            else:
-                if env.schema == et.schema:
-                    return [
-                        _recorded(
-                            stream_id,
-                            position,
-                            global_position,
-                            type_name,
-                            env,
-                            env.schema,
-                            env.data,
-                        )
-                    ]
+        env = self._current(type_name, data)
+        if env is not None:
+            return [
+                _recorded(
+                    stream_id,
+                    position,
+                    global_position,
+                    type_name,
+                    env,
+                    env.schema,
+                    env.data,
+                )
+            ]
         header, items = self._slow(stream_id, position, type_name, data)
         return [
             _recorded(

@@ -36,7 +36,6 @@ from engine.events import (
     RecordedEvent,
     Started,
     now_micros,
-    stored_schema,
 )
 from engine.store import (
     EventStore,
@@ -657,7 +656,7 @@ class Engine:
     ) -> _Instance:
         wf = inst.workflow
         evolve = wf.evolve
-        types = self.codec.types._by_name
+        current = self.codec._current
         decode = self.codec.decode_payloads
         state = inst.state
         position = inst.position
@@ -671,17 +670,12 @@ class Engine:
                 if name in SYSTEM_TYPES:
                     continue
                 # Fast path: the current schema decodes in one typed pass.
-                et = types.get(name)
-                if et is not None and stored_schema(rec.data) == et.schema:
-                    try:
-                        env = et.decoder.decode(rec.data)
-                    except msgspec.DecodeError:
-                        env = None
-                    if env is not None and env.schema == et.schema:
-                        state = evolve(state, env.data)
-                        if env.command_id is not None:
-                            found[env.command_id] = position
-                        continue
+                env = current(name, rec.data)
+                if env is not None:
+                    state = evolve(state, env.data)
+                    if env.command_id is not None:
+                        found[env.command_id] = position
+                    continue
                 payloads, command_id = decode(instance_id, position, name, rec.data)
                 for p in payloads:
                     state = evolve(state, p)
@@ -714,7 +708,7 @@ class Engine:
         self, workflow: str | None, version: int | None, status: Status | None
     ) -> list[InstanceInfo]:
         out: list[InstanceInfo] = []
-        for rec in _iter_all(self.store, [_STARTED]):
+        for rec in self.store.iter_all(types=[_STARTED]):
             iid = rec.stream_id
             inst = self._cache.get(iid)
             inst = self._catch_up(iid, inst) if inst else self._load_sync(iid)
@@ -727,18 +721,6 @@ class Engine:
                 continue
             out.append(info)
         return out
-
-
-def _iter_all(
-    store: EventStore, types: Sequence[str], page: int = 1000
-) -> Iterable[Any]:
-    after = 0
-    while True:
-        rows = store.read_all(after=after, limit=page, types=types)
-        yield from rows
-        if len(rows) < page:
-            return
-        after = rows[-1].global_position
 
 
 def _encode_input(value: Any) -> bytes:

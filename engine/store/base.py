@@ -135,6 +135,17 @@ class EventStore(ABC):
                 return
             after = rows[-1].position
 
+    def iter_all(
+        self, *, after: int = 0, types: Sequence[str] = (), page: int = 1000
+    ) -> Iterator[Record]:
+        """The global order from ``after`` in pages, so memory stays flat."""
+        while True:
+            rows = self.read_all(after=after, limit=page, types=types)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].global_position
+
     def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Record]]:
         """Every record of each of many streams, in one round trip where possible.
 
