@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench import append, commit, replay
-from bench.harness import Figure, machine, pg_schema
+from bench.harness import BenchContext, Figure, machine, pg_schema
 from bench.report import markdown, table, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("commit", "append", "replay")
+
+PLUGINS = {
+    "workflow": "bench.workflow",
+    "memory": "bench.memory",
+    "upcast": "bench.upcast",
+    "projection": "bench.projection",
+    "kafka": "bench.kafka",
+    "deploy": "bench.deploy",
+}
+"""Scenario name -> module with ``DESCRIPTION`` (markdown) and
+``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes
+from ``ctx.quick``."""
+
+SCENARIOS = ("commit", "append", "replay", *PLUGINS)
 
 # (full, quick) sizes
 SIZES = {
@@ -35,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = int(size["reps"])
     info = machine()
     figures: list[Figure] = []
+    descriptions: list[str] = []
     t0 = time.perf_counter()
     with pg_schema() as schema, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -57,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             }
             figures += replay.run_postgres(schema, **kw)
             figures += replay.run_sqlite(work, **kw)
+        ctx = BenchContext(schema=schema, work=work, quick=args.quick, reps=reps)
+        for name, module_name in PLUGINS.items():
+            if name in args.only:
+                module = importlib.import_module(module_name)
+                print(f"{name}")
+                figures += module.run(ctx)
+                descriptions.append(module.DESCRIPTION)
     data = {"machine": info, "figures": [f.as_json() for f in figures]}
     data["machine"]["seconds"] = round(time.perf_counter() - t0, 1)
     data["machine"]["mode"] = "quick" if args.quick else "full"
@@ -71,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if set(args.only) == set(SCENARIOS):
             docs = ROOT / "docs" / "benchmarks.md"
             docs.parent.mkdir(exist_ok=True)
-            docs.write_text(markdown(data, reps))
+            docs.write_text(markdown(data, reps, descriptions))
             print(f"\nwrote {results / 'latest.json'} and {docs}")
     return 0
 

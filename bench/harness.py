@@ -14,12 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 __all__ = [
     "PG_URL",
+    "BenchContext",
     "Contender",
     "Figure",
     "Target",
@@ -35,11 +37,51 @@ PG_URL = os.environ.get(
 
 
 @dataclass(frozen=True)
+class BenchContext:
+    """What every scenario module's ``run`` gets.
+
+    Attributes:
+        schema: a fresh PostgreSQL schema for this run (``store_url(schema)``
+            gives the nonstop store URL; create other schemas beside it with
+            the same prefix and drop them yourself).
+        work: a temporary directory for SQLite files and the like.
+        quick: tiny sizes (``make bench QUICK=1``): check that it works only.
+        reps: interleaved repetitions (3 full, 1 quick).
+    """
+
+    schema: str
+    work: Path
+    quick: bool
+    reps: int
+
+
+@dataclass(frozen=True)
 class Target:
-    """What the subject must reach (``>=`` value in the figure's unit)."""
+    """What the subject must reach.
+
+    Attributes:
+        value: the bound.
+        op: ``">="`` (at least) or ``"<="`` (at most).
+        source: where the goal comes from (``"issue"``).
+        against: when set, the bound applies to the ratio subject / this
+            baseline (``Target(1.25, "<=", against="no upcasting")``); else to
+            the subject's own value in the figure's unit.
+    """
 
     value: float
+    op: str = ">="
     source: str = "issue"
+    against: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in (">=", "<="):
+            raise ValueError(f"Target.op must be '>=' or '<=', got {self.op!r}")
+
+    def describe(self) -> str:
+        """The goal in words, e.g. ``<= x1.25 of no upcasting`` or ``>= 100,000``."""
+        if self.against is not None:
+            return f"{self.op} x{self.value:g} {self.against}"
+        return f"{self.op} {self.value:,.0f}"
 
 
 @dataclass(frozen=True)
@@ -78,7 +120,11 @@ class Figure:
 
     @property
     def passed(self) -> bool | None:
-        return None if self.target is None else self.value >= self.target.value
+        t = self.target
+        if t is None:
+            return None
+        got = self.value if t.against is None else self.ratios()[t.against]
+        return got >= t.value if t.op == ">=" else got <= t.value
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -99,7 +145,13 @@ class Figure:
             "ratios": {b: round(r, 3) for b, r in self.ratios().items()},
             "target": None
             if self.target is None
-            else {"op": ">=", "value": self.target.value, "source": self.target.source},
+            else {
+                "op": self.target.op,
+                "value": self.target.value,
+                "source": self.target.source,
+                "against": self.target.against,
+                "text": self.target.describe(),
+            },
             "pass": self.passed,
         }
 

@@ -26,7 +26,9 @@ def _fmt(v: float) -> str:
 def _verdict(f: dict[str, Any]) -> str:
     if f["target"] is None:
         return "-"
-    return ("PASS" if f["pass"] else "MISS") + f" (>= {_fmt(f['target']['value'])})"
+    t = f["target"]
+    text = t.get("text") or f">= {_fmt(t['value'])}"
+    return ("PASS" if f["pass"] else "MISS") + f" ({text})"
 
 
 def table(figures: list[dict[str, Any]]) -> str:
@@ -87,7 +89,7 @@ Reproduce with:
   hop per call) beside it. The raw baselines only fetch the rows (all columns, no
   decoding), so they bound what any replay could reach. The *long stream* figure
   rebuilds one instance with many events (read in pages of 10,000).
-
+{more}
 ## Results
 
 | figure | nonstop | target | baselines (ratio = nonstop / baseline) |
@@ -98,7 +100,9 @@ Raw samples, package versions and the date are in `bench/results/latest.json`.
 """
 
 
-def markdown(data: dict[str, Any], reps: int) -> str:
+def markdown(
+    data: dict[str, Any], reps: int, descriptions: list[str] | None = None
+) -> str:
     """``docs/benchmarks.md`` from the results."""
     m = data["machine"]
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
@@ -117,6 +121,11 @@ def markdown(data: dict[str, Any], reps: int) -> str:
             f"**{_fmt(f['value'])}** {f['unit']}<br><sub>{f['subject']}</sub> | "
             f"{_verdict(f)} | {base} |"
         )
+    more = "".join(d.rstrip() + "\n" for d in descriptions or [])
     return _INTRO.format(
-        reps=reps, command=COMMAND, machine=machine, rows="\n".join(rows)
+        reps=reps,
+        command=COMMAND,
+        machine=machine,
+        rows="\n".join(rows),
+        more=more,
     )

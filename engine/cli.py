@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from engine.commands import GROUPS, CliContext
 from engine.errors import (
     EventDecodeError,
     NonstopError,
@@ -165,6 +166,8 @@ def _parser() -> argparse.ArgumentParser:
         help="instances to start (default: 300)",
     )
     p.add_argument("--seed", type=int, metavar="S", help="random seed")
+    for group in GROUPS:
+        importlib.import_module(group).register(sub)
     return parser
 
 
@@ -179,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app: str = args.app or os.environ.get("NONSTOP_APP") or DEFAULT_APP
     out = _console()
     try:
+        handler = getattr(args, "run", None)
+        if handler is not None:
+            ctx = CliContext(out=out, store_url=store_url, app=app, load_app=load_app)
+            return int(handler(ctx, args))
         if args.command == "instances":
             return _instances(out, store_url, app, args)
         if args.command == "show":

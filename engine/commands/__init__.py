@@ -1,0 +1,69 @@
+"""Command groups of the ``nonstop`` command line, one module each.
+
+Each module named in :data:`GROUPS` exports ``register(sub)``, which adds its
+subcommands to the top-level ``argparse`` subparsers and sets
+``run=handler`` on each, where ``handler(ctx: CliContext, args) -> int`` returns
+the exit code. A :class:`~engine.errors.NonstopError` raised by a handler is
+printed as one line (``nonstop: error: ...``) and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from engine.workflow import WorkflowRegistry
+
+__all__ = ["GROUPS", "CliContext"]
+
+GROUPS = (
+    "engine.commands.schema",
+    "engine.commands.snapshots",
+    "engine.commands.deploy",
+    "engine.commands.projections",
+    "engine.commands.kafka",
+)
+"""Modules whose ``register(sub)`` adds subcommands, in help order."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CliContext:
+    """What a command handler gets besides its parsed arguments.
+
+    Attributes:
+        out: where tables and messages go (stdout).
+        store_url: the event store (``--store``, ``$NONSTOP_STORE`` or the default).
+        app: the ``MOD:ATTR`` naming the workflow registry.
+        load_app: imports ``app`` and returns the registry (raises
+            :class:`~engine.cli.AppLoadError`).
+    """
+
+    out: Console
+    store_url: str
+    app: str
+    load_app: Callable[[str], WorkflowRegistry]
+
+    def registry(self) -> WorkflowRegistry:
+        """The workflow registry named by ``app``."""
+        return self.load_app(self.app)
+
+    def with_engine(self, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        """Run ``job(engine)`` on a new ``Engine`` over the store, then close it."""
+        from engine.runtime import Engine
+
+        registry = self.registry()
+
+        async def run() -> T:
+            engine = Engine(self.store_url, registry)
+            try:
+                return await job(engine)
+            finally:
+                await engine.close()
+
+        return asyncio.run(run())
