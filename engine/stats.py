@@ -36,6 +36,9 @@ class StatsSource(Protocol):
     """Anything that reports :class:`VersionStats` (sync; may do I/O)."""
 
     def version_stats(self, workflow: str | None = None) -> list[VersionStats]:
-        """Counts per version, of ``workflow`` only when given, sorted by
-        (workflow, version)."""
+        """Counts per version, sorted by (workflow, version).
+
+        Args:
+            workflow: only this workflow's versions when given.
+        """
         ...
