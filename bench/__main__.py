@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import append, commit, replay
 from bench.harness import BenchContext, Figure, machine, pg_schema
@@ -39,6 +41,33 @@ SIZES = {
 }
 
 
+def _description(name: str) -> str | None:
+    """The scenario's ``DESCRIPTION``, or None if its module is not there yet."""
+    module_name = PLUGINS.get(name, f"bench.{name}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    return str(module.DESCRIPTION)
+
+
+def _merge(
+    path: Path, ran: list[str], new: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The figures of ``path`` for scenarios not run now, then the new ones."""
+    if not path.exists():
+        return new
+    old = json.loads(path.read_text())
+    kept = [
+        f
+        for f in old.get("figures", [])
+        if f.get("bench", f["scenario"].split("-")[0]) not in ran
+    ]
+    return kept + new
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, quick.json")
@@ -48,21 +77,32 @@ def main(argv: list[str] | None = None) -> int:
     size = {k: v[q] for k, v in SIZES.items()}
     reps = int(size["reps"])
     info = machine()
-    figures: list[Figure] = []
-    descriptions: list[str] = []
+    figures: list[dict[str, Any]] = []
+    ran: list[str] = []
+
+    def add(name: str, got: list[Figure]) -> None:
+        figures.extend({**f.as_json(), "bench": name} for f in got)
+        ran.append(name)
+
     t0 = time.perf_counter()
     with pg_schema() as schema, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "commit" in args.only:
             print("commit: 64 concurrent callers")
             s = float(size["commit_seconds"])
-            figures += commit.run_postgres(schema, seconds=s, reps=reps)
-            figures += commit.run_sqlite(work, seconds=s, reps=reps)
+            add(
+                "commit",
+                commit.run_postgres(schema, seconds=s, reps=reps)
+                + commit.run_sqlite(work, seconds=s, reps=reps),
+            )
         if "append" in args.only:
             print("append: bulk")
             n = int(size["append_total"])
-            figures += append.run_postgres(schema, total=n, reps=reps)
-            figures += append.run_sqlite(work, total=n, reps=reps)
+            add(
+                "append",
+                append.run_postgres(schema, total=n, reps=reps)
+                + append.run_sqlite(work, total=n, reps=reps),
+            )
         if "replay" in args.only:
             print("replay")
             kw = {
@@ -70,31 +110,41 @@ def main(argv: list[str] | None = None) -> int:
                 "long_len": int(size["replay_long"]),
                 "reps": reps,
             }
-            figures += replay.run_postgres(schema, **kw)
-            figures += replay.run_sqlite(work, **kw)
+            add(
+                "replay",
+                replay.run_postgres(schema, **kw) + replay.run_sqlite(work, **kw),
+            )
         ctx = BenchContext(schema=schema, work=work, quick=args.quick, reps=reps)
         for name, module_name in PLUGINS.items():
-            if name in args.only:
-                module = importlib.import_module(module_name)
-                print(f"{name}")
-                figures += module.run(ctx)
-                descriptions.append(module.DESCRIPTION)
-    data = {"machine": info, "figures": [f.as_json() for f in figures]}
-    data["machine"]["seconds"] = round(time.perf_counter() - t0, 1)
-    data["machine"]["mode"] = "quick" if args.quick else "full"
+            if name not in args.only:
+                continue
+            if _description(name) is None:
+                print(f"{name}: skipped ({module_name} is not there yet)")
+                continue
+            print(f"{name}")
+            add(name, importlib.import_module(module_name).run(ctx))
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    info["mode"] = "quick" if args.quick else "full"
     print()
-    print(table(data["figures"]))
+    print(table(figures))
     results = ROOT / "bench" / "results"
     if args.quick:
-        write_json(results / "quick.json", data["machine"], data["figures"])
+        write_json(results / "quick.json", info, figures)
         print(f"\nwrote {results / 'quick.json'}")
-    else:
-        write_json(results / "latest.json", data["machine"], data["figures"])
-        if set(args.only) == set(SCENARIOS):
-            docs = ROOT / "docs" / "benchmarks.md"
-            docs.parent.mkdir(exist_ok=True)
-            docs.write_text(markdown(data, reps, descriptions))
-            print(f"\nwrote {results / 'latest.json'} and {docs}")
+        return 0
+    # A partial run replaces its scenarios' figures and keeps the others'.
+    latest = results / "latest.json"
+    previous = json.loads(latest.read_text()) if latest.exists() else {}
+    runs = dict(previous.get("machine", {}).get("runs", {}))
+    runs.update({name: info["date"] for name in ran})
+    info["runs"] = {name: runs[name] for name in SCENARIOS if name in runs}
+    merged = _merge(latest, ran, figures)
+    write_json(latest, info, merged)
+    descriptions = [d for name in SCENARIOS if (d := _description(name))]
+    docs = ROOT / "docs" / "benchmarks.md"
+    docs.parent.mkdir(exist_ok=True)
+    docs.write_text(markdown({"machine": info, "figures": merged}, reps, descriptions))
+    print(f"\nwrote {latest} and {docs}")
     return 0
 
 

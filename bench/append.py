@@ -23,7 +23,14 @@ from bench.harness import PG_URL, Contender, Figure, measure, store_url, timed
 from engine import open_store
 from engine.store import NewRecord
 
-__all__ = ["run_postgres", "run_sqlite"]
+__all__ = ["DESCRIPTION", "run_postgres", "run_sqlite"]
+
+DESCRIPTION = """\
+- **append** (`python -m bench --only append`): bulk `EventStore.append` of
+  batches of 1,000 records (one transaction each) against the raw driver's
+  `executemany` and the `eventsourcing` recorder's `insert_events` on the same
+  batches, on PostgreSQL and SQLite."""
+
 
 BATCH = 1_000
 STREAM_LEN = 10

@@ -81,7 +81,9 @@ class Target:
         """The goal in words, e.g. ``<= x1.25 of no upcasting`` or ``>= 100,000``."""
         if self.against is not None:
             return f"{self.op} x{self.value:g} {self.against}"
-        return f"{self.op} {self.value:,.0f}"
+        if self.value >= 1000:
+            return f"{self.op} {self.value:,.0f}"
+        return f"{self.op} {self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,11 @@ class Contender:
 
 @dataclass
 class Figure:
-    """A measured figure: the subject's median and its baselines' medians."""
+    """A measured figure: the subject's median and its baselines' medians.
+
+    A figure has any number of goals: ``target`` (the common single one) and
+    ``targets`` (more); it passes when every goal holds.
+    """
 
     scenario: str
     name: str
@@ -104,6 +110,7 @@ class Figure:
     samples: list[float]
     baselines: dict[str, list[float]] = field(default_factory=dict)
     target: Target | None = None
+    targets: list[Target] = field(default_factory=list)
 
     @property
     def value(self) -> float:
@@ -119,12 +126,21 @@ class Figure:
         }
 
     @property
-    def passed(self) -> bool | None:
-        t = self.target
-        if t is None:
-            return None
+    def goals(self) -> list[Target]:
+        """Every goal of the figure, ``target`` first."""
+        return [*([self.target] if self.target is not None else []), *self.targets]
+
+    def holds(self, t: Target) -> bool:
+        """Whether goal ``t`` holds for the medians."""
         got = self.value if t.against is None else self.ratios()[t.against]
         return got >= t.value if t.op == ">=" else got <= t.value
+
+    @property
+    def passed(self) -> bool | None:
+        goals = self.goals
+        if not goals:
+            return None
+        return all(self.holds(t) for t in goals)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -132,28 +148,35 @@ class Figure:
             "figure": self.name,
             "what": self.what,
             "subject": self.subject,
-            "value": round(self.value, 1),
+            "value": _round(self.value),
             "unit": self.unit,
-            "samples": [round(s, 1) for s in self.samples],
+            "samples": [_round(s) for s in self.samples],
             "baselines": {
                 b: {
-                    "value": round(self.baseline_value(b), 1),
-                    "samples": [round(s, 1) for s in v],
+                    "value": _round(self.baseline_value(b)),
+                    "samples": [_round(s) for s in v],
                 }
                 for b, v in self.baselines.items()
             },
             "ratios": {b: round(r, 3) for b, r in self.ratios().items()},
-            "target": None
-            if self.target is None
-            else {
-                "op": self.target.op,
-                "value": self.target.value,
-                "source": self.target.source,
-                "against": self.target.against,
-                "text": self.target.describe(),
-            },
+            "targets": [
+                {
+                    "op": t.op,
+                    "value": t.value,
+                    "source": t.source,
+                    "against": t.against,
+                    "text": t.describe(),
+                    "pass": self.holds(t),
+                }
+                for t in self.goals
+            ],
             "pass": self.passed,
         }
+
+
+def _round(v: float) -> float:
+    """One decimal for large values, three significant digits for small ones."""
+    return round(v, 1) if abs(v) >= 100 else float(f"{v:.3g}")
 
 
 def timed(fn: Callable[[], int]) -> tuple[int, float]:
@@ -174,10 +197,20 @@ def measure(
     baselines: list[Contender],
     reps: int,
     target: Target | None = None,
+    targets: list[Target] | None = None,
     log: Callable[[str], None] = print,
 ) -> Figure:
     """Run the subject and baselines interleaved (A B C A B C ...), ``reps`` times."""
-    fig = Figure(scenario, name, unit, what, subject.name, [], target=target)
+    fig = Figure(
+        scenario,
+        name,
+        unit,
+        what,
+        subject.name,
+        [],
+        target=target,
+        targets=list(targets or []),
+    )
     for b in baselines:
         fig.baselines[b.name] = []
     for rep in range(reps):
@@ -213,8 +246,16 @@ def store_url(schema: str) -> str:
 
 def machine() -> dict[str, Any]:
     """Where the numbers were taken."""
-    versions = {}
-    for pkg in ("nonstop", "eventsourcing", "psycopg", "psycopg-pool", "msgspec"):
+    versions: dict[str, str | None] = {}
+    packages = (
+        "nonstop",
+        "eventsourcing",
+        "psycopg",
+        "psycopg-pool",
+        "msgspec",
+        "dbos",
+    )
+    for pkg in packages:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -20,15 +20,24 @@ def write_json(
 
 
 def _fmt(v: float) -> str:
-    return f"{v:,.0f}"
+    """Thousands separators for large values, significant digits for small ones."""
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
 
 
-def _verdict(f: dict[str, Any]) -> str:
-    if f["target"] is None:
+def _ratio(r: float) -> str:
+    return f"x{r:,.0f}" if r >= 100 else f"x{r:.3g}"
+
+
+def _verdict(f: dict[str, Any], sep: str = "; ") -> str:
+    """``PASS (>= x2 DBOS)`` for each goal of a figure, ``-`` when it has none."""
+    goals = f.get("targets") or []
+    if not goals:
         return "-"
-    t = f["target"]
-    text = t.get("text") or f">= {_fmt(t['value'])}"
-    return ("PASS" if f["pass"] else "MISS") + f" ({text})"
+    return sep.join(
+        ("PASS" if t["pass"] else "MISS") + f" ({t['text']})" for t in goals
+    )
 
 
 def table(figures: list[dict[str, Any]]) -> str:
@@ -41,27 +50,31 @@ def table(figures: list[dict[str, Any]]) -> str:
         )
         for b, v in f["baselines"].items():
             ratio = f["ratios"][b]
-            lines.append(f"    vs {b:<55} {_fmt(v['value']):>12}  x{ratio:.2f}")
+            lines.append(f"    vs {b:<55} {_fmt(v['value']):>12}  {_ratio(ratio)}")
     return "\n".join(lines)
 
 
 _INTRO = """# Benchmarks
 
-Every scenario runs nonstop beside its baselines in the same process, interleaved
-(subject, baseline 1, baseline 2, ..., then again), {reps} repetitions; the figures
-are medians. Machines (and these shared 2-core ones in particular) are noisy, so
-read the **ratios** against the baselines measured in the same run: they are what
-carries from one machine to another. PostgreSQL runs in a fresh schema per run,
-dropped at the end; SQLite files live in a temporary directory.
+Every scenario runs nonstop beside its baselines in the same invocation,
+interleaved (subject, baseline 1, baseline 2, ..., then again), {reps}
+repetitions; the figures are medians. Machines (and these shared 2-core ones in
+particular) are noisy, so read the **ratios** against the baselines measured in
+the same run: they are what carries from one machine to another. PostgreSQL runs
+in a fresh schema per run (DBOS in a fresh database), dropped at the end; SQLite
+files live in a temporary directory.
 
-Reproduce with:
+Reproduce everything with:
 
 ```
 {command}
 ```
 
-(`make bench QUICK=1` runs every scenario tiny, in seconds, and writes
-`bench/results/quick.json` only; it checks that the benchmarks work, not speed.)
+and one scenario with `.venv/bin/python -m bench --only NAME` (its figures then
+replace that scenario's in `bench/results/latest.json` and on this page; each
+figure below names its command). `make bench QUICK=1` runs every scenario tiny, in
+seconds, and writes `bench/results/quick.json` only; it checks that the
+benchmarks work, not speed.
 
 ## Machine
 
@@ -69,26 +82,6 @@ Reproduce with:
 
 ## Scenarios
 
-- **commit**: 64 concurrent callers (asyncio tasks on one `Engine`), each sending
-  `Increment` commands to its own counter instance (`bench/counter.py`), one
-  `Engine.send` per transition, for a fixed time; the figure is committed
-  transitions per second. The engine's group commit writes whatever queued up
-  while the previous transaction was in flight in one transaction. Baselines write
-  one row per transaction from 64 threads: the `eventsourcing` recorder (on
-  PostgreSQL it takes `LOCK TABLE ... IN EXCLUSIVE MODE` and sends `NOTIFY` in every
-  transaction) and the raw driver (`INSERT` + `COMMIT`).
-- **append**: bulk `EventStore.append` of batches of 1,000 records (one
-  transaction each) against the raw driver's `executemany` and the `eventsourcing`
-  recorder's `insert_events` on the same batches.
-- **replay**: a fresh `Engine` (empty cache) rebuilds the state of many short
-  instances: read each stream, decode every event (typed msgpack), fold it with
-  the reducer. *Batched* calls the engine's load path for 1,000 instances per query
-  (`Engine._load_many_sync`); *one by one* calls the load path of a cold
-  `Engine.get` (`Engine._load_sync`, one query per instance) in a loop on one
-  thread, and shows the async API (`Engine.get` from 64 tasks, which adds a thread
-  hop per call) beside it. The raw baselines only fetch the rows (all columns, no
-  decoding), so they bound what any replay could reach. The *long stream* figure
-  rebuilds one instance with many events (read in pages of 10,000).
 {more}
 ## Results
 
@@ -96,7 +89,7 @@ Reproduce with:
 |---|---|---|---|
 {rows}
 
-Raw samples, package versions and the date are in `bench/results/latest.json`.
+Raw samples, package versions and the dates are in `bench/results/latest.json`.
 """
 
 
@@ -106,20 +99,27 @@ def markdown(
     """``docs/benchmarks.md`` from the results."""
     m = data["machine"]
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    runs = m.get("runs") or {}
+    dates = (
+        "; measured " + ", ".join(f"{k} {v}" for k, v in runs.items())
+        if runs
+        else f"; measured {m['date']}"
+    )
     machine = (
         f"{m['cpu_count']} CPUs ({m['processor']}), {m['platform']}, "
-        f"Python {m['python']}; {pk}; measured {m['date']}."
+        f"Python {m['python']}; {pk}{dates}."
     )
     rows = []
     for f in data["figures"]:
         base = "<br>".join(
-            f"{b}: {_fmt(v['value'])} (x{f['ratios'][b]:.2f})"
+            f"{b}: {_fmt(v['value'])} ({_ratio(f['ratios'][b])})"
             for b, v in f["baselines"].items()
         )
+        how = f" · `python -m bench --only {f['bench']}`" if f.get("bench") else ""
         rows.append(
-            f"| {f['figure']}<br><sub>{f['what']}</sub> | "
+            f"| {f['figure']}<br><sub>{f['what']}{how}</sub> | "
             f"**{_fmt(f['value'])}** {f['unit']}<br><sub>{f['subject']}</sub> | "
-            f"{_verdict(f)} | {base} |"
+            f"{_verdict(f, '<br>')} | {base} |"
         )
     more = "".join(d.rstrip() + "\n" for d in descriptions or [])
     return _INTRO.format(

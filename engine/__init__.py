@@ -7,6 +7,7 @@ from engine.errors import (
     DuplicateRegistration,
     EventDecodeError,
     InstanceExists,
+    MigrationError,
     NonstopError,
     StoreUnavailable,
     UnknownEventType,
@@ -16,7 +17,7 @@ from engine.errors import (
     WorkflowDefinitionError,
 )
 from engine.events import EventCodec, EventTypeRegistry, RecordedEvent, event
-from engine.runtime import Engine, InstanceInfo, Send, Start
+from engine.runtime import Engine, InstanceInfo, Router, Send, Start
 from engine.store import EventStore, Tracking, open_store
 from engine.sync import SyncEngine
 from engine.workflow import Context, Status, Workflow, WorkflowRegistry, fold
@@ -38,8 +39,10 @@ __all__ = [
     "EventTypeRegistry",
     "InstanceExists",
     "InstanceInfo",
+    "MigrationError",
     "NonstopError",
     "RecordedEvent",
+    "Router",
     "Send",
     "Start",
     "Status",

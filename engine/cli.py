@@ -259,13 +259,14 @@ def _with_engine(
 
 
 def _instances(out: Console, store_url: str, app: str, args: Any) -> int:
-    found = _with_engine(
-        store_url,
-        app,
-        lambda e: e.instances(
+    from projections.instances import InstancesReadModel
+
+    registry = load_app(app)
+    # The built-in projection, brought up to date first: never stale, no log scan.
+    with InstancesReadModel(store_url, registry) as model:
+        found = model.instances(
             workflow=args.workflow, version=args.version, status=args.status
-        ),
-    )
+        )
     table = Table(title=Text(f"Instances in {redact(store_url)}"))
     table.add_column("instance id", no_wrap=True)
     table.add_column("workflow", no_wrap=True)

@@ -46,6 +46,8 @@ class _Run:
     commands: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     """(instance id, what went wrong)."""
+    upcast: int = 0
+    """Events read back through an upcaster (stored by the previous release)."""
 
     def fail(self, iid: str, what: str) -> None:
         """Record a problem of instance ``iid``."""
@@ -85,22 +87,30 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
         f"{redact(store_url)}"
     )
 
-    registry = orders.registry()
-    engine = Engine(store_url, registry)
+    old = orders.release1()  # OrderPlaced schema 1, orders@1 only
+    engine = old.engine(store_url)
     try:
-        # Phase 1: orders@1 is current.
-        await _gather(
-            [_start(engine, run, iid, rng, orders.PlaceOrder) for iid in first]
-        )
+        # Phase 1: release 1, orders@1 is current.
+        await _gather([_start(engine, run, iid, rng, old.place_order) for iid in first])
         paid = rng.sample(first, len(first) // 3)
         await _gather([_step(engine, run, iid, "pay") for iid in paid])
         out.print(
-            f"phase 1: started {len(first)} orders on {WORKFLOW}@1 (current); "
-            f"{len(paid)} of them already paid"
+            f"phase 1 ({old.name}): started {len(first)} orders on {WORKFLOW}@1 "
+            f"(current), writing OrderPlaced schema 1; {len(paid)} of them paid"
         )
+    finally:
+        await engine.close()
+    commits = engine.commits
 
-        # Deploy: new instances go to v2, the ones in flight stay on v1.
-        registry.set_current(WORKFLOW, 2)
+    # Deploy release 2: OrderPlaced schema 2 (+ currency, upcast for old events),
+    # orders@2 current; the orders in flight stay pinned to orders@1.
+    new = orders.release2()
+    engine = new.engine(store_url)
+    try:
+        out.print(
+            f"deploy {new.name}: OrderPlaced schema 2 adds a required currency, "
+            "derived for schema 1 events by an upcaster on read"
+        )
         out.print(
             f"{WORKFLOW}@2 is now current: new orders get a fraud check; the "
             f"{len(first)} orders in flight stay pinned to {WORKFLOW}@1"
@@ -108,7 +118,7 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
 
         # Phase 2: orders@2 is current.
         await _gather(
-            [_start(engine, run, iid, rng, orders.PlaceOrder) for iid in second]
+            [_start(engine, run, iid, rng, new.place_order) for iid in second]
         )
         checked = rng.sample(second, len(second) // 3)
         await _gather([_step(engine, run, iid, "check") for iid in checked])
@@ -118,24 +128,30 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
         )
     finally:
         await engine.close()
-    commits = engine.commits
+    commits += engine.commits
 
     out.print(
         "restart: closed the engine and opened a new Engine on the same store; "
         "from here on every order is read back from its stored events"
     )
-    registry = orders.registry()
-    registry.set_current(WORKFLOW, 2)
-    engine = Engine(store_url, registry)
+    engine = orders.release2().engine(store_url)
     try:
         await _drive(engine, run, ids, out)
         finals = await _verify(engine, run, ids)
     finally:
         await engine.close()
     commits += engine.commits
+    commits += await _canary(store_url, run, rng, out, instances)
 
     elapsed = time.perf_counter() - began
     out.print(_summary(run, finals))
+    v1 = [i for i, v in run.expected.items() if v == 1 and i in finals]
+    v1_done = sum(finals[i].status == "completed" for i in v1)
+    out.print(
+        f"schema change: {run.upcast} events stored by release 1 (OrderPlaced "
+        f"schema 1) were upcast to schema 2 on read; {v1_done} of {len(v1)} "
+        f"{WORKFLOW}@1 orders started on release 1 finished on release 2"
+    )
     out.print(
         f"{run.commands} commands written in {commits} transactions "
         f"(group commit), {elapsed:.1f} s"
@@ -149,8 +165,9 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
         return 1
     sample = next((i for i in ids if finals[i].status == "failed"), ids[-1])
     out.print(
-        "[bold green]demo OK[/]: every order ran on the version it started on. "
-        "Inspect it with:"
+        "[bold green]demo OK[/]: every order ran on the version it started on "
+        "(or the one the operator migrated it to); no order failed because of a "
+        "deploy. Inspect it with:"
     )
     store = redact(store_url)
     out.print(Text(f"  nonstop --store {store} instances --status failed"))
@@ -249,6 +266,7 @@ async def _verify(
         info = await engine.get(iid)
         finals[iid] = info
         history = await engine.history(iid)
+        run.upcast += sum(e.stored_schema != e.schema for e in history)
         wrong = sorted({e.workflow for e in history if e.workflow != ref})
         if wrong or info.version != version:
             found = ", ".join(wrong) or f"{WORKFLOW}@{info.version}"
@@ -287,5 +305,187 @@ def _summary(run: _Run, finals: dict[str, InstanceInfo]) -> Table:
             str(status.count("failed")),
             str(status.count("running")),
             verdict,
+        )
+    return table
+
+
+# ------------------------------------------------------------------ canary
+
+
+@dataclass
+class _Canary:
+    """What the canary phase saw, per instance."""
+
+    started: dict[str, int] = field(default_factory=dict)
+    """Instance id -> version it was routed to."""
+    migrated: set[str] = field(default_factory=set)
+    misbehaved: set[str] = field(default_factory=set)
+    """Instances whose command crashed in the faulty version."""
+    steps: list[str] = field(default_factory=list)
+    """What the operator did, in order."""
+
+
+async def _canary(
+    store_url: str, run: _Run, rng: random.Random, out: Console, n: int
+) -> int:
+    """Canary v2 at 10 %, promote it in steps, then a faulty v3 and its rollback.
+
+    Returns the commits written. Problems go to ``run.errors``.
+    """
+    from engine.deploy import Deployments, Routing, migrate_instances, open_engine
+    from examples import orders
+
+    seen = _Canary()
+    ops = Deployments(store_url)
+    engine = open_engine(store_url, orders.registry(), poll_interval=0.05)
+    by = "demo"
+
+    def change(what: str, fn: Callable[[], Any]) -> None:
+        routing = fn()
+        seen.steps.append(f"{what}: {routing.describe()}")
+        out.print(Text(f"operator: {what} -> new orders go {routing.describe()}"))
+
+    def deploy(version: int, source: str, pct: float) -> Any:
+        wd = ops.refresh().workflow(WORKFLOW)
+        if version in wd.deployments:  # an earlier run of the demo deployed it
+            return ops.promote(WORKFLOW, version, percent=pct, by=by)
+        return ops.deploy(WORKFLOW, version, source, canary=pct, by=by)
+
+    async def start(count: int) -> None:
+        base = len(seen.started)
+        ids = [f"demo-{run.run_id}-c{base + i:03d}" for i in range(count)]
+        await _gather([one(iid) for iid in ids])
+
+    async def one(iid: str) -> None:
+        amount = rng.randint(5, 500)
+        run.amounts[iid] = amount
+        try:
+            info = await engine.start(
+                WORKFLOW,
+                orders.PlaceOrder(iid, amount, rng.choice(_CUSTOMERS)),
+                instance_id=iid,
+            )
+        except NonstopError as exc:
+            run.fail(iid, f"canary start failed: {exc}")
+            return
+        run.commands += 1
+        seen.started[iid] = info.version
+        await drive(iid, info)
+
+    async def drive(iid: str, info: InstanceInfo | None) -> None:
+        while info is not None and info.status == "running":
+            name = _next(info)
+            command: Any = {
+                "check": orders.CheckFraud(),
+                "pay": orders.Pay(run.amounts[iid]),
+                "ship": orders.Ship("post"),
+            }.get(name)
+            try:
+                info = await engine.send(iid, command)
+                run.commands += 1
+            except NonstopError as exc:
+                if info.version == 3:
+                    seen.misbehaved.add(iid)  # left running: migrated below
+                else:
+                    run.fail(iid, f"{name} failed: {exc}")
+                return
+
+    try:
+        wd = (await asyncio.to_thread(ops.refresh)).workflow(WORKFLOW)
+        if not wd.deployments:
+            await asyncio.to_thread(
+                change,
+                "deploy orders@1",
+                lambda: ops.deploy(WORKFLOW, 1, "examples.orders:v1", by=by),
+            )
+        elif wd.routing != Routing(1):
+            await asyncio.to_thread(
+                change, "reset to orders@1", lambda: ops.promote(WORKFLOW, 1, by=by)
+            )
+        steps = [
+            ("canary orders@2 at 10 %", lambda: deploy(2, "examples.orders:v2", 10)),
+            (
+                "promote orders@2 to 50 %",
+                lambda: ops.promote(WORKFLOW, 2, percent=50, by=by),
+            ),
+            ("promote orders@2 to 100 %", lambda: ops.promote(WORKFLOW, 2, by=by)),
+            (
+                "canary the faulty orders@3 at 30 %",
+                lambda: deploy(3, "examples.orders_faulty:v3", 30),
+            ),
+        ]
+        for what, fn in steps:
+            await asyncio.to_thread(change, what, fn)
+            await asyncio.sleep(0.06)  # past the engine's poll interval
+            await start(max(10, n // 6))
+        out.print(
+            f"orders@3 misbehaves: {len(seen.misbehaved)} of its orders crashed in "
+            "its fraud check (nothing was written for those commands)"
+        )
+        await asyncio.to_thread(
+            change,
+            "roll back",
+            lambda: ops.rollback(WORKFLOW, by=by, reason="orders@3 crashes"),
+        )
+        report = await migrate_instances(
+            engine, WORKFLOW, 3, 2, by=by, reason="orders@3 rolled back"
+        )
+        seen.migrated = {
+            r.instance_id for r in report.results if r.outcome == "migrated"
+        }
+        for r in report.results:
+            if r.outcome == "failed":
+                run.fail(r.instance_id, f"migration failed: {r.detail}")
+        out.print(
+            f"migrated {len(seen.migrated)} running orders@3 orders to orders@2; "
+            "driving them to their end"
+        )
+        await _gather(
+            [drive(iid, await engine.get(iid)) for iid in sorted(seen.migrated)]
+        )
+        await _check_canary(engine, run, seen)
+    finally:
+        await engine.close()
+        await asyncio.to_thread(ops.close)
+    out.print(_canary_summary(seen, run))
+    return engine.commits
+
+
+async def _check_canary(engine: Engine, run: _Run, seen: _Canary) -> None:
+    """Every canary-phase order ran one version (or two, split by a migration)."""
+    for iid, version in seen.started.items():
+        info = await engine.get(iid)
+        history = await engine.history(iid)
+        refs = [e.workflow for e in history]
+        first = f"{WORKFLOW}@{version}"
+        if iid in seen.migrated:
+            cut = next(i for i, e in enumerate(history) if e.type == "nonstop.Migrated")
+            ok = set(refs[:cut]) == {first} and set(refs[cut:]) == {f"{WORKFLOW}@2"}
+        else:
+            ok = set(refs) == {first}
+        if not ok:
+            run.fail(iid, f"started on {first} but ran {sorted(set(refs))}")
+        if info.status == "running":
+            run.fail(iid, f"still running on {WORKFLOW}@{info.version}")
+        elif info.status == "failed" and getattr(info.state, "stage", "") != "rejected":
+            run.fail(iid, f"failed on {WORKFLOW}@{info.version}")
+
+
+def _canary_summary(seen: _Canary, run: _Run) -> Table:
+    table = Table(title=f"Run {run.run_id}: canary, promotion and rollback")
+    table.add_column("version", no_wrap=True)
+    table.add_column("started", justify="right")
+    table.add_column("crashed in v3", justify="right")
+    table.add_column("migrated to v2", justify="right")
+    table.add_column("failed by a deploy", justify="right")
+    bad = {iid for iid, _ in run.errors}
+    for version in sorted(set(seen.started.values())):
+        mine = [i for i, v in seen.started.items() if v == version]
+        table.add_row(
+            f"{WORKFLOW}@{version}",
+            str(len(mine)),
+            str(len([i for i in mine if i in seen.misbehaved])),
+            str(len([i for i in mine if i in seen.migrated])),
+            str(len([i for i in mine if i in bad])),
         )
     return table

@@ -14,6 +14,7 @@ __all__ = [
     "DuplicateRegistration",
     "EventDecodeError",
     "InstanceExists",
+    "MigrationError",
     "NonstopError",
     "StoreUnavailable",
     "UnknownEventType",
@@ -173,4 +174,18 @@ class WorkflowCodeError(NonstopError):
             f"{workflow} {where} failed for instance {instance_id!r}: {exc!r}. "
             "Nothing was written; fix the workflow code or raise CommandRejected "
             "for commands it should refuse."
+        )
+
+
+class MigrationError(NonstopError, ValueError):
+    """An instance cannot be migrated to the requested version; nothing was written."""
+
+    def __init__(self, instance_id: str, target: str, reason: str) -> None:
+        self.instance_id = instance_id
+        self.target = target
+        self.reason = reason
+        super().__init__(
+            f"cannot migrate instance {instance_id!r} to {target}: {reason}. "
+            "Nothing was written for it; fix the mapper or leave the instance on "
+            "its version."
         )

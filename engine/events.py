@@ -36,6 +36,7 @@ __all__ = [
     "EventType",
     "EventTypeRegistry",
     "Metadata",
+    "Migrated",
     "RecordedEvent",
     "Started",
     "default_event_types",
@@ -147,7 +148,28 @@ class Started(msgspec.Struct, frozen=True):
     """Business key used for routing, when one was given."""
 
 
-SYSTEM_TYPES = frozenset({"nonstop.Started"})
+class Migrated(msgspec.Struct, frozen=True):
+    """An operator moved an in-flight instance to another version of its workflow.
+
+    Replay folds the events before it with the old version's reducer, takes
+    ``state`` as the new state, and folds the events after it with the new one.
+    """
+
+    workflow: str
+    """Workflow name."""
+    from_version: int
+    """The version the instance ran under until here."""
+    to_version: int
+    """The version it runs under from here on."""
+    state: bytes
+    """The state mapped to the new version, msgpack-encoded."""
+    by: str = ""
+    """Who migrated it."""
+    reason: str = ""
+    """Why."""
+
+
+SYSTEM_TYPES = frozenset({"nonstop.Started", "nonstop.Migrated"})
 
 
 class EventTypeRegistry:
@@ -242,6 +264,7 @@ def _same_definition(a: type[Any], b: type[Any]) -> bool:
 
 _default = EventTypeRegistry()
 _default.register(Started, "nonstop.Started")
+_default.register(Migrated, "nonstop.Migrated")
 
 
 def default_event_types() -> EventTypeRegistry:

@@ -13,9 +13,9 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -25,18 +25,24 @@ from engine.errors import (
     ConflictRetriesExhausted,
     EventDecodeError,
     InstanceExists,
+    MigrationError,
     NonstopError,
+    StoreUnavailable,
     UnknownInstance,
+    UnknownWorkflow,
     WorkflowCodeError,
 )
 from engine.events import (
     SYSTEM_TYPES,
+    Envelope,
     EventCodec,
     Metadata,
+    Migrated,
     RecordedEvent,
     Started,
     now_micros,
 )
+from engine.snapshots import snapshot_state, state_schemas, usable
 from engine.store import (
     EventStore,
     NewRecord,
@@ -53,12 +59,14 @@ if TYPE_CHECKING:  # upcasters imports engine.errors: no import cycle at run tim
 __all__ = [
     "Engine",
     "InstanceInfo",
+    "Router",
     "Send",
     "Start",
 ]
 
 log = logging.getLogger("nonstop.runtime")
 _STARTED = "nonstop.Started"
+_MIGRATED = "nonstop.Migrated"
 _FIRST_PAGE = 256
 _encoder = msgspec.msgpack.Encoder()
 
@@ -119,6 +127,29 @@ class Send:
     """Causation id."""
 
 
+class Router(Protocol):
+    """Picks the version of new instances and evaluates feature flags.
+
+    :mod:`engine.deploy` implements it from the deployments registry in the
+    store; an engine without a router uses ``WorkflowRegistry.current_version``.
+    """
+
+    def attach(self, registry: WorkflowRegistry) -> None:
+        """Bind the engine's workflow registry (new deployments load into it)."""
+
+    def refresh_due(self) -> bool:
+        """True when the in-memory routing may be stale and should be re-read."""
+
+    def refresh(self) -> object:
+        """Re-read routing and flags from the store (blocking; thread-safe)."""
+
+    def route(self, workflow: str, key: str) -> int | None:
+        """The version a new instance with routing key ``key`` gets, if routed."""
+
+    def evaluate(self, kind: str, name: str, key: str, default: Any) -> Any:
+        """Value of flag ``name`` (kind ``flag`` or ``variant``) for ``key``."""
+
+
 @dataclass(slots=True)
 class _Instance:
     """A cached, fully folded instance."""
@@ -127,6 +158,10 @@ class _Instance:
     state: Any
     position: int
     commands: dict[str, int] = field(default_factory=dict)
+    key: str | None = None
+    """The routing key given at start (flags bucket on it, else on the id)."""
+    flags: dict[str, Any] | None = None
+    """Flag values evaluated so far, pinned for the instance's life."""
 
     def info(self, instance_id: str, *, applied: bool = True) -> InstanceInfo:
         wf = self.workflow
@@ -144,6 +179,7 @@ class _Instance:
 class _SnapshotBody(msgspec.Struct, array_like=True):
     state: msgspec.Raw
     commands: dict[str, int]
+    flags: dict[str, Any] = {}
 
 
 @dataclass(slots=True)
@@ -165,6 +201,9 @@ class Engine:
         cache_size: Instances kept folded in memory.
         max_batch: Most records one group commit writes.
         max_attempts: Tries of one command against concurrent writers.
+        router: Chooses versions of new instances and evaluates flags (see
+            :mod:`engine.deploy`); ``WorkflowRegistry.current_version`` when
+            omitted.
     """
 
     def __init__(
@@ -177,15 +216,21 @@ class Engine:
         cache_size: int = 10_000,
         max_batch: int = 1_000,
         max_attempts: int = 8,
+        router: Router | None = None,
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
         self.registry = registry
+        self.router = router
+        if router is not None:
+            router.attach(registry)
+        self._refreshing: asyncio.Task[None] | None = None
         self.codec = codec if codec is not None else EventCodec()
         from upcasters import default_upcasters
 
-        self.codec.use_upcasters(
-            upcasters if upcasters is not None else default_upcasters()
-        )
+        self.upcasters = upcasters if upcasters is not None else default_upcasters()
+        """Event and snapshot-state upcaster chains (checked here)."""
+        self.codec.use_upcasters(self.upcasters)
+        self.upcasters.check_states(state_schemas(registry))
         self.cache_size = cache_size
         self.max_batch = max_batch
         self.max_attempts = max_attempts
@@ -266,6 +311,28 @@ class Engine:
                 inst = await self._load(instance_id)
             return inst.info(instance_id)
 
+    async def write_snapshot(self, instance_id: str, *, after: int = 0) -> int | None:
+        """Save a snapshot of an instance at its last position, now.
+
+        Used to migrate snapshots to the current state schema. It takes no lock
+        and leaves the cache alone: a snapshot of positions 1..N stays true
+        whatever is appended after N.
+
+        Returns:
+            The position saved, or None when the workflow takes no snapshots or
+            the instance has no event past ``after``.
+
+        Raises:
+            UnknownInstance: no such instance.
+        """
+        inst = self._cache.get(instance_id)
+        if inst is None:
+            inst = await asyncio.to_thread(self._load_sync, instance_id)
+        if not inst.workflow.snapshot_every or inst.position <= after:
+            return None
+        await asyncio.to_thread(self._snapshot, instance_id, inst)
+        return inst.position
+
     async def history(self, instance_id: str) -> list[RecordedEvent]:
         """Every event of an instance with its metadata, decoded (and upcast).
 
@@ -289,13 +356,18 @@ class Engine:
         items: Sequence[Start | Send],
         *,
         tracking: Tracking | None = None,
+        extra: Callable[[list[InstanceInfo | NonstopError]], Sequence[NewRecord]]
+        | None = None,
     ) -> list[InstanceInfo | NonstopError]:
         """Decide many requests and commit them all in one transaction.
 
         Requests for one instance apply in order. A request that fails (rejected,
         unknown instance...) yields its error in the result list and writes
-        nothing; the others commit together, with ``tracking`` if given.
+        nothing; the others commit together, with ``tracking`` if given, and with
+        the records ``extra(results)`` returns (a Kafka worker's dead letters for
+        the failed requests, say). ``StoreUnavailable`` is raised, never listed.
         """
+        await self._refresh_routing()
         ids = sorted({self._target(i) for i in items})
         for attempt in range(1, self.max_attempts + 1):
             locks = [self._lock(i) for i in ids]
@@ -303,6 +375,8 @@ class Engine:
                 await lk.__aenter__()
             try:
                 results, records, touched = await self._decide_batch(items)
+                if extra is not None:
+                    records = [*records, *extra(results)]
                 try:
                     await asyncio.to_thread(
                         self.store.append, records, tracking=tracking
@@ -321,6 +395,51 @@ class Engine:
                 for lk in reversed(locks):
                     await lk.__aexit__(None, None, None)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def migrate(
+        self,
+        instance_id: str,
+        version: int,
+        mapper: Callable[[Any], Any],
+        *,
+        dry_run: bool = False,
+        by: str = "",
+        reason: str = "",
+    ) -> InstanceInfo:
+        """Move a running instance to another version of its workflow.
+
+        ``mapper(old_state)`` returns the state under ``version``. One
+        ``nonstop.Migrated`` event holding it is appended at the next stream
+        position; replay folds with the old reducer up to it and the new one
+        after it. A dry run writes nothing and answers what the instance would
+        become (with ``applied=False``).
+
+        Raises:
+            UnknownInstance: no such instance.
+            UnknownWorkflow: ``version`` is not registered.
+            MigrationError: the instance is not running, already on ``version``,
+                or the mapper failed or returned a state that does not fit.
+        """
+        for _ in range(self.max_attempts):
+            async with self._lock(instance_id):
+                inst = self._cache.get(instance_id)
+                if inst is not None:
+                    inst = await asyncio.to_thread(self._catch_up, instance_id, inst)
+                else:
+                    inst = await self._load(instance_id)
+                new, record = self._decide_migration(
+                    instance_id, inst, version, mapper, by, reason
+                )
+                if dry_run:
+                    return new.info(instance_id, applied=False)
+                try:
+                    await self._commit([record])
+                except ConcurrencyConflict:
+                    self._cache.pop(instance_id, None)
+                    continue
+                self._remember(instance_id, new)
+                return new.info(instance_id)
+        raise ConflictRetriesExhausted(instance_id, self.max_attempts)
 
     async def close(self) -> None:
         """Finish pending writes and background snapshots, then close the store."""
@@ -343,8 +462,20 @@ class Engine:
         assert item.instance_id is not None
         return item.instance_id
 
+    async def _refresh_routing(self) -> None:
+        """Re-read routing when due; concurrent callers share one refresh."""
+        router = self.router
+        if router is None or not router.refresh_due():
+            return
+        task = self._refreshing
+        if task is None or task.done():
+            task = asyncio.create_task(_call_in_thread(router.refresh))
+            self._refreshing = task
+        await asyncio.shield(task)
+
     async def _run(self, req: Start | Send) -> InstanceInfo:
         iid = self._target(req)
+        await self._refresh_routing()
         async with self._lock(iid):
             for _ in range(self.max_attempts):
                 if isinstance(req, Start):
@@ -397,6 +528,8 @@ class Engine:
                     if inst is None:
                         inst = await self._load(iid)
                     outcome = self._decide_send(inst, item)
+            except StoreUnavailable:
+                raise  # transient: the whole batch fails, no request is refused
             except NonstopError as exc:
                 results.append(exc)
                 continue
@@ -429,9 +562,12 @@ class Engine:
     def _decide_start(
         self, req: Start
     ) -> tuple[_Instance, list[NewRecord]] | InstanceInfo:
-        wf = self.registry.get(req.workflow, req.version)
         iid = self._target(req)
-        inst = _Instance(wf, wf.initial(), 0)
+        version = req.version
+        if version is None and self.router is not None:
+            version = self.router.route(req.workflow, req.routing_key or iid)
+        wf = self.registry.get(req.workflow, version)
+        inst = _Instance(wf, wf.initial(), 0, key=req.routing_key)
         started = Started(
             workflow=wf.name,
             version=wf.version,
@@ -470,7 +606,9 @@ class Engine:
         first: Sequence[Any] = (),
     ) -> tuple[_Instance, list[NewRecord]]:
         wf = inst.workflow
-        ctx = Context(iid, wf.ref)
+        ctx = Context(iid, wf.ref, flags=self._flag_reader(inst.key or iid))
+        if inst.flags:
+            ctx.pinned.update(inst.flags)
         try:
             events = list(wf.decide(inst.state, command, ctx))
         except CommandRejected as exc:
@@ -502,7 +640,53 @@ class Engine:
         commands = inst.commands
         if meta.command_id is not None and records:
             commands = {**commands, meta.command_id: position}
-        return _Instance(wf, state, position, commands), records
+        flags = inst.flags
+        if records and len(ctx.pinned) != len(flags or ()):
+            flags = ctx.pinned
+        new = _Instance(wf, state, position, commands, inst.key, flags)
+        return new, records
+
+    def _flag_reader(self, key: str) -> Callable[[str, str, Any], Any] | None:
+        router = self.router
+        if router is None:
+            return None
+        return lambda kind, name, default: router.evaluate(kind, name, key, default)
+
+    def _decide_migration(
+        self,
+        iid: str,
+        inst: _Instance,
+        version: int,
+        mapper: Callable[[Any], Any],
+        by: str,
+        reason: str,
+    ) -> tuple[_Instance, NewRecord]:
+        old = inst.workflow
+        new_wf = self.registry.get(old.name, version)
+        status = old.status(inst.state)
+        if status != "running":
+            raise MigrationError(iid, new_wf.ref, f"the instance is {status}")
+        if version == old.version:
+            raise MigrationError(iid, new_wf.ref, "it already runs that version")
+        try:
+            mapped = mapper(inst.state)
+            data = _encoder.encode(mapped)
+            state = msgspec.msgpack.decode(data, type=new_wf.state_type)
+            new_status = new_wf.status(state)
+        except Exception as exc:  # the mapper is user code
+            raise MigrationError(
+                iid, new_wf.ref, f"the mapper failed: {exc!r}"
+            ) from exc
+        if new_status != "running":
+            raise MigrationError(
+                iid, new_wf.ref, f"the mapped state would be {new_status}"
+            )
+        event = Migrated(old.name, old.version, version, data, by, reason)
+        meta = Metadata(new_wf.ref)
+        name, body = self.codec.encode(event, meta, recorded_at=now_micros())
+        position = inst.position + 1
+        new = _Instance(new_wf, state, position, inst.commands, inst.key, inst.flags)
+        return new, NewRecord(iid, position, name, body)
 
     # ---------------------------------------------------------- group commit
 
@@ -571,7 +755,9 @@ class Engine:
             task.add_done_callback(self._background.discard)
 
     def _snapshot(self, instance_id: str, inst: _Instance) -> None:
-        body = _SnapshotBody(msgspec.Raw(_encoder.encode(inst.state)), inst.commands)
+        body = _SnapshotBody(
+            msgspec.Raw(_encoder.encode(inst.state)), inst.commands, inst.flags or {}
+        )
         try:
             self.store.save_snapshot(
                 Snapshot(
@@ -585,7 +771,14 @@ class Engine:
             log.exception("snapshot of %s at %s failed", instance_id, inst.position)
 
     async def _load(self, instance_id: str) -> _Instance:
-        inst = await asyncio.to_thread(self._load_sync, instance_id)
+        try:
+            inst = await asyncio.to_thread(self._load_sync, instance_id)
+        except UnknownWorkflow:
+            if self.router is None:
+                raise
+            # Pinned to a version deployed elsewhere: load it, then try again.
+            await asyncio.to_thread(self.router.refresh)
+            inst = await asyncio.to_thread(self._load_sync, instance_id)
         self._remember(instance_id, inst)
         return inst
 
@@ -627,6 +820,7 @@ class Engine:
             inst = _Instance(wf, wf.initial(), 1)
             if command_id is not None:
                 inst.commands[command_id] = 1
+        inst.key = started.routing_key
         done = inst.position
         inst = self._fold(instance_id, inst, [r for r in head if r.position > done])
         if complete:
@@ -637,15 +831,19 @@ class Engine:
         if not wf.snapshot_every:
             return None
         snap = self.store.load_snapshot(instance_id)
-        if snap is None or snap.key != wf.state_key:
+        if snap is None or not usable(wf, snap.key, self.upcasters):
             return None
         try:
             body = msgspec.msgpack.decode(snap.data, type=_SnapshotBody)
-            state = msgspec.msgpack.decode(body.state, type=wf.state_type)
-        except msgspec.DecodeError:
+            state = snapshot_state(wf, snap.key, body.state, self.upcasters)
+        except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("ignoring unreadable snapshot of %s", instance_id)
             return None
-        return _Instance(wf, state, snap.position, dict(body.commands))
+        except Exception:  # a state upcaster is user code; events still hold it all
+            log.exception("state upcaster failed on the snapshot of %s", instance_id)
+            return None
+        flags = dict(body.flags) if body.flags else None
+        return _Instance(wf, state, snap.position, dict(body.commands), flags=flags)
 
     def _catch_up(self, instance_id: str, inst: _Instance) -> _Instance:
         records = self.store.iter_stream(instance_id, after=inst.position)
@@ -663,11 +861,15 @@ class Engine:
         # New ids go to a fresh dict: the cached instance must not see ids of
         # events past its own position (a repeat would be answered stale).
         found: dict[str, int] = {}
+        flags = inst.flags
         try:
             for rec in records:
                 position = rec.position
                 name = rec.type
                 if name in SYSTEM_TYPES:
+                    if name == _MIGRATED:
+                        wf, state = self._migrated(instance_id, position, rec.data)
+                        evolve = wf.evolve
                     continue
                 # Fast path: the current schema decodes in one typed pass.
                 env = current(name, rec.data)
@@ -675,7 +877,12 @@ class Engine:
                     state = evolve(state, env.data)
                     if env.command_id is not None:
                         found[env.command_id] = position
+                    if env.ctx is not None:
+                        flags = _pinned_flags(flags, env.ctx)
                     continue
+                recorded = _raw_ctx(rec.data)
+                if recorded:
+                    flags = _pinned_flags(flags, recorded)
                 payloads, command_id = decode(instance_id, position, name, rec.data)
                 for p in payloads:
                     state = evolve(state, p)
@@ -690,7 +897,23 @@ class Engine:
         if position == inst.position:
             return inst
         commands = {**inst.commands, **found} if found else inst.commands
-        return _Instance(wf, state, position, commands)  # replace() is slow here
+        # _Instance(...) rather than replace(): replace() is slow here.
+        return _Instance(wf, state, position, commands, inst.key, flags)
+
+    def _migrated(
+        self, instance_id: str, position: int, data: bytes
+    ) -> tuple[Workflow[Any], Any]:
+        """The version and state a ``nonstop.Migrated`` event switches to."""
+        payloads, _ = self.codec.decode_payloads(instance_id, position, _MIGRATED, data)
+        m: Migrated = payloads[0]
+        wf = self.registry.get(m.workflow, m.to_version)
+        try:
+            state = msgspec.msgpack.decode(m.state, type=wf.state_type)
+        except msgspec.DecodeError as exc:
+            raise EventDecodeError(
+                instance_id, position, _MIGRATED, f"state does not fit {wf.ref}: {exc}"
+            ) from None
+        return wf, state
 
     def _history(self, instance_id: str) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
@@ -721,6 +944,31 @@ class Engine:
                 continue
             out.append(info)
         return out
+
+
+async def _call_in_thread(fn: Callable[[], object]) -> None:
+    await asyncio.to_thread(fn)
+
+
+_ctx_only = msgspec.msgpack.Decoder(Envelope[msgspec.Raw])
+
+
+def _raw_ctx(data: bytes) -> list[Any] | None:
+    """The recorded context of an envelope read without its payload."""
+    try:
+        return _ctx_only.decode(data).ctx
+    except msgspec.DecodeError:
+        return None
+
+
+def _pinned_flags(
+    flags: dict[str, Any] | None, recorded: list[Any]
+) -> dict[str, Any] | None:
+    """``flags`` plus the first flag evaluations found in a recorded context."""
+    for item in recorded:
+        if item[0] == "flag" and (flags is None or item[1][0] not in flags):
+            flags = {**(flags or {}), item[1][0]: item[1][1]}
+    return flags
 
 
 def _encode_input(value: Any) -> bytes:

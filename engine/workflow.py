@@ -20,6 +20,7 @@ from engine.errors import (
 
 __all__ = [
     "Context",
+    "FlagReader",
     "Status",
     "Workflow",
     "WorkflowRegistry",
@@ -62,6 +63,12 @@ class Workflow(Generic[S]):
     """Write a snapshot every N events (0: never)."""
     description: str = ""
     """Free text shown by the CLI."""
+    state_schema: int = 1
+    """Schema version of the state; bump it when ``state_type`` changes shape.
+
+    Snapshots record it: an older snapshot is brought up to date by state
+    upcasters (``UpcasterRegistry.add_state``) or ignored and rebuilt from
+    events."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -81,6 +88,14 @@ class Workflow(Generic[S]):
             raise WorkflowDefinitionError(
                 f"{self.ref}: snapshot_every={self.snapshot_every} must be >= 0"
             )
+        if (
+            not isinstance(self.state_schema, int)
+            or isinstance(self.state_schema, bool)
+            or self.state_schema < 1
+        ):
+            raise WorkflowDefinitionError(
+                f"{self.ref}: state_schema={self.state_schema!r} must be an int >= 1"
+            )
 
     @property
     def ref(self) -> str:
@@ -89,10 +104,14 @@ class Workflow(Generic[S]):
 
     @property
     def state_key(self) -> str:
-        """Identifies the state's shape: snapshots with another key are ignored."""
+        """``name@version#fingerprint#state_schema``, stored with each snapshot.
+
+        A snapshot whose key matches is used as it is; one of the same version at
+        an older state schema is upcast; any other is ignored.
+        """
         schema = msgspec.json.encode(msgspec.json.schema(self.state_type))
         digest = _uuid.uuid5(_uuid.NAMESPACE_URL, schema.decode()).hex[:16]
-        return f"{self.ref}#{digest}"
+        return f"{self.ref}#{digest}#{self.state_schema}"
 
     def terminal(self, state: S) -> bool:
         """True when ``state`` is completed or failed."""
@@ -107,15 +126,21 @@ def fold(workflow: Workflow[S], state: S, events: Iterable[Any]) -> S:
     return state
 
 
+FlagReader = Callable[[str, str, Any], Any]
+"""``reader(kind, name, default)`` evaluates a feature flag (kind ``flag`` or
+``variant``) for the instance being decided; it may raise (the default is used)."""
+
+
 class Context:
-    """What a decider may read besides state and command: clock and randomness.
+    """What a decider may read besides state and command: clock, randomness, flags.
 
     Every value read is recorded in order and stored with the events of the
     decision, so running the decider again over the recorded history (to prove a
-    new version safe) sees exactly the same values.
+    new version safe) sees exactly the same values. A feature flag is evaluated
+    once per instance: later decisions of the instance see the first value.
     """
 
-    __slots__ = ("_replay", "instance_id", "recorded", "workflow")
+    __slots__ = ("_flags", "_replay", "instance_id", "pinned", "recorded", "workflow")
 
     def __init__(
         self,
@@ -123,6 +148,8 @@ class Context:
         workflow: str,
         *,
         replay: Sequence[Any] | None = None,
+        flags: FlagReader | None = None,
+        pinned: dict[str, Any] | None = None,
     ) -> None:
         self.instance_id = instance_id
         """The instance being decided."""
@@ -130,7 +157,10 @@ class Context:
         """``name@version`` being run."""
         self.recorded: list[Any] = []
         """``[kind, value]`` pairs read so far."""
+        self.pinned: dict[str, Any] = dict(pinned) if pinned else {}
+        """Flag values this instance already evaluated, by flag name."""
         self._replay = list(replay) if replay is not None else None
+        self._flags = flags
 
     def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         if self._replay is not None:
@@ -158,6 +188,35 @@ class Context:
     def uuid(self) -> str:
         """A random UUID as hex, recorded."""
         return str(self._value("uuid", lambda: _uuid.uuid4().hex))
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        """Whether boolean or percentage flag ``name`` is on for this instance.
+
+        The first evaluation per instance is recorded; an unknown flag or an
+        evaluation error yields ``default``.
+        """
+        return bool(self._flag("flag", name, default))
+
+    def variant(self, name: str, default: str) -> str:
+        """The variant of flag ``name`` for this instance (``default`` if none)."""
+        return str(self._flag("variant", name, default))
+
+    def _flag(self, kind: str, name: str, default: Any) -> Any:
+        if name in self.pinned:
+            return self.pinned[name]
+        reader = self._flags
+
+        def evaluate() -> Any:
+            if reader is None:
+                return default
+            try:
+                return reader(kind, name, default)
+            except Exception:  # a flag must never fail a workflow
+                return default
+
+        value = self._value("flag", lambda: [name, evaluate()])[1]
+        self.pinned[name] = value
+        return value
 
 
 @dataclass

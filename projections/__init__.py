@@ -1,8 +1,55 @@
 """Read models built from the global event order, with tracked positions.
 
-The event store port already offers what projections stand on: reading the
-global order from a position and writing tracking records atomically with
-effects (:class:`engine.store.Tracking`).
+A :class:`Projection` declares its name, version, tables and handlers; a
+:class:`Runner` folds the store's global order into it, committing each batch's
+writes together with the build's position, catches up, follows live, and
+switches reads to a new build (blue/green) once it has caught up. Readers query
+the views ``<name>_<table>``, which always point at the serving build.
 """
 
-__all__: list[str] = []
+from projections._api import ALL, BatchHandler, Handler, Projection, Setup
+from projections._db import Database, Dialect, Tx, open_database
+from projections._errors import (
+    ProjectionDefinitionError,
+    ProjectionError,
+    ProjectionStateError,
+    ReadModelUnavailable,
+    UnknownProjection,
+)
+from projections._meta import Failure
+from projections._runner import (
+    ProjectionStatus,
+    Runner,
+    default_codec,
+    request_rebuild,
+    resume,
+    skip,
+    skips,
+    status,
+)
+
+__all__ = [
+    "ALL",
+    "BatchHandler",
+    "Database",
+    "Dialect",
+    "Failure",
+    "Handler",
+    "Projection",
+    "ProjectionDefinitionError",
+    "ProjectionError",
+    "ProjectionStateError",
+    "ProjectionStatus",
+    "ReadModelUnavailable",
+    "Runner",
+    "Setup",
+    "Tx",
+    "UnknownProjection",
+    "default_codec",
+    "open_database",
+    "request_rebuild",
+    "resume",
+    "skip",
+    "skips",
+    "status",
+]

@@ -1,8 +1,10 @@
 """Schema versions and upcaster chains (pure, no I/O).
 
 Register steps with :func:`upcaster` (or an :class:`UpcasterRegistry` of your
-own), renames with :meth:`UpcasterRegistry.rename_type`; the engine checks the
-chains when it is built and runs them on every read of an old event.
+own), renames with :meth:`UpcasterRegistry.rename_type`, snapshot state steps
+with :func:`state_upcaster`; the engine checks the chains when it is built and
+runs them on every read of an old event or snapshot. :mod:`upcasters.testing`
+has hypothesis strategies and assertions for your own tests.
 """
 
 from upcasters.chain import (
@@ -12,10 +14,12 @@ from upcasters.chain import (
     UpcasterRegistry,
     UpcastResult,
     default_upcasters,
+    state_upcaster,
     upcaster,
 )
 from upcasters.schema import (
     Change,
+    SchemaLockError,
     compare,
     describe,
     describe_type,
@@ -27,6 +31,7 @@ from upcasters.schema import (
 __all__ = [
     "Change",
     "Emit",
+    "SchemaLockError",
     "UpcastChainError",
     "UpcastResult",
     "Upcaster",
@@ -37,6 +42,7 @@ __all__ = [
     "describe_type",
     "merge_lock",
     "read_lock",
+    "state_upcaster",
     "upcaster",
     "write_lock",
 ]

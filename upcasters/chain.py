@@ -7,6 +7,10 @@ chain runs every time an old event is read.
 Besides one-step changes, a chain can rename a type (events stored under the
 old name are read as the new one), split one stored event into several, or
 drop it.
+
+Snapshot states evolve the same way: a *state upcaster* turns the state of a
+workflow version (``name@version``) saved at state schema N into N+1. A
+snapshot no chain can bring up to date is ignored and rebuilt from events.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "Upcaster",
     "UpcasterRegistry",
     "default_upcasters",
+    "state_upcaster",
     "upcaster",
 ]
 
@@ -68,6 +73,9 @@ class UpcasterRegistry:
 
     _steps: dict[tuple[str, int], Upcaster] = field(default_factory=dict)
     _renames: dict[str, str] = field(default_factory=dict)
+    _state_steps: dict[tuple[str, int], Callable[[Payload], Payload]] = field(
+        default_factory=dict
+    )
 
     def add(
         self, type_name: str, from_version: int, fn: Callable[[Payload], UpcastResult]
@@ -205,6 +213,119 @@ class UpcasterRegistry:
         if problems:
             raise UpcastChainError("; ".join(problems))
 
+    def add_state(
+        self, workflow: str, from_version: int, fn: Callable[[Payload], Payload]
+    ) -> None:
+        """Register ``fn`` as the step of ``workflow``'s state from schema N to N+1.
+
+        Args:
+            workflow: ``name@version`` whose snapshots it reads.
+            from_version: The state schema it reads (``Workflow.state_schema``).
+            fn: Pure function, state as plain data in, plain data out.
+
+        Raises:
+            UpcastChainError: ``workflow`` is not ``name@version``,
+                ``from_version`` < 1, or a step is already there.
+        """
+        if "@" not in workflow:
+            raise UpcastChainError(
+                f"state upcaster for {workflow!r}: name the workflow version as "
+                "name@version (a version's state is what a snapshot holds)"
+            )
+        if from_version < 1:
+            raise UpcastChainError(
+                f"state upcaster for {workflow!r}: from_version={from_version} "
+                "must be >= 1"
+            )
+        known = self._state_steps.get((workflow, from_version))
+        if known is not None and known is not fn:
+            raise UpcastChainError(
+                f"two state upcasters for {workflow!r} schema {from_version} -> "
+                f"{from_version + 1}: {_name(known)} and {_name(fn)}; keep one"
+            )
+        self._state_steps[(workflow, from_version)] = fn
+
+    def state_upcaster(
+        self, workflow: str, *, from_version: int
+    ) -> Callable[[Callable[[Payload], Payload]], Callable[[Payload], Payload]]:
+        """Decorator form of :meth:`add_state`."""
+
+        def wrap(fn: Callable[[Payload], Payload]) -> Callable[[Payload], Payload]:
+            self.add_state(workflow, from_version, fn)
+            return fn
+
+        return wrap
+
+    def state_steps(self, workflow: str) -> list[int]:
+        """The ``from_version`` of every state step of ``workflow`` (name@version)."""
+        return sorted(v for (w, v) in self._state_steps if w == workflow)
+
+    def check_states(self, current: Mapping[str, int]) -> None:
+        """Check the state chains of the workflow versions in ``current``.
+
+        A version without any state step is fine (its old snapshots are rebuilt
+        from events); a chain that exists must reach the current state schema
+        without a gap, and must not read a schema at or past it.
+
+        Args:
+            current: ``name@version`` -> its ``state_schema``.
+
+        Raises:
+            UpcastChainError: naming every inconsistent chain.
+        """
+        problems: list[str] = []
+        for ref, head in sorted(current.items()):
+            versions = self.state_steps(ref)
+            if not versions:
+                continue
+            if versions[-1] >= head:
+                problems.append(
+                    f"state of {ref!r}: an upcaster reads schema {versions[-1]}, but "
+                    f"the current state_schema is {head}; bump it or remove the step"
+                )
+                continue
+            missing = [v for v in range(versions[0], head) if v not in versions]
+            if missing:
+                shown = ", ".join(f"{v}->{v + 1}" for v in missing)
+                problems.append(
+                    f"state of {ref!r} is at schema {head} but has no upcaster for "
+                    f"{shown}; register it, or remove the chain to rebuild old "
+                    "snapshots from events"
+                )
+        if problems:
+            raise UpcastChainError("; ".join(problems))
+
+    def can_upcast_state(self, workflow: str, schema: int, head: int) -> bool:
+        """True when a state saved at ``schema`` can be brought to ``head``."""
+        return schema <= head and all(
+            (workflow, v) in self._state_steps for v in range(schema, head)
+        )
+
+    def upcast_state(
+        self, workflow: str, schema: int, payload: Payload, head: int
+    ) -> Payload:
+        """Bring a snapshot state of ``workflow`` from ``schema`` to ``head``.
+
+        Raises:
+            UpcastChainError: a step is missing, or one returned something other
+                than a dict.
+        """
+        data = payload
+        for version in range(schema, head):
+            step = self._state_steps.get((workflow, version))
+            if step is None:
+                raise UpcastChainError(
+                    f"no state upcaster for {workflow!r} schema {version} -> "
+                    f"{version + 1}"
+                )
+            data = step(data)
+            if not isinstance(data, dict):
+                raise UpcastChainError(
+                    f"state upcaster {_name(step)} for {workflow!r} schema "
+                    f"{version} returned {type(data).__name__}; return a dict"
+                )
+        return data
+
     def resolve_name(self, name: str) -> str:
         """Follow renames from a stored type name to the current one."""
         while name in self._renames:
@@ -287,4 +408,19 @@ def upcaster(
     """
     return (registry if registry is not None else _default).upcaster(
         type_name, from_version=from_version
+    )
+
+
+def state_upcaster(
+    workflow: str, *, from_version: int, registry: UpcasterRegistry | None = None
+) -> Callable[[Callable[[Payload], Payload]], Callable[[Payload], Payload]]:
+    """Register a step of ``workflow``'s snapshot state from one schema to the next.
+
+    Example:
+        >>> @state_upcaster("orders@2", from_version=1)
+        ... def add_currency(state):
+        ...     return {**state, "currency": "EUR"}
+    """
+    return (registry if registry is not None else _default).state_upcaster(
+        workflow, from_version=from_version
     )

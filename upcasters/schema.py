@@ -23,11 +23,13 @@ from typing import Any, Literal
 
 import msgspec
 
+from engine.errors import NonstopError
 from upcasters.chain import UpcasterRegistry
 
 __all__ = [
     "LOCK_FORMAT",
     "Change",
+    "SchemaLockError",
     "compare",
     "describe",
     "describe_type",
@@ -38,6 +40,10 @@ __all__ = [
 
 LOCK_FORMAT = 1
 Kind = Literal["safe", "mixed-fleet-unsafe", "breaking"]
+
+
+class SchemaLockError(NonstopError, ValueError):
+    """A schema lock file is missing or malformed."""
 
 
 def _type_name(tp: Any) -> str:
@@ -67,35 +73,51 @@ def describe_type(cls: type[Any]) -> dict[str, Any]:
 
 def describe(
     types: Iterable[tuple[str, int, type[Any]]],
-    states: Iterable[tuple[str, type[Any]]] = (),
+    states: Iterable[tuple[str, int, type[Any]]] = (),
 ) -> dict[str, Any]:
     """A lock document for the given event types and snapshot state types.
 
     Args:
         types: ``(type name, current schema, struct class)`` per event type.
-        states: ``(workflow@version, state class)`` per workflow version.
+        states: ``(workflow@version, state schema, state class)`` per workflow
+            version.
     """
     events = {
         name: {"schema": schema, "versions": {str(schema): describe_type(cls)}}
         for name, schema, cls in sorted(types, key=lambda t: t[0])
     }
-    state_docs = {ref: describe_type(cls) for ref, cls in sorted(states)}
+    state_docs = {
+        ref: {"schema": schema, "versions": {str(schema): describe_type(cls)}}
+        for ref, schema, cls in sorted(states, key=lambda t: t[0])
+    }
     return {"format": LOCK_FORMAT, "events": events, "states": state_docs}
 
 
 def merge_lock(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """``new``, keeping the schema versions only ``old`` knows (history is kept)."""
+    """``new``, keeping the schema versions only ``old`` knows (history is kept).
+
+    Event types and workflow versions gone from the code are dropped: locking
+    is how a removal is accepted (``compare`` reports it until then).
+    """
     if not old:
         return dict(new)
-    events: dict[str, Any] = {}
-    for name, entry in new["events"].items():
-        versions = dict(old.get("events", {}).get(name, {}).get("versions", {}))
+    return {
+        "format": LOCK_FORMAT,
+        "events": _merge_section(old.get("events", {}), new["events"]),
+        "states": _merge_section(old.get("states", {}), new["states"]),
+    }
+
+
+def _merge_section(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, entry in new.items():
+        versions = dict(old.get(name, {}).get("versions", {}))
         versions.update(entry["versions"])
-        events[name] = {
+        out[name] = {
             "schema": entry["schema"],
             "versions": dict(sorted(versions.items(), key=lambda kv: int(kv[0]))),
         }
-    return {"format": LOCK_FORMAT, "events": events, "states": dict(new["states"])}
+    return out
 
 
 def write_lock(path: Path, doc: Mapping[str, Any]) -> None:
@@ -104,13 +126,35 @@ def write_lock(path: Path, doc: Mapping[str, Any]) -> None:
 
 
 def read_lock(path: Path) -> dict[str, Any]:
-    """Read a lock file (a ``ValueError`` names the file when it is malformed)."""
+    """Read a lock file.
+
+    Raises:
+        SchemaLockError: the file is missing, not JSON, or not a lock document.
+    """
     try:
         doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not a valid schema lock: {exc}") from None
+    except FileNotFoundError:
+        raise SchemaLockError(
+            f"no schema lock at {path}; write one with `nonstop schema lock "
+            f"--output {path}` and commit it"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaLockError(f"{path} is not a valid schema lock: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != LOCK_FORMAT:
-        raise ValueError(f"{path} is not a schema lock of format {LOCK_FORMAT}")
+        raise SchemaLockError(
+            f"{path} is not a schema lock of format {LOCK_FORMAT}; write it again "
+            "with `nonstop schema lock`"
+        )
+    for section in ("events", "states"):
+        entries = doc.get(section, {})
+        if not isinstance(entries, dict) or not all(
+            isinstance(e, dict) and "schema" in e and "versions" in e
+            for e in entries.values()
+        ):
+            raise SchemaLockError(
+                f"{path}: section {section!r} is malformed (each entry needs "
+                "'schema' and 'versions'); write it again with `nonstop schema lock`"
+            )
     return doc
 
 
@@ -166,19 +210,70 @@ def compare(
     for name in sorted(set(code_events) - set(locked_events)):
         if name not in reg.renames().values():
             changes.append(Change(name, "safe", "new event type"))
-    for ref, fields in sorted(code.get("states", {}).items()):
-        old = lock.get("states", {}).get(ref)
-        if old is not None and old != fields:
-            changes.append(
+    changes.extend(_compare_states(lock.get("states", {}), code.get("states", {}), reg))
+    return changes
+
+
+def _compare_states(
+    locked: Mapping[str, Any], code: Mapping[str, Any], reg: UpcasterRegistry
+) -> list[Change]:
+    """Snapshot states: only ever a cost (a rebuild), except a vanished version."""
+    out: list[Change] = []
+    for ref in sorted(set(locked) - set(code)):
+        out.append(
+            Change(
+                f"state {ref}",
+                "breaking",
+                "workflow version vanished from the code; instances pinned to it "
+                "can no longer be loaded (keep it registered until they are done)",
+            )
+        )
+    for ref, now in sorted(code.items()):
+        old = locked.get(ref)
+        if old is None:
+            continue
+        before, after = int(old["schema"]), int(now["schema"])
+        subject = f"state {ref}"
+        if after < before:
+            out.append(
                 Change(
-                    f"state {ref}",
-                    "safe",
-                    "state shape changed: existing snapshots will be ignored and "
-                    "rebuilt from events (a workflow version's state should not "
-                    "change; deploy a new version instead)",
+                    subject,
+                    "breaking",
+                    f"state_schema went back from {before} to {after}; bump it "
+                    "forward instead",
                 )
             )
-    return changes
+        elif after == before:
+            if old["versions"].get(str(before)) != now["versions"][str(after)]:
+                out.append(
+                    Change(
+                        subject,
+                        "breaking",
+                        f"state type changed shape at state_schema {after}; bump "
+                        "Workflow.state_schema (and register a state upcaster, or "
+                        "let old snapshots be rebuilt from events)",
+                    )
+                )
+        elif reg.can_upcast_state(ref, before, after):
+            out.append(
+                Change(
+                    subject,
+                    "safe",
+                    f"state_schema {before} -> {after}, covered by state upcasters: "
+                    "old snapshots are upcast on load",
+                )
+            )
+        else:
+            out.append(
+                Change(
+                    subject,
+                    "safe",
+                    f"state_schema {before} -> {after} without state upcasters: old "
+                    "snapshots are ignored and rebuilt from events; run `nonstop "
+                    "snapshots migrate` after the deploy",
+                )
+            )
+    return out
 
 
 def _compare_event(

@@ -1,12 +1,428 @@
-"""``nonstop`` subcommands: deploy (none yet)."""
+"""``nonstop`` deployment subcommands: deploy, promote, rollback, versions, ...
+
+Also ``retire``, ``migrate``, ``audit`` and ``flags list|set|kill``.
+
+Every change is written to the deployments registry in the store with who made
+it (``--by``, default ``$USER``) and why (``--reason``); every engine on the
+store sees it within its poll interval.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
 from typing import Any
 
-__all__ = ["register"]
+from rich.table import Table
+from rich.text import Text
+
+from engine.commands import CliContext
+from engine.deploy import (
+    Deployments,
+    DeployView,
+    FlagError,
+    ScanStats,
+    default_user,
+    load_source,
+    migrate_instances,
+)
+from engine.deploy.view import DeploymentState
+from engine.errors import NonstopError
+from engine.runtime import Engine
+from engine.stats import StatsSource, VersionStats
+from engine.store import EventStore
+from engine.workflow import WorkflowRegistry
+
+__all__ = ["MapperLoadError", "register", "stats_source"]
+
+
+def stats_source(
+    ctx: CliContext, store: EventStore, registry: WorkflowRegistry
+) -> StatsSource:
+    """The per-version counts the commands use (a scan of the log)."""
+    return ScanStats(store, registry)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this group's subcommands to sub."""
+    """Add the deployment and flag commands to ``sub``."""
+    p = sub.add_parser(
+        "deploy",
+        help="deploy WORKFLOW@VERSION from MOD:ATTR (all new instances, or a canary)",
+    )
+    p.add_argument("workflow", metavar="W")
+    p.add_argument("version", metavar="V", type=int)
+    p.add_argument("--source", metavar="MOD:ATTR", required=True)
+    p.add_argument(
+        "--canary", metavar="PCT", type=float, help="share of new instances (0-100)"
+    )
+    _audit_args(p)
+    p.set_defaults(run=_deploy)
+
+    p = sub.add_parser("promote", help="give a deployed version more new instances")
+    p.add_argument("workflow", metavar="W")
+    p.add_argument("version", metavar="V", type=int)
+    p.add_argument(
+        "--percent", metavar="PCT", type=float, default=100.0, help="(default: 100)"
+    )
+    _audit_args(p)
+    p.set_defaults(run=_promote)
+
+    p = sub.add_parser("rollback", help="new instances go to the previous version")
+    p.add_argument("workflow", metavar="W")
+    _audit_args(p)
+    p.set_defaults(run=_rollback)
+
+    p = sub.add_parser("versions", help="deployed versions with routing and counts")
+    p.add_argument("workflow", metavar="W", nargs="?")
+    p.set_defaults(run=_versions)
+
+    p = sub.add_parser("retire", help="retire a version no instance runs on")
+    p.add_argument("workflow", metavar="W")
+    p.add_argument("version", metavar="V", type=int)
+    _audit_args(p)
+    p.set_defaults(run=_retire)
+
+    p = sub.add_parser(
+        "migrate", help="move running instances to another version (state mapper)"
+    )
+    p.add_argument("workflow", metavar="W")
+    p.add_argument("--from", dest="from_version", metavar="V1", type=int, required=True)
+    p.add_argument("--to", dest="to_version", metavar="V2", type=int, required=True)
+    p.add_argument(
+        "--mapper",
+        metavar="MOD:ATTR",
+        help="function old_state -> new_state (default: the state as it is)",
+    )
+    p.add_argument(
+        "--instance", metavar="ID", action="append", help="only these (repeatable)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="report, write nothing")
+    _audit_args(p)
+    p.set_defaults(run=_migrate)
+
+    p = sub.add_parser("audit", help="who changed deployments and flags, when, why")
+    p.add_argument("subject", metavar="W", nargs="?", help="a workflow or flag:NAME")
+    p.set_defaults(run=_audit)
+
+    p = sub.add_parser("flags", help="feature flags: list, set, kill")
+    inner = p.add_subparsers(dest="flags_command", metavar="ACTION", required=True)
+    q = inner.add_parser("list", help="every flag with its definition")
+    q.set_defaults(run=_flags_list)
+    q = inner.add_parser("set", help="define or change a flag")
+    q.add_argument("name", metavar="NAME")
+    kind = q.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--on", action="store_true", help="boolean, on")
+    kind.add_argument("--off", action="store_true", help="boolean, off")
+    kind.add_argument("--percent", metavar="PCT", type=float, help="percentage")
+    kind.add_argument(
+        "--variants", metavar="A=PCT,B=PCT", help="variants and their shares"
+    )
+    _audit_args(q)
+    q.set_defaults(run=_flags_set)
+    q = inner.add_parser("kill", help="turn a flag off for everyone")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--revive", action="store_true", help="undo a kill")
+    _audit_args(q)
+    q.set_defaults(run=_flags_kill)
+
+
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--by", metavar="WHO", help="who makes the change (default: $USER)")
+    p.add_argument("--reason", metavar="WHY", default="", help="why (kept in audit)")
+
+
+def _registry(ctx: CliContext) -> Deployments:
+    return Deployments(ctx.store_url)
+
+
+# --------------------------------------------------------------- deployments
+
+
+def _deploy(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        routing = reg.deploy(
+            args.workflow,
+            args.version,
+            args.source,
+            canary=args.canary,
+            by=args.by,
+            reason=args.reason,
+        )
+    ctx.out.print(
+        Text(f"deployed {args.workflow}@{args.version}; routing {routing.describe()}")
+    )
+    return 0
+
+
+def _promote(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        routing = reg.promote(
+            args.workflow,
+            args.version,
+            percent=args.percent,
+            by=args.by,
+            reason=args.reason,
+        )
+    ctx.out.print(Text(f"promoted; {args.workflow} routing {routing.describe()}"))
+    return 0
+
+
+def _rollback(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        routing = reg.rollback(args.workflow, by=args.by, reason=args.reason)
+    ctx.out.print(
+        Text(
+            f"rolled back; {args.workflow} routing {routing.describe()} "
+            "(running instances keep their version)"
+        )
+    )
+    return 0
+
+
+def _retire(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        stats = stats_source(ctx, reg.store, _loaded(ctx, reg.refresh()))
+        reg.retire(args.workflow, args.version, stats, by=args.by, reason=args.reason)
+    ctx.out.print(Text(f"retired {args.workflow}@{args.version}"))
+    return 0
+
+
+def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        view = reg.refresh()
+        stats = stats_source(ctx, reg.store, _loaded(ctx, view))
+        counts = {
+            (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
+        }
+    ctx.out.print(_versions_table(view, counts, args.workflow))
+    return 0
+
+
+def _versions_table(
+    view: DeployView,
+    counts: dict[tuple[str, int], VersionStats],
+    only: str | None,
+) -> Table:
+    table = Table(title="versions")
+    for name in ("workflow", "version", "state", "routing", "running", "completed"):
+        table.add_column(
+            name, justify="right" if name in ("running", "completed") else "left"
+        )
+    table.add_column("failed", justify="right")
+    table.add_column("oldest in-flight", justify="right")
+    table.add_column("source")
+    names = sorted({w for w, _ in counts} | set(view.workflows))
+    now = time.time() * 1e6
+    for name in names:
+        if only is not None and name != only:
+            continue
+        wd = view.workflow(name)
+        routing = wd.effective()
+        versions = sorted({v for w, v in counts if w == name} | set(wd.deployments))
+        for version in versions:
+            d = wd.deployments.get(version)
+            c = counts.get((name, version))
+            running = c.running if c else 0
+            state: DeploymentState | str = d.state if d else "not deployed"
+            if state == "draining" and running == 0:
+                state = "drained"
+            share = routing.share_bp(version) if routing else 0
+            oldest = c.oldest_running_started_us if c else None
+            table.add_row(
+                name,
+                str(version),
+                _state(str(state)),
+                f"{share / 100:g} %" if share else "-",
+                str(running),
+                str(c.completed if c else 0),
+                str(c.failed if c else 0),
+                _age((now - oldest) / 1e6) if oldest else "-",
+                Text(d.source if d else ""),
+            )
+    return table
+
+
+def _state(state: str) -> str:
+    colour = {"active": "green", "failed": "red", "draining": "yellow"}.get(state)
+    return f"[{colour}]{state}[/]" if colour else state
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def _loaded(ctx: CliContext, view: DeployView) -> WorkflowRegistry:
+    """The app's registry plus every deployed version this process can import.
+
+    A version that does not import here is left out quietly: this machine is
+    not a worker, so its failure is not recorded.
+    """
+    registry = ctx.registry()
+    for wd in view.workflows.values():
+        for d in wd.deployments.values():
+            if d.version in registry.versions(d.workflow):
+                continue
+            try:
+                registry.register(load_source(d.source, d.workflow, d.version))
+            except NonstopError:
+                continue
+    return registry
+
+
+def _audit(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        view = reg.refresh()
+    table = Table(title="audit")
+    for col in ("when (UTC)", "subject", "action", "detail", "by", "reason"):
+        table.add_column(col)
+    for a in view.audit:
+        if args.subject is not None and a.subject != args.subject:
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.at / 1e6))
+        table.add_row(when, a.subject, a.action, Text(a.detail), a.by, Text(a.reason))
+    ctx.out.print(table)
+    return 0
+
+
+# ----------------------------------------------------------------- migration
+
+
+def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
+    mapper = _mapper(args.mapper) if args.mapper else None
+    with _registry(ctx) as reg:
+        view = reg.refresh()
+        registry = _loaded(ctx, view)
+
+        async def job() -> Any:
+            engine = Engine(reg.store, registry)
+            return await migrate_instances(
+                engine,
+                args.workflow,
+                args.from_version,
+                args.to_version,
+                mapper,
+                instance_ids=args.instance,
+                dry_run=args.dry_run,
+                registry=view,
+                by=args.by or default_user(),
+                reason=args.reason,
+            )
+
+        report = asyncio.run(job())
+    title = "dry run: nothing written" if report.dry_run else "migration"
+    table = Table(
+        title=f"{title}: {args.workflow} v{args.from_version} -> v{args.to_version}"
+    )
+    for col in ("instance", "outcome", "detail"):
+        table.add_column(col)
+    for r in report.results:
+        colour = "red" if r.outcome == "failed" else "green"
+        table.add_row(r.instance_id, f"[{colour}]{r.outcome}[/]", Text(r.detail))
+    ctx.out.print(table)
+    done = report.count("would migrate" if report.dry_run else "migrated")
+    ctx.out.print(
+        f"{done} {'would be ' if report.dry_run else ''}migrated, "
+        f"{report.count('failed')} failed"
+    )
+    return 1 if report.count("failed") else 0
+
+
+def _mapper(spec: str) -> Any:
+    import importlib
+
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise MapperLoadError(spec, "expected MODULE:ATTRIBUTE")
+    try:
+        target: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except Exception as exc:  # importing runs user code
+        raise MapperLoadError(spec, repr(exc)) from None
+    if not callable(target):
+        raise MapperLoadError(spec, f"{attr} is not callable")
+    return target
+
+
+class MapperLoadError(NonstopError, ValueError):
+    """The ``--mapper`` value does not name a function."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        super().__init__(
+            f"cannot load the mapper {spec!r}: {reason}. Pass MODULE:ATTRIBUTE "
+            "naming a function old_state -> new_state"
+        )
+
+
+# --------------------------------------------------------------------- flags
+
+
+def _flags_list(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        view = reg.refresh()
+    table = Table(title="flags")
+    for col in ("flag", "kind", "value", "killed"):
+        table.add_column(col)
+    for name, f in sorted(view.flags.items()):
+        table.add_row(name, f.kind, Text(f.describe()), "yes" if f.killed else "no")
+    ctx.out.print(table)
+    return 0
+
+
+def _flags_set(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        if args.on or args.off:
+            flag = reg.set_flag(
+                args.name, "boolean", enabled=args.on, by=args.by, reason=args.reason
+            )
+        elif args.percent is not None:
+            flag = reg.set_flag(
+                args.name,
+                "percentage",
+                percent=args.percent,
+                by=args.by,
+                reason=args.reason,
+            )
+        else:
+            flag = reg.set_flag(
+                args.name,
+                "variant",
+                variants=_variants(args.variants),
+                by=args.by,
+                reason=args.reason,
+            )
+    ctx.out.print(Text(f"flag {flag.name} ({flag.kind}): {flag.describe()}"))
+    return 0
+
+
+def _variants(spec: str) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for part in spec.split(","):
+        name, sep, share = part.strip().partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            value = float("nan")
+        if not sep or not name or value != value:
+            raise FlagError(
+                f"--variants {spec!r}: expected NAME=PCT,NAME=PCT adding up to 100"
+            )
+        out.append((name, value))
+    return out
+
+
+def _flags_kill(ctx: CliContext, args: argparse.Namespace) -> int:
+    with _registry(ctx) as reg:
+        flag = reg.kill_flag(
+            args.name, revive=args.revive, by=args.by, reason=args.reason
+        )
+    what = "revived" if args.revive else "killed (off for everyone)"
+    ctx.out.print(Text(f"flag {flag.name} {what}: {flag.describe()}"))
+    return 0

@@ -1,12 +1,236 @@
-"""``nonstop`` subcommands: kafka (none yet)."""
+"""``nonstop worker``, ``nonstop publish`` and ``nonstop deadletters``: Kafka.
+
+``worker`` applies messages as commands with exactly-once effect until SIGTERM
+or SIGINT, then finishes its batch in flight and leaves the group. ``publish``
+relays committed events to a topic. ``deadletters list`` shows the messages a
+worker gave up on; ``deadletters replay ID...`` produces them again to their
+topic.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+from datetime import UTC, datetime
 from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from engine.commands import CliContext
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add this group's subcommands to sub."""
+    p = sub.add_parser(
+        "worker",
+        help="apply Kafka messages as workflow commands (exactly-once effect)",
+    )
+    _kafka(p)
+    p.add_argument(
+        "--topic", action="append", required=True, metavar="T", help="topic (repeat)"
+    )
+    p.add_argument("--group", required=True, metavar="G", help="consumer group id")
+    p.add_argument(
+        "--mapping",
+        required=True,
+        metavar="MOD:ATTR",
+        help="function message -> engine.Start | engine.Send | None",
+    )
+    p.add_argument(
+        "--dead-letter-topic",
+        metavar="T",
+        help="where dead letters are produced (default: <topic>.deadletters)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=_positive,
+        default=5_000,
+        metavar="N",
+        help="most messages applied per round (default: 5000)",
+    )
+    p.add_argument(
+        "--session-timeout-ms",
+        type=_positive,
+        default=10_000,
+        metavar="MS",
+        help="consumer group session timeout (default: 10000)",
+    )
+    p.set_defaults(run=_worker)
+
+    p = sub.add_parser("publish", help="relay committed events to a Kafka topic")
+    _kafka(p)
+    p.add_argument("--topic", required=True, metavar="T", help="topic to produce to")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="publish what is committed now, then exit (default: run until SIGTERM)",
+    )
+    p.set_defaults(run=_publish)
+
+    p = sub.add_parser("deadletters", help="list or replay Kafka dead letters")
+    dl = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = dl.add_parser("list", help="dead letters not replayed yet")
+    q.add_argument("--group", metavar="G", help="only this consumer group's")
+    q.add_argument("--all", action="store_true", help="include replayed ones")
+    q.set_defaults(run=_list)
+    q = dl.add_parser("replay", help="produce dead letters again to their topic")
+    _kafka(q)
+    q.add_argument("ids", nargs="+", type=int, metavar="ID", help="dead letter ids")
+    q.set_defaults(run=_replay)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _kafka(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kafka", required=True, metavar="HOST:PORT", help="Kafka bootstrap server"
+    )
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _worker(ctx: CliContext, args: Any) -> int:
+    from engine.kafka.worker import Worker, load_mapping
+    from engine.runtime import Engine
+
+    mapping = load_mapping(args.mapping)
+    registry = ctx.registry()
+
+    async def run() -> int:
+        engine = Engine(ctx.store_url, registry)
+        try:
+            worker = Worker(
+                engine,
+                bootstrap=args.kafka,
+                topics=args.topic,
+                group=args.group,
+                mapping=mapping,
+                dead_letter_topic=args.dead_letter_topic,
+                max_batch=args.max_batch,
+                consumer_options={"session_timeout_ms": args.session_timeout_ms},
+            )
+            ctx.out.print(
+                f"worker: group {args.group}, topics {', '.join(args.topic)} on "
+                f"{args.kafka}; SIGTERM or Ctrl-C stops it after the batch in flight"
+            )
+            stats = await worker.run(_stop_on_signals())
+        finally:
+            await engine.close()
+        ctx.out.print(
+            f"worker stopped: {stats.applied} applied, {stats.skipped} skipped, "
+            f"{stats.dead} dead-lettered in {stats.batches} batches "
+            f"({stats.retries} retries)"
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _publish(ctx: CliContext, args: Any) -> int:
+    from engine.kafka.publisher import Publisher
+    from engine.runtime import Engine
+
+    registry = ctx.registry()
+
+    async def run() -> int:
+        engine = Engine(ctx.store_url, registry)
+        try:
+            pub = Publisher(engine.store, engine.codec, args.kafka, args.topic)
+            if args.once:
+                n = await pub.publish_pending()
+            else:
+                ctx.out.print(
+                    f"publishing to {args.topic} on {args.kafka}; SIGTERM or "
+                    "Ctrl-C stops it"
+                )
+                n = await pub.run(_stop_on_signals())
+        finally:
+            await engine.close()
+        ctx.out.print(f"published {n} events to {args.topic}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _list(ctx: CliContext, args: Any) -> int:
+    from engine.events import EventCodec
+    from engine.kafka.deadletters import list_dead_letters
+    from engine.store import open_store
+
+    store = open_store(ctx.store_url)
+    try:
+        letters = list_dead_letters(
+            store, EventCodec(), group=args.group, include_replayed=args.all
+        )
+    finally:
+        store.close()
+    table = Table(title="Dead letters")
+    for col in ("id", "group", "from", "stored at", "reason", "key", "value"):
+        table.add_column(col, no_wrap=col not in ("reason", "value"))
+    if args.all:
+        table.add_column("replayed to")
+    for x in letters:
+        m = x.letter
+        stamp = datetime.fromtimestamp(x.recorded_at / 1e6, tz=UTC)
+        row: list[Text | str] = [
+            str(x.id),
+            Text(m.group),
+            Text(f"{m.topic}/{m.partition}/{m.offset}"),
+            stamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            Text(m.reason),
+            Text(_show(m.key)),
+            Text(_show(m.value)),
+        ]
+        if args.all:
+            row.append(Text(x.replayed_to or ""))
+        table.add_row(*row)
+    if letters:
+        ctx.out.print(table)
+    noun = "dead letter" if len(letters) == 1 else "dead letters"
+    ctx.out.print(f"{len(letters)} {noun}")
+    return 0
+
+
+def _replay(ctx: CliContext, args: Any) -> int:
+    from engine.events import EventCodec
+    from engine.kafka.deadletters import replay
+    from engine.store import open_store
+
+    store = open_store(ctx.store_url)
+    try:
+        done = asyncio.run(replay(store, EventCodec(), args.kafka, args.ids))
+    finally:
+        store.close()
+    for x in done:
+        ctx.out.print(
+            Text(f"replayed {x.id} to {x.letter.topic} ({x.letter.reason[:60]})")
+        )
+    return 0
+
+
+def _show(data: bytes | None, limit: int = 60) -> str:
+    if data is None:
+        return "-"
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        text = "0x" + data.hex()
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,12 +1,308 @@
-"""``nonstop`` subcommands: projections (none yet)."""
+"""``nonstop projections``: status, run, rebuild, resume and skip read models.
+
+``status`` lists every build (name, version, position, lag, state) and exits 1
+when one has failed. ``run`` catches up and follows the store (``--once``:
+catch up and stop). ``rebuild NAME`` builds the serving version again beside
+the serving one, switching reads over when it has caught up. ``resume`` retries
+a failed projection; ``skip`` steps over the event it failed at, recording the
+reason. The built-in ``nonstop_instances`` projection always runs; the user's
+come from ``--projections MOD:ATTR``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["register"]
+from rich.table import Table
+from rich.text import Text
+
+from engine.commands import CliContext
+from engine.errors import NonstopError
+from engine.store import open_store
+
+__all__ = ["ProjectionsLoadError", "load_projections", "register"]
+
+
+class ProjectionsLoadError(NonstopError, ValueError):
+    """``--projections`` does not name projections."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        self.reason = reason
+        super().__init__(
+            f"cannot load projections from {spec!r}: {reason}. Pass --projections "
+            "MODULE:ATTRIBUTE naming a Projection, a list of them, or a function "
+            "returning either"
+        )
+
+
+def load_projections(spec: str) -> list[Any]:
+    """Import ``MODULE:ATTRIBUTE`` and return the projections it names.
+
+    Raises:
+        ProjectionsLoadError: the module or attribute is missing, or holds
+            something else.
+    """
+    from projections import Projection
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ProjectionsLoadError(spec, "expected MODULE:ATTRIBUTE")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # importing runs user code
+        raise ProjectionsLoadError(spec, f"import failed ({exc!r})") from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ProjectionsLoadError(
+                spec, f"module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    if callable(target) and not isinstance(target, Projection):
+        try:
+            target = target()
+        except Exception as exc:  # user code
+            raise ProjectionsLoadError(
+                spec, f"calling {attr}() failed ({exc!r})"
+            ) from None
+    found = [target] if isinstance(target, Projection) else target
+    if not isinstance(found, (list, tuple)) or not all(
+        isinstance(p, Projection) for p in found
+    ):
+        raise ProjectionsLoadError(
+            spec, f"{attr} is a {type(target).__name__}, not Projection(s)"
+        )
+    return list(found)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this group's subcommands to sub."""
+    """Add ``projections status|run|rebuild|resume|skip|skips``."""
+    p = sub.add_parser(
+        "projections",
+        help="read models: status, run, rebuild, resume, skip",
+        description="Read models built from the global event order. They live "
+        "in --db (default: the event store's database).",
+    )
+    inner = p.add_subparsers(
+        dest="projections_command", metavar="ACTION", required=True
+    )
+
+    def db_option(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--db",
+            metavar="URL",
+            help="read-model database (default: the event store's)",
+        )
+
+    def code_option(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--projections",
+            metavar="MOD:ATTR",
+            help="your projections: a Projection, a list, or a function returning "
+            "either (the built-in nonstop_instances always runs)",
+        )
+
+    q = inner.add_parser(
+        "status",
+        help="name, version, position, lag and state of every build",
+        description="Exit code 1 when a projection has failed.",
+    )
+    db_option(q)
+    q.set_defaults(run=_status)
+
+    q = inner.add_parser("run", help="catch up, then follow the store")
+    db_option(q)
+    code_option(q)
+    q.add_argument("--once", action="store_true", help="catch up, then stop")
+    q.add_argument(
+        "--batch", type=int, default=1000, metavar="N", help="events per transaction"
+    )
+    q.set_defaults(run=_run)
+
+    q = inner.add_parser(
+        "rebuild",
+        help="build a projection again beside the serving one, then switch",
+        description="Starts a new build of NAME at its serving version. When its "
+        "code is here (the built-in one, or --projections) it is built now; else "
+        "a running `nonstop projections run` builds it.",
+    )
+    q.add_argument("name", metavar="NAME")
+    q.add_argument(
+        "--keep", action="store_true", help="keep the old tables after the switch"
+    )
+    db_option(q)
+    code_option(q)
+    q.set_defaults(run=_rebuild)
+
+    q = inner.add_parser("resume", help="retry a failed projection's event")
+    q.add_argument("name", metavar="NAME")
+    db_option(q)
+    q.set_defaults(run=_resume)
+
+    q = inner.add_parser(
+        "skip", help="skip the event a projection failed at (recorded)"
+    )
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--reason", required=True, help="why (stored with the skip)")
+    db_option(q)
+    q.set_defaults(run=_skip)
+
+    q = inner.add_parser("skips", help="the events skipped so far, with reasons")
+    q.add_argument("name", metavar="NAME", nargs="?")
+    db_option(q)
+    q.set_defaults(run=_skips)
+
+
+def _db_url(ctx: CliContext, args: Any) -> str:
+    return str(args.db or ctx.store_url)
+
+
+def _code(ctx: CliContext, args: Any) -> list[Any]:
+    from projections.instances import instances_projection
+
+    found = [instances_projection(ctx.registry())]
+    if getattr(args, "projections", None):
+        found.extend(load_projections(args.projections))
+    return found
+
+
+def _status(ctx: CliContext, args: Any) -> int:
+    from projections import open_database, status
+
+    store = open_store(ctx.store_url)
+    try:
+        with open_database(_db_url(ctx, args)) as db:
+            rows = status(db, store)
+    finally:
+        store.close()
+    table = Table(title=Text("Projections"))
+    for col in ("name", "version", "build", "state", "position", "lag", "lag (s)"):
+        table.add_column(
+            col,
+            no_wrap=True,
+            justify="right"
+            if col in ("version", "position", "lag", "lag (s)")
+            else "left",
+        )
+    table.add_column("failed at")
+    for s in rows:
+        state = s.state + (" *" if s.serving else "")
+        colour = {"failed": "red", "building": "yellow"}.get(s.state, "green")
+        table.add_row(
+            Text(s.name),
+            str(s.version),
+            Text(s.build),
+            f"[{colour}]{state}[/]",
+            str(s.position),
+            str(s.lag_events),
+            f"{s.lag_seconds:.1f}",
+            Text(s.failure.describe() if s.failure else ""),
+        )
+    if rows:
+        ctx.out.print(table)
+        ctx.out.print("* serves reads")
+    else:
+        ctx.out.print("no projections yet (`nonstop projections run --once`)")
+    return 1 if any(s.failure for s in rows) else 0
+
+
+def _runner(ctx: CliContext, args: Any, code: Sequence[Any]) -> Any:
+    from projections import Runner
+
+    batch = getattr(args, "batch", 1000)
+    if batch < 1:
+        raise ProjectionsLoadError("--batch", f"must be >= 1, got {batch}")
+    return Runner(
+        ctx.store_url,
+        code,
+        db=args.db,
+        listen=None if args.db is None else _pg_or_none(ctx.store_url),
+        batch_size=batch,
+    )
+
+
+def _pg_or_none(url: str) -> str | None:
+    return (
+        url if url.partition("://")[0].lower() in ("postgresql", "postgres") else None
+    )
+
+
+def _run(ctx: CliContext, args: Any) -> int:
+    code = _code(ctx, args)
+    with _runner(ctx, args, code) as runner:
+        if args.once:
+            n = runner.catch_up()
+            ctx.out.print(f"applied {n} events to {len(code)} projections")
+        else:
+            names = ", ".join(p.name for p in code)
+            ctx.out.print(f"following {runner.store.url} for {names} (Ctrl-C stops)")
+            asyncio.run(runner.run())
+        return _status(ctx, args)
+
+
+def _rebuild(ctx: CliContext, args: Any) -> int:
+    from projections import open_database, request_rebuild
+
+    with open_database(_db_url(ctx, args)) as db:
+        build = request_rebuild(db, args.name, keep=args.keep)
+    ctx.out.print(f"{args.name}: new build {build} requested")
+    code = [p for p in _code(ctx, args) if p.name == args.name]
+    if code:
+        with _runner(ctx, args, code) as runner:
+            n = runner.catch_up()
+        ctx.out.print(f"{args.name}: built {build} from {n} events")
+    else:
+        ctx.out.print(
+            "its code is not here: a running `nonstop projections run "
+            "--projections ...` builds it and switches reads when caught up"
+        )
+    return _status(ctx, args)
+
+
+def _resume(ctx: CliContext, args: Any) -> int:
+    from projections import open_database, resume
+
+    with open_database(_db_url(ctx, args)) as db:
+        cleared = resume(db, args.name)
+    if not cleared:
+        ctx.out.print(f"{args.name} had not failed")
+    for f in cleared:
+        ctx.out.print(Text(f"{args.name}: retrying {f.describe()}"))
+    return 0
+
+
+def _skip(ctx: CliContext, args: Any) -> int:
+    from projections import open_database, skip
+
+    with open_database(_db_url(ctx, args)) as db:
+        skipped = skip(db, args.name, args.reason)
+    for f in skipped:
+        ctx.out.print(Text(f"{args.name}: skipped {f.describe()}"))
+    return 0
+
+
+def _skips(ctx: CliContext, args: Any) -> int:
+    from projections import open_database, skips
+
+    with open_database(_db_url(ctx, args)) as db:
+        rows = skips(db, args.name)
+    table = Table(title=Text("Skipped events"))
+    for col in ("name", "global", "stream", "type", "reason", "error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            Text(r["name"]),
+            str(r["global_position"]),
+            Text(f"{r['stream_id']}@{r['stream_position']}"),
+            Text(str(r["type"])),
+            Text(r["reason"]),
+            Text(str(r["error"])),
+        )
+    ctx.out.print(table)
+    ctx.out.print(f"{len(rows)} skipped")
+    return 0

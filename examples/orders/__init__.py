@@ -2,15 +2,38 @@
 
 v1: place, pay, ship. v2 adds a fraud check between placing and paying; an
 order that fails it ends rejected (failed).
+
+This module is the *current* release of the app (release 2): ``OrderPlaced`` is
+at schema 2, with a required ``currency`` that release 1 did not write; the
+upcaster :func:`add_currency` derives it for events stored by release 1. The
+previous release is kept, frozen, in ``examples/orders/_release1.py``, so that
+the demo and the tests can run the two releases one after the other on the
+same store (in production they are two deployments of the code; in one Python
+process there is one class per event type name, so each release is a separate
+:class:`Release` with its own type and upcaster registries).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import msgspec
 
-from engine import CommandRejected, Context, Status, Workflow, WorkflowRegistry, event
+from engine import (
+    CommandRejected,
+    Context,
+    Engine,
+    EventCodec,
+    EventStore,
+    EventTypeRegistry,
+    Status,
+    Workflow,
+    WorkflowRegistry,
+    event,
+)
+from engine.events import Started
+from upcasters import UpcasterRegistry, upcaster
 
 __all__ = [
     "CheckFraud",
@@ -21,8 +44,12 @@ __all__ = [
     "Pay",
     "PaymentReceived",
     "PlaceOrder",
+    "Release",
     "Ship",
+    "add_currency",
     "registry",
+    "release1",
+    "release2",
     "v1",
     "v2",
 ]
@@ -36,6 +63,7 @@ class PlaceOrder(msgspec.Struct, frozen=True):
     order_id: str
     amount: int
     customer: str = "anonymous"
+    currency: str = "EUR"
 
 
 class CheckFraud(msgspec.Struct, frozen=True):
@@ -53,12 +81,19 @@ class Ship(msgspec.Struct, frozen=True):
 # ----------------------------------------------------------------- events
 
 
-@event("OrderPlaced")
+@event("OrderPlaced", schema=2)
 class OrderPlaced(msgspec.Struct, frozen=True):
     order_id: str
     amount: int
     customer: str
     placed_at: float
+    currency: str  # new in schema 2, required: derived for schema 1 by add_currency
+
+
+@upcaster("OrderPlaced", from_version=1)
+def add_currency(payload: dict[str, Any]) -> dict[str, Any]:
+    """OrderPlaced schema 1 -> 2: release 1 only took euros."""
+    return {**payload, "currency": "EUR"}
 
 
 @event("FraudChecked")
@@ -115,7 +150,8 @@ def evolve(state: Order, e: object) -> Order:
 def _place(state: Order, cmd: PlaceOrder, ctx: Context) -> list[object]:
     if cmd.amount <= 0:
         raise CommandRejected(f"amount must be positive, got {cmd.amount}")
-    return [OrderPlaced(cmd.order_id, cmd.amount, cmd.customer, ctx.now().timestamp())]
+    at = ctx.now().timestamp()
+    return [OrderPlaced(cmd.order_id, cmd.amount, cmd.customer, at, cmd.currency)]
 
 
 def _pay(state: Order, cmd: Pay, ready: str) -> list[object]:
@@ -184,8 +220,57 @@ v2: Workflow[Order] = Workflow(
 
 
 def registry() -> WorkflowRegistry:
-    """A registry holding both versions, v1 current."""
+    """A registry holding both versions, v1 current (the CLI's default app)."""
     reg = WorkflowRegistry()
     reg.register(v1, v2)
     reg.set_current("orders", 1)
     return reg
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release of the app: its workflows, event types and upcasters."""
+
+    name: str
+    """Shown by the demo, e.g. ``release 2``."""
+    registry: WorkflowRegistry
+    """The workflow versions it runs."""
+    types: EventTypeRegistry
+    """The event types it reads and writes (one class per name)."""
+    upcasters: UpcasterRegistry
+    """The steps it applies to events stored by earlier releases."""
+    place_order: type[Any]
+    """Its start input (``PlaceOrder`` of that release)."""
+
+    def engine(self, store: EventStore | str, **options: Any) -> Engine:
+        """An engine running this release on ``store``."""
+        return Engine(
+            store,
+            self.registry,
+            codec=EventCodec(self.types),
+            upcasters=self.upcasters,
+            **options,
+        )
+
+
+def release2() -> Release:
+    """The current release: v1 and v2, ``OrderPlaced`` schema 2, v2 current."""
+    types = EventTypeRegistry()
+    types.register(Started, "nonstop.Started")
+    types.register(OrderPlaced, "OrderPlaced", schema=2)
+    types.register(FraudChecked, "FraudChecked")
+    types.register(PaymentReceived, "PaymentReceived")
+    types.register(OrderShipped, "OrderShipped")
+    steps = UpcasterRegistry()
+    steps.add("OrderPlaced", 1, add_currency)
+    reg = WorkflowRegistry()
+    reg.register(v1, v2)
+    reg.set_current("orders", 2)
+    return Release("release 2", reg, types, steps, PlaceOrder)
+
+
+def release1() -> Release:
+    """The previous release: v1 only, writing ``OrderPlaced`` schema 1."""
+    from examples.orders._release1 import release
+
+    return release()

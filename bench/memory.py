@@ -1,0 +1,286 @@
+"""Scenario "memory": peak RSS of replay, in a fresh interpreter per measurement.
+
+Each measurement runs in a child process (``python -m bench.memory --child
+KIND``) so that its peak resident set (``resource.getrusage(...).ru_maxrss``)
+is its own: the child imports what it needs, notes its peak RSS (the
+interpreter plus imports), replays, checks the rebuilt state and reports both
+peaks. The data is generated once per run by the server (``bench.bulk``).
+
+- one instance of many events: nonstop ``Engine.get`` (the stream is read and
+  folded in pages, never loaded whole) against ``eventsourcing``'s
+  ``Application.repository.get`` of the same counter as an aggregate;
+- many instances of 10 events: nonstop loads them 1,000 per query
+  (``Engine._load_many_sync``), ``eventsourcing`` one ``repository.get`` each;
+  both keep every rebuilt state (a dict of all instances).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.harness import BenchContext, Figure, Target, store_url
+
+__all__ = ["DESCRIPTION", "run"]
+
+DESCRIPTION = """\
+- **memory** (`python -m bench --only memory`): peak resident memory (RSS, MB)
+  of a fresh Python process that replays from PostgreSQL: one instance of
+  1,000,000 events (nonstop `Engine.get`, which reads and folds the stream in pages
+  of 10,000, against `eventsourcing`'s `Application.repository.get` of the same
+  counter as an aggregate), and 100,000 instances of 10 events each, all rebuilt
+  states kept (nonstop loads 1,000 instances per query; `eventsourcing` calls
+  `repository.get` per instance). Each measurement is its own child process
+  (`ru_maxrss`); the figures give the whole peak and the peak above the child's
+  RSS after its imports, before replaying."""
+
+ROOT = Path(__file__).resolve().parent.parent
+LONG_ID = "long-stream"
+STREAM_LEN = 10
+BATCH = 1_000
+NONSTOP_LONG = "nonstop Engine.get, streamed in pages"
+NONSTOP_MANY = f"nonstop Engine load, {BATCH:,} instances a query"
+ES = "eventsourcing Application.repository.get"
+
+
+@dataclass(frozen=True)
+class Peak:
+    """What one child measured."""
+
+    before_mb: float
+    """Peak RSS after the imports, before replaying."""
+    peak_mb: float
+    """Peak RSS at the end."""
+    events: int
+    """Events replayed."""
+    seconds: float
+    """Time the replay took."""
+
+    @property
+    def above_mb(self) -> float:
+        """What replaying added to the peak."""
+        return self.peak_mb - self.before_mb
+
+
+def _rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ------------------------------------------------------------------ child
+
+
+def _nonstop_long(schema: str, length: int) -> int:
+    from bench.counter import registry
+    from engine import Engine
+
+    async def go() -> int:
+        async with Engine(store_url(schema), registry()) as engine:
+            info = await engine.get(LONG_ID)
+        if info.position != length or info.state.value != length - 1:
+            raise AssertionError(f"replayed {info.position} events: {info.state}")
+        return info.position
+
+    return asyncio.run(go())
+
+
+def _nonstop_many(schema: str, count: int) -> int:
+    from bench.counter import registry
+    from engine import Engine
+
+    engine = Engine(store_url(schema), registry())
+    ids = [f"i{n:07d}" for n in range(count)]
+    states: dict[str, Any] = {}
+    events = 0
+    try:
+        for i in range(0, count, BATCH):
+            for iid, inst in engine._load_many_sync(ids[i : i + BATCH]).items():
+                states[iid] = inst.state
+                events += inst.position
+    finally:
+        engine.store.close()
+    if len(states) != count or states[ids[-1]].value != STREAM_LEN - 1:
+        raise AssertionError(f"rebuilt {len(states)} of {count} instances")
+    return events
+
+
+def _es_long(schema: str, length: int) -> int:
+    from bench.bulk import es_application, es_ids
+
+    app = es_application(schema=schema)
+    try:
+        counter = app.repository.get(es_ids(1, seed=1)[0])
+    finally:
+        app.close()
+    if counter.version != length or counter.value != length - 1:
+        raise AssertionError(f"replayed {counter.version} events: {counter.value}")
+    return int(counter.version)
+
+
+def _es_many(schema: str, count: int) -> int:
+    from bench.bulk import es_application, es_ids
+
+    app = es_application(schema=schema)
+    ids = es_ids(count)
+    states: dict[Any, Any] = {}
+    events = 0
+    try:
+        for oid in ids:
+            counter = app.repository.get(oid)
+            states[oid] = counter
+            events += counter.version
+    finally:
+        app.close()
+    if len(states) != count or states[ids[-1]].value != STREAM_LEN - 1:
+        raise AssertionError(f"rebuilt {len(states)} of {count} instances")
+    return events
+
+
+_KINDS = {
+    "nonstop-long": _nonstop_long,
+    "nonstop-many": _nonstop_many,
+    "es-long": _es_long,
+    "es-many": _es_many,
+}
+
+
+def _child(kind: str, schema: str, size: int) -> None:
+    # Import everything the replay needs before noting the baseline.
+    needs = (
+        ("bench.counter", "engine") if kind.startswith("nonstop") else ("bench.bulk",)
+    )
+    for module in needs:
+        importlib.import_module(module)
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    events = _KINDS[kind](schema, size)
+    seconds = time.perf_counter() - t0
+    peak = _rss_mb()
+    print(json.dumps({"before": before, "peak": peak, "events": events, "s": seconds}))
+
+
+def _measure(kind: str, schema: str, size: int) -> Peak:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--child", kind, schema, str(size)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"memory child {kind} failed:\n{done.stderr[-3000:]}")
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    return Peak(got["before"], got["peak"], got["events"], got["s"])
+
+
+# --------------------------------------------------------------- scenario
+
+
+def _populate(schema: str, long_len: int, many: int) -> None:
+    from bench.bulk import es_application, es_ids, fill_es, fill_nonstop
+    from engine import open_store
+
+    open_store(store_url(schema)).close()  # creates the tables
+    fill_nonstop(schema, [LONG_ID], long_len)
+    fill_nonstop(schema, [f"i{n:07d}" for n in range(many)], STREAM_LEN)
+    app = es_application(schema=schema)
+    try:
+        fill_es(app, schema, es_ids(1, seed=1), long_len)
+        fill_es(app, schema, es_ids(many), STREAM_LEN)
+    finally:
+        app.close()
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    """Populate once, then measure each child ``ctx.reps`` times, interleaved."""
+    long_len, many = (5_000, 500) if ctx.quick else (1_000_000, 100_000)
+    t0 = time.perf_counter()
+    _populate(ctx.schema, long_len, many)
+    print(
+        f"  populated {2 * (long_len + many * STREAM_LEN):,} events "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    plan = [
+        ("nonstop-long", long_len),
+        ("es-long", long_len),
+        ("nonstop-many", many),
+        ("es-many", many),
+    ]
+    peaks: dict[str, list[Peak]] = {kind: [] for kind, _ in plan}
+    for rep in range(ctx.reps):
+        for kind, size in plan:
+            p = _measure(kind, ctx.schema, size)
+            peaks[kind].append(p)
+            print(
+                f"  [{rep + 1}/{ctx.reps}] {kind:<13} peak {p.peak_mb:7.1f} MB "
+                f"(imports {p.before_mb:5.1f} MB), {p.events:,} events in "
+                f"{p.seconds:.1f} s"
+            )
+    return _figures(peaks, long_len, many)
+
+
+def _figures(peaks: dict[str, list[Peak]], long_len: int, many: int) -> list[Figure]:
+    figs: list[Figure] = []
+    cases = (
+        ("long", f"one instance of {long_len:,} events", NONSTOP_LONG),
+        ("many", f"{many:,} instances x {STREAM_LEN} events", NONSTOP_MANY),
+    )
+    for case, what, subject in cases:
+        ours, theirs = peaks[f"nonstop-{case}"], peaks[f"es-{case}"]
+        figs.append(
+            Figure(
+                f"memory-{case}",
+                f"PostgreSQL: peak RSS replaying {what}",
+                "MB",
+                f"peak resident memory of a fresh process that replays {what} "
+                "(interpreter and imports included); lower is better",
+                subject,
+                [p.peak_mb for p in ours],
+                {
+                    ES: [p.peak_mb for p in theirs],
+                    "the same nonstop process before replaying": [
+                        p.before_mb for p in ours
+                    ],
+                },
+                target=Target(150, "<=") if case == "long" else None,
+            )
+        )
+        figs.append(
+            Figure(
+                f"memory-{case}-above-imports",
+                f"PostgreSQL: RSS added by replaying {what}",
+                "MB",
+                "peak RSS minus the same process's peak after its imports, before "
+                "replaying; lower is better",
+                subject,
+                [p.above_mb for p in ours],
+                {ES: [p.above_mb for p in theirs]},
+            )
+        )
+    return figs
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.memory")
+    ap.add_argument("--child", nargs=3, metavar=("KIND", "SCHEMA", "SIZE"))
+    args = ap.parse_args(argv)
+    if args.child is None:
+        ap.error("run it through python -m bench --only memory")
+    kind, schema, size = args.child
+    if kind not in _KINDS:
+        ap.error(f"KIND must be one of {', '.join(_KINDS)}, got {kind!r}")
+    _child(kind, schema, int(size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

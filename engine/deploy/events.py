@@ -1,0 +1,109 @@
+"""The events of the deployments registry and of feature flags.
+
+They live in the same store as the instances, in reserved streams:
+``nonstop.deploy:WORKFLOW`` per workflow and ``nonstop.flags`` for all flags.
+Each carries who made the change and why (the audit trail); when is the
+envelope's ``recorded_at``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from engine.events import event
+
+__all__ = [
+    "DEPLOY_STREAM_PREFIX",
+    "FLAGS_STREAM",
+    "REGISTRY_TYPES",
+    "Deployed",
+    "DeploymentFailed",
+    "FlagChanged",
+    "Retired",
+    "Routed",
+    "deploy_stream",
+]
+
+DEPLOY_STREAM_PREFIX = "nonstop.deploy:"
+"""Stream id prefix of a workflow's deployments."""
+FLAGS_STREAM = "nonstop.flags"
+"""Stream id of every flag change."""
+
+
+def deploy_stream(workflow: str) -> str:
+    """The stream holding ``workflow``'s deployments."""
+    return f"{DEPLOY_STREAM_PREFIX}{workflow}"
+
+
+@event("nonstop.Deployed")
+class Deployed(msgspec.Struct, frozen=True):
+    """``workflow@version`` was deployed from ``source``."""
+
+    workflow: str
+    version: int
+    source: str
+    """``package.module:attr`` naming the Workflow."""
+    by: str
+    reason: str = ""
+
+
+@event("nonstop.Routed")
+class Routed(msgspec.Struct, frozen=True):
+    """New instances of ``workflow`` are routed anew (deploy, promote, rollback)."""
+
+    workflow: str
+    action: str
+    """deploy, promote or rollback."""
+    stable: int
+    canary: int | None
+    canary_bp: int
+    """The canary's share in basis points."""
+    by: str
+    reason: str = ""
+
+
+@event("nonstop.DeploymentFailed")
+class DeploymentFailed(msgspec.Struct, frozen=True):
+    """A worker could not load ``workflow@version``; nothing is routed to it."""
+
+    workflow: str
+    version: int
+    error: str
+    worker: str
+    by: str
+
+
+@event("nonstop.Retired")
+class Retired(msgspec.Struct, frozen=True):
+    """``workflow@version`` has no running instance and is retired."""
+
+    workflow: str
+    version: int
+    by: str
+    reason: str = ""
+
+
+@event("nonstop.FlagChanged")
+class FlagChanged(msgspec.Struct, frozen=True):
+    """A flag's whole definition after a change (set, kill, revive)."""
+
+    name: str
+    action: str
+    """set, kill or revive."""
+    kind: str
+    enabled: bool
+    percent_bp: int
+    variants: list[tuple[str, int]]
+    killed: bool
+    by: str
+    reason: str = ""
+
+
+REGISTRY_TYPES = (
+    "nonstop.Deployed",
+    "nonstop.Routed",
+    "nonstop.DeploymentFailed",
+    "nonstop.Retired",
+    "nonstop.FlagChanged",
+)
+"""Type names a registry view folds (read from the global order)."""

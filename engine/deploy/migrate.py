@@ -1,0 +1,134 @@
+"""Migration of in-flight instances from one version to another.
+
+Each instance is migrated on its own (one ``nonstop.Migrated`` event, appended
+at its expected stream position): a mapper that fails for one instance writes
+nothing for it and is reported; the others proceed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.deploy.errors import DeployError
+from engine.deploy.view import DeployView
+from engine.errors import NonstopError
+from engine.runtime import Engine
+
+__all__ = ["MigrationReport", "MigrationResult", "migrate_instances"]
+
+Outcome = Literal["migrated", "would migrate", "failed"]
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """What happened (or would happen) to one instance."""
+
+    instance_id: str
+    """The instance."""
+    outcome: Outcome
+    """migrated, would migrate (dry run) or failed."""
+    detail: str
+    """The new state in short, or the error."""
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """The outcome of one migration run."""
+
+    workflow: str
+    """Workflow name."""
+    from_version: int
+    """Source version."""
+    to_version: int
+    """Target version."""
+    dry_run: bool
+    """True when nothing was written."""
+    results: list[MigrationResult] = field(default_factory=list)
+    """One per selected instance, in start order."""
+
+    def count(self, outcome: Outcome) -> int:
+        """How many instances had ``outcome``."""
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+
+def _identity(state: Any) -> Any:
+    return state
+
+
+async def migrate_instances(
+    engine: Engine,
+    workflow: str,
+    from_version: int,
+    to_version: int,
+    mapper: Callable[[Any], Any] | None = None,
+    *,
+    instance_ids: Sequence[str] | None = None,
+    dry_run: bool = False,
+    registry: DeployView | None = None,
+    by: str = "",
+    reason: str = "",
+) -> MigrationReport:
+    """Migrate the running instances of ``workflow@from_version`` to ``to_version``.
+
+    Args:
+        engine: The engine whose registry holds both versions.
+        workflow: Workflow name.
+        from_version: Only instances running this version are selected.
+        to_version: The version they move to.
+        mapper: ``mapper(old_state) -> new_state`` (the state as is by default:
+            it must then fit the new version's state type).
+        instance_ids: Only these instances (all running ones by default); an
+            id not running ``from_version`` is reported failed.
+        dry_run: Report what would happen, write nothing.
+        registry: The deployments view; a target that is failed or retired
+            there is refused.
+        by: Who migrates (stored in each event).
+        reason: Why (stored in each event).
+
+    Raises:
+        DeployError: the target is the source, or failed or retired.
+        UnknownWorkflow: a version is not registered with the engine.
+    """
+    if from_version == to_version:
+        raise DeployError(
+            f"cannot migrate {workflow} from v{from_version} to itself; "
+            "pick another --to version"
+        )
+    engine.registry.get(workflow, from_version)
+    engine.registry.get(workflow, to_version)
+    if registry is not None:
+        d = registry.workflow(workflow).deployments.get(to_version)
+        if d is not None and d.state in ("failed", "retired"):
+            raise DeployError(
+                f"cannot migrate to {workflow}@{to_version}: it is {d.state}"
+            )
+    running = await engine.instances(
+        workflow=workflow, version=from_version, status="running"
+    )
+    selected = [i.instance_id for i in running]
+    report = MigrationReport(workflow, from_version, to_version, dry_run)
+    if instance_ids is not None:
+        wanted = set(instance_ids)
+        missing = [i for i in instance_ids if i not in set(selected)]
+        selected = [i for i in selected if i in wanted]
+        for iid in missing:
+            report.results.append(
+                MigrationResult(
+                    iid, "failed", f"not a running {workflow}@{from_version} instance"
+                )
+            )
+    fn = mapper or _identity
+    for iid in selected:
+        try:
+            info = await engine.migrate(
+                iid, to_version, fn, dry_run=dry_run, by=by, reason=reason
+            )
+        except NonstopError as exc:
+            report.results.append(MigrationResult(iid, "failed", str(exc)))
+            continue
+        outcome: Outcome = "would migrate" if dry_run else "migrated"
+        detail = f"{info.status} at position {info.position}: {info.state!r}"
+        report.results.append(MigrationResult(iid, outcome, detail[:200]))
+    return report

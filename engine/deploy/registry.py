@@ -1,0 +1,516 @@
+"""The deployments registry on the event store, and the router engines use.
+
+:class:`Deployments` keeps a :class:`~engine.deploy.view.DeployView` in memory
+and refreshes it from the store's global order (only the registry's event
+types) when asked, or when a start finds it older than ``poll_interval``.
+Writes go to the registry's own streams with the expected stream position, so
+two operators racing on one workflow never both win: the loser re-reads,
+re-checks its command against the new state, and tries again.
+"""
+
+from __future__ import annotations
+
+import getpass
+import importlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engine.deploy.errors import (
+    DeployConflict,
+    DeployError,
+    DeploySourceError,
+    FlagError,
+    RetireRefused,
+)
+from engine.deploy.events import (
+    FLAGS_STREAM,
+    REGISTRY_TYPES,
+    Deployed,
+    DeploymentFailed,
+    FlagChanged,
+    Retired,
+    Routed,
+    deploy_stream,
+)
+from engine.deploy.flags import Flag, FlagKind
+from engine.deploy.routing import Routing, percent_to_bp
+from engine.deploy.view import DeployView
+from engine.errors import ConcurrencyConflict, NonstopError
+from engine.events import EventCodec, Metadata, now_micros
+from engine.stats import StatsSource
+from engine.store import EventStore, NewRecord, open_store
+from engine.workflow import Workflow, WorkflowRegistry
+
+__all__ = ["Deployments", "default_user", "load_source"]
+
+log = logging.getLogger("nonstop.deploy")
+_ATTEMPTS = 8
+
+
+def default_user() -> str:
+    """Who is making a change when ``by`` is not given: ``$USER`` or the login."""
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def load_source(source: str, workflow: str, version: int) -> Workflow[Any]:
+    """Import ``package.module:attr`` and check it is ``workflow@version``.
+
+    The attribute is a :class:`Workflow` or a zero-argument callable returning
+    one. Importing runs the module, which also registers its event types.
+
+    Raises:
+        DeploySourceError: the import failed or it is not that workflow version.
+    """
+    module_name, sep, attr = source.partition(":")
+    if not sep or not module_name or not attr:
+        raise DeploySourceError(source, "expected MODULE:ATTRIBUTE")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+        if not isinstance(target, Workflow) and callable(target):
+            target = target()
+    except Exception as exc:  # importing runs user code
+        raise DeploySourceError(source, f"import failed ({exc!r})") from None
+    if not isinstance(target, Workflow):
+        raise DeploySourceError(
+            source, f"{attr} is a {type(target).__name__}, not a Workflow"
+        )
+    if (target.name, target.version) != (workflow, version):
+        raise DeploySourceError(
+            source, f"it defines {target.ref}, not {workflow}@{version}"
+        )
+    return target
+
+
+class Deployments:
+    """The registry of deployments and flags in a store; a router for engines.
+
+    Args:
+        store: An open :class:`EventStore` (left open by :meth:`close`) or a URL.
+        poll_interval: Seconds after which a start re-reads the registry.
+        worker: Names this process in ``DeploymentFailed`` events (host:pid).
+        codec: Decodes the registry events (the default registry of types).
+    """
+
+    def __init__(
+        self,
+        store: EventStore | str,
+        *,
+        poll_interval: float = 0.25,
+        worker: str | None = None,
+        codec: EventCodec | None = None,
+    ) -> None:
+        self._owns_store = isinstance(store, str)
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.poll_interval = poll_interval
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.codec = codec if codec is not None else EventCodec()
+        self._view = DeployView()
+        self._lock = threading.Lock()
+        self._refreshed = float("-inf")
+        self._registry: WorkflowRegistry | None = None
+        self._load_failed: set[tuple[str, int]] = set()
+
+    # ----------------------------------------------------------- reading
+
+    @property
+    def view(self) -> DeployView:
+        """The registry as last read (call :meth:`refresh` for the newest)."""
+        return self._view
+
+    def refresh(self) -> DeployView:
+        """Fold the registry events written since the last refresh.
+
+        When attached to an engine's workflow registry, newly deployed versions
+        are imported and registered (hot loading); a version that fails to load
+        is marked failed in the registry and is not routed to.
+        """
+        with self._lock:
+            self._fold()
+            if self._registry is not None and self._hot_load(self._registry):
+                self._fold()  # this process just recorded a failure
+            self._refreshed = time.monotonic()
+            return self._view
+
+    def _fold(self) -> None:
+        view = self._view
+        for rec in self.store.iter_all(after=view.seen, types=REGISTRY_TYPES):
+            for e in self.codec.decode(
+                rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
+            ):
+                view.apply(
+                    rec.stream_id,
+                    rec.position,
+                    rec.global_position,
+                    e.recorded_at,
+                    e.event,
+                )
+
+    def refresh_due(self) -> bool:
+        """True when the view is older than ``poll_interval``."""
+        return time.monotonic() - self._refreshed >= self.poll_interval
+
+    # ------------------------------------------------------------ router
+
+    def attach(self, registry: WorkflowRegistry) -> None:
+        """Load new deployments into ``registry`` from now on (hot loading)."""
+        self._registry = registry
+
+    def route(self, workflow: str, key: str) -> int | None:
+        """The version for a new instance with routing key ``key``, if routed.
+
+        A version this process cannot run (not loaded, failed) is never
+        returned: its share goes to the stable version.
+        """
+        wd = self._view.workflows.get(workflow)
+        if wd is None:
+            return None
+        version = self._view.route(workflow, key)
+        reg = self._registry
+        if version is None or reg is None or self._runnable(reg, workflow, version):
+            return version
+        r = wd.effective()
+        if r is not None and self._runnable(reg, workflow, r.stable):
+            return r.stable
+        return None
+
+    def evaluate(self, kind: str, name: str, key: str, default: Any) -> Any:
+        """Flag ``name`` (asked as ``flag`` or ``variant``) for routing key ``key``."""
+        return self._view.evaluate(kind, name, key, default)
+
+    def _runnable(self, reg: WorkflowRegistry, workflow: str, version: int) -> bool:
+        return (workflow, version) not in self._load_failed and version in (
+            reg.versions(workflow)
+        )
+
+    def _hot_load(self, reg: WorkflowRegistry) -> bool:
+        """Load new deployments into ``reg``; True if one failed to load."""
+        failed = False
+        for wd in self._view.workflows.values():
+            for d in wd.deployments.values():
+                key = (d.workflow, d.version)
+                if d.state not in ("active", "draining") or key in self._load_failed:
+                    continue
+                if d.version in reg.versions(d.workflow):
+                    continue
+                try:
+                    reg.register(load_source(d.source, d.workflow, d.version))
+                    log.info("loaded %s@%s from %s", d.workflow, d.version, d.source)
+                except NonstopError as exc:
+                    self._load_failed.add(key)
+                    log.error("cannot load %s@%s: %s", d.workflow, d.version, exc)
+                    self._record_failure(d.workflow, d.version, str(exc))
+                    failed = True
+        return failed
+
+    def _record_failure(self, workflow: str, version: int, error: str) -> None:
+        event = DeploymentFailed(workflow, version, error, self.worker, self.worker)
+        stream = deploy_stream(workflow)
+        try:
+            self._write(stream, [event], self._view.positions.get(stream, 0))
+        except NonstopError:  # someone else wrote first, or the store is down
+            log.warning("could not record the failure of %s@%s", workflow, version)
+
+    # ----------------------------------------------------------- writing
+
+    def deploy(
+        self,
+        workflow: str,
+        version: int,
+        source: str,
+        *,
+        canary: float | None = None,
+        by: str | None = None,
+        reason: str = "",
+        check: bool = True,
+    ) -> Routing:
+        """Deploy ``workflow@version`` from ``source`` and route new instances to it.
+
+        Without ``canary`` it takes every new instance; with it, that share (in
+        percent) beside the current stable version. The first deployment of a
+        workflow takes every new instance.
+
+        Raises:
+            DeploySourceError: ``check`` and ``source`` does not load.
+            DeployError: the version is deployed already (and not failed), or a
+                canary is asked for a workflow with no stable version.
+        """
+        if check:
+            load_source(source, workflow, version)
+        bp = percent_to_bp(canary) if canary is not None else None
+        user = by or default_user()
+
+        def make(view: DeployView) -> list[Any]:
+            wd = view.workflow(workflow)
+            known = wd.deployments.get(version)
+            if known is not None and known.state != "failed":
+                raise DeployError(
+                    f"{workflow}@{version} is already deployed ({known.state}); "
+                    "versions are immutable: deploy the change as a new version, "
+                    "or promote this one"
+                )
+            current = wd.effective()
+            if bp is None or bp == 10_000:
+                routing = Routing(version)
+            elif current is None or current.stable == version:
+                raise DeployError(
+                    f"{workflow} has no stable version to run a canary beside; "
+                    f"deploy {workflow}@{version} without --canary first"
+                )
+            else:
+                routing = Routing(current.stable, version, bp)
+            return [
+                Deployed(workflow, version, source, user, reason),
+                _routed(workflow, "deploy", routing, user, reason),
+            ]
+
+        self._change(deploy_stream(workflow), make)
+        return self._routing(workflow)
+
+    def promote(
+        self,
+        workflow: str,
+        version: int,
+        *,
+        percent: float = 100.0,
+        by: str | None = None,
+        reason: str = "",
+    ) -> Routing:
+        """Give ``version`` ``percent`` of new instances (all by default).
+
+        Raises:
+            DeployError: the version is not deployed, failed or retired.
+        """
+        bp = percent_to_bp(percent)
+        user = by or default_user()
+
+        def make(view: DeployView) -> list[Any]:
+            wd = view.workflow(workflow)
+            d = wd.deployments.get(version)
+            if d is None or not wd.usable(version):
+                state = "not deployed" if d is None else d.state
+                raise DeployError(
+                    f"cannot promote {workflow}@{version}: it is {state}; "
+                    f"deploy it first (nonstop deploy {workflow} {version} "
+                    "--source MOD:ATTR)"
+                )
+            current = wd.effective()
+            if bp == 10_000 or current is None or current.stable == version:
+                routing = Routing(version)
+            else:
+                routing = Routing(current.stable, version, bp)
+            return [_routed(workflow, "promote", routing, user, reason)]
+
+        self._change(deploy_stream(workflow), make)
+        return self._routing(workflow)
+
+    def rollback(
+        self, workflow: str, *, by: str | None = None, reason: str = ""
+    ) -> Routing:
+        """Send new instances back to the previous version (drop a canary first).
+
+        Running instances are not touched: they stay on their pinned version.
+
+        Raises:
+            DeployError: there is nothing to roll back to.
+        """
+        user = by or default_user()
+
+        def make(view: DeployView) -> list[Any]:
+            target = view.workflow(workflow).rollback_target()
+            if target is None:
+                raise DeployError(
+                    f"{workflow} has no previous version to roll back to; "
+                    "deploy or promote the version you want instead"
+                )
+            return [_routed(workflow, "rollback", target, user, reason)]
+
+        self._change(deploy_stream(workflow), make)
+        return self._routing(workflow)
+
+    def retire(
+        self,
+        workflow: str,
+        version: int,
+        stats: StatsSource,
+        *,
+        by: str | None = None,
+        reason: str = "",
+    ) -> None:
+        """Retire a drained version.
+
+        Raises:
+            RetireRefused: the version still gets new instances, or instances
+                of it still run (the count is in the message).
+            DeployError: the version is not deployed or already retired.
+        """
+        user = by or default_user()
+        running = sum(
+            s.running for s in stats.version_stats(workflow) if s.version == version
+        )
+
+        def make(view: DeployView) -> list[Any]:
+            wd = view.workflow(workflow)
+            d = wd.deployments.get(version)
+            if d is None or d.state == "retired":
+                state = "not deployed" if d is None else "already retired"
+                raise DeployError(f"cannot retire {workflow}@{version}: it is {state}")
+            r = wd.effective()
+            if r is not None and r.share_bp(version):
+                raise RetireRefused(
+                    f"cannot retire {workflow}@{version}: it still gets "
+                    f"{r.share_bp(version) / 100:g} % of new instances; promote "
+                    "another version or roll back first"
+                )
+            if running:
+                raise RetireRefused(
+                    f"cannot retire {workflow}@{version}: {running} instance(s) "
+                    "still run on it; wait until they finish or migrate them "
+                    f"(nonstop migrate {workflow} --from {version} --to V)"
+                )
+            return [Retired(workflow, version, user, reason)]
+
+        self._change(deploy_stream(workflow), make)
+
+    def set_flag(
+        self,
+        name: str,
+        kind: FlagKind,
+        *,
+        enabled: bool = False,
+        percent: float = 0.0,
+        variants: Sequence[tuple[str, float]] = (),
+        by: str | None = None,
+        reason: str = "",
+    ) -> Flag:
+        """Define or change a flag (clears its kill switch).
+
+        Raises:
+            FlagError: the definition is malformed.
+        """
+        user = by or default_user()
+        if not name or name != name.strip():
+            raise FlagError(f"flag name {name!r} is empty or padded")
+        flag = Flag(
+            name,
+            kind,
+            enabled,
+            percent_to_bp(percent),
+            tuple((v, percent_to_bp(w)) for v, w in variants),
+        )
+        action = "set"
+
+        def make(view: DeployView) -> list[Any]:
+            return [_flag_event(flag, action, user, reason)]
+
+        self._change(FLAGS_STREAM, make)
+        return self._view.flags[name]
+
+    def kill_flag(
+        self,
+        name: str,
+        *,
+        revive: bool = False,
+        by: str | None = None,
+        reason: str = "",
+    ) -> Flag:
+        """Turn flag ``name`` off for everyone (or, with ``revive``, back on).
+
+        Raises:
+            FlagError: no such flag.
+        """
+        user = by or default_user()
+
+        def make(view: DeployView) -> list[Any]:
+            known = view.flags.get(name)
+            if known is None:
+                choices = ", ".join(sorted(view.flags)) or "none"
+                raise FlagError(
+                    f"unknown flag {name!r} (defined: {choices}); define it "
+                    "with nonstop flags set first"
+                )
+            flag = Flag(
+                known.name,
+                known.kind,
+                known.enabled,
+                known.percent_bp,
+                known.variants,
+                killed=not revive,
+            )
+            return [_flag_event(flag, "revive" if revive else "kill", user, reason)]
+
+        self._change(FLAGS_STREAM, make)
+        return self._view.flags[name]
+
+    def close(self) -> None:
+        """Close the store if this object opened it."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Deployments:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------- internal
+
+    def _routing(self, workflow: str) -> Routing:
+        r = self._view.workflow(workflow).routing
+        assert r is not None
+        return r
+
+    def _change(self, stream: str, make: Callable[[DeployView], list[Any]]) -> None:
+        """Decide events against a fresh view and append them at its position."""
+        for _ in range(_ATTEMPTS):
+            view = self.refresh()
+            events = make(view)
+            try:
+                self._write(stream, events, view.positions.get(stream, 0))
+            except ConcurrencyConflict:
+                continue
+            self.refresh()
+            return
+        raise DeployConflict(
+            f"the registry stream {stream!r} kept changing under this command "
+            f"({_ATTEMPTS} attempts); retry"
+        )
+
+    def _write(self, stream: str, events: list[Any], after: int) -> None:
+        now = now_micros()
+        meta = Metadata(stream)
+        records = []
+        for i, e in enumerate(events, start=1):
+            name, data = self.codec.encode(e, meta, recorded_at=now)
+            records.append(NewRecord(stream, after + i, name, data))
+        self.store.append(records)
+
+
+def _routed(
+    workflow: str, action: str, routing: Routing, by: str, reason: str
+) -> Routed:
+    bp = routing.canary_bp if routing.canary is not None else 0
+    return Routed(workflow, action, routing.stable, routing.canary, bp, by, reason)
+
+
+def _flag_event(flag: Flag, action: str, by: str, reason: str) -> FlagChanged:
+    return FlagChanged(
+        flag.name,
+        action,
+        flag.kind,
+        flag.enabled,
+        flag.percent_bp,
+        list(flag.variants),
+        flag.killed,
+        by,
+        reason,
+    )

@@ -1,0 +1,465 @@
+"""The Kafka worker: messages become commands, applied with exactly-once effect.
+
+The worker consumes topics in a consumer group. A user mapping turns each
+message into a :class:`~engine.Start`, a :class:`~engine.Send` or ``None``
+(skip). The messages of one partition are applied in a batch with
+:meth:`Engine.handle_batch <engine.runtime.Engine.handle_batch>`: the events of
+every command, the dead letters of the messages that failed, and the
+partition's tracking record (its next offset) commit in one transaction. The
+database, not Kafka, holds the offsets that count:
+
+- on assignment the worker seeks each partition to the offset stored with the
+  events (Kafka's committed offsets are written too, for monitoring only);
+- on revocation it finishes the batch in flight before giving the partition up;
+- a crash between the commit and anything after it replays nothing that was
+  stored, and a crash before the commit stored nothing.
+
+Commands get a default command id (``kafka:<topic>:<partition>:<offset>``), so
+even a worker that kept running after losing its partition (a stalled process
+a rebalance left behind) cannot apply a message twice: the instance answers
+the repeat instead of applying it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import importlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import (  # type: ignore[import-untyped]
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from engine.errors import (
+    ConcurrencyConflict,
+    ConflictRetriesExhausted,
+    NonstopError,
+    StoreUnavailable,
+)
+from engine.kafka.deadletters import REPLAY_OF, DeadLetter, dead_letter_record
+from engine.kafka.errors import BrokerUnavailable, MappingError, MappingLoadError
+from engine.runtime import Engine, InstanceInfo, Send, Start
+from engine.store import NewRecord, Tracking
+
+__all__ = [
+    "Mapping",
+    "Message",
+    "Worker",
+    "WorkerStats",
+    "load_mapping",
+    "tracking_name",
+]
+
+log = logging.getLogger("nonstop.kafka")
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    StoreUnavailable,
+    ConcurrencyConflict,
+    ConflictRetriesExhausted,
+    ConnectionError,
+    OSError,
+)
+"""Failures retried with backoff, never dead-lettered."""
+_IDS = uuid.UUID("6b1f3c58-1f0e-4c44-9a57-2a4a0f6e7d31")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Kafka message, as the mapping sees it."""
+
+    topic: str
+    """Topic."""
+    partition: int
+    """Partition."""
+    offset: int
+    """Offset in the partition."""
+    key: bytes | None
+    """Key bytes."""
+    value: bytes | None
+    """Value bytes."""
+    headers: tuple[tuple[str, bytes], ...] = ()
+    """Headers."""
+    timestamp: int = 0
+    """Kafka timestamp, milliseconds since the epoch."""
+
+    @property
+    def id(self) -> str:
+        """The default command id: ``kafka:<topic>:<partition>:<offset>``.
+
+        A replayed dead letter keeps the id of the message it replays (its
+        ``nonstop-replay-of`` header), so a replay applies at most once.
+        """
+        for name, value in self.headers:
+            if name == REPLAY_OF:
+                return value.decode(errors="replace")
+        return f"kafka:{self.topic}:{self.partition}:{self.offset}"
+
+    @classmethod
+    def of(cls, rec: ConsumerRecord[Any, Any]) -> Message:
+        """The message of an aiokafka record."""
+        return cls(
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            rec.key,
+            rec.value,
+            tuple((k, bytes(v)) for k, v in rec.headers),
+            rec.timestamp,
+        )
+
+
+Mapping = Callable[[Message], Start | Send | None]
+"""Turns a message into a command, or ``None`` to skip it; raising dead-letters it."""
+
+
+def load_mapping(spec: str) -> Mapping:
+    """Import ``MODULE:ATTRIBUTE`` naming a mapping function.
+
+    Raises:
+        MappingLoadError: the module or attribute is missing or not callable.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise MappingLoadError(spec, "expected MODULE:ATTRIBUTE")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # importing runs user code
+        raise MappingLoadError(spec, f"import failed ({exc!r})") from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise MappingLoadError(
+                spec, f"module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    if not callable(target):
+        raise MappingLoadError(spec, f"{attr} is a {type(target).__name__}")
+    mapping: Mapping = target
+    return mapping
+
+
+def tracking_name(group: str, topic: str, partition: int) -> str:
+    """The tracking record name of one partition for one consumer group."""
+    return f"kafka:{group}:{topic}:{partition}"
+
+
+@dataclass
+class WorkerStats:
+    """What a worker has done so far."""
+
+    applied: int = 0
+    """Messages whose command committed (including answered repeats)."""
+    skipped: int = 0
+    """Messages the mapping skipped (returned ``None``)."""
+    dead: int = 0
+    """Messages dead-lettered."""
+    batches: int = 0
+    """Partition batches committed."""
+    retries: int = 0
+    """Transient failures retried."""
+
+
+class Worker:
+    """Consumes topics in a group and applies each message's command.
+
+    Args:
+        engine: The engine whose store receives events and offsets.
+        bootstrap: Kafka ``HOST:PORT`` (comma-separated for several).
+        topics: Topics to consume.
+        group: Consumer group id (part of the tracking record names).
+        mapping: ``message -> Start | Send | None``.
+        dead_letter_topic: Where dead letters are produced too (after the
+            commit); ``<topic>.deadletters`` of each message's topic when omitted.
+        max_batch: Most messages fetched and applied per round.
+        backoff: First and longest wait between retries of a transient failure.
+        consumer_options: More keyword arguments for ``AIOKafkaConsumer``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        bootstrap: str,
+        topics: Sequence[str],
+        group: str,
+        mapping: Mapping,
+        dead_letter_topic: str | None = None,
+        max_batch: int = 5_000,
+        backoff: tuple[float, float] = (0.05, 2.0),
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not topics:
+            raise ValueError("a worker needs at least one topic")
+        self.engine = engine
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self.group = group
+        self.mapping = mapping
+        self.dead_letter_topic = dead_letter_topic
+        self.max_batch = max_batch
+        self.backoff = backoff
+        self.consumer_options = consumer_options or {}
+        self.stats = WorkerStats()
+        self._next: dict[TopicPartition, int] = {}
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.assigned = asyncio.Event()
+        """Set once the worker owns at least one partition (for tests, demos)."""
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, stop: asyncio.Event | None = None) -> WorkerStats:
+        """Consume until ``stop`` is set, then finish the batch in flight.
+
+        Raises:
+            BrokerUnavailable: the broker cannot be reached at start.
+        """
+        stop = stop if stop is not None else asyncio.Event()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_batch,
+            **self.consumer_options,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        consumer.subscribe(self.topics, listener=_Listener(self, consumer))
+        try:
+            await producer.start()
+            await consumer.start()
+        except KafkaError as exc:
+            await _quietly(consumer.stop())
+            await _quietly(producer.stop())
+            raise BrokerUnavailable(self.bootstrap, str(exc)) from None
+        self._consumer, self._producer = consumer, producer
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(
+                    timeout_ms=200, max_records=self.max_batch
+                )
+                if batch:
+                    async with self._lock:
+                        await self._process(consumer, batch)
+        finally:
+            async with self._lock:
+                self._next.clear()  # nothing in flight: give every partition up
+            await _quietly(consumer.stop())
+            await _quietly(producer.stop())
+            self._consumer = self._producer = None
+        return self.stats
+
+    # ----------------------------------------------------------- assignment
+
+    async def _assigned(
+        self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
+    ) -> None:
+        """Seek each new partition to the offset stored in the event store."""
+        for tp in partitions:
+            name = tracking_name(self.group, tp.topic, tp.partition)
+            stored = await self._retrying(
+                functools.partial(
+                    asyncio.to_thread, self.engine.store.tracking_position, name
+                ),
+                f"reading the offset of {tp.topic}/{tp.partition}",
+            )
+            if stored is None:
+                await consumer.seek_to_beginning(tp)
+                self._next[tp] = 0
+            else:
+                consumer.seek(tp, stored)
+                self._next[tp] = stored
+            log.info("assigned %s/%s from offset %s", tp.topic, tp.partition, stored)
+        if self._next:
+            self.assigned.set()
+
+    async def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """Give partitions up once the batch in flight has committed."""
+        async with self._lock:
+            for tp in partitions:
+                self._next.pop(tp, None)
+
+    # -------------------------------------------------------------- batches
+
+    async def _process(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+    ) -> None:
+        jobs = []
+        for tp, recs in batch.items():
+            start = self._next.get(tp)
+            if start is None:
+                continue  # revoked while it was being fetched
+            mine = [r for r in recs if r.offset >= start]
+            if mine:
+                jobs.append(self._partition(tp, mine))
+        await asyncio.gather(*jobs)
+        offsets = {tp: self._next[tp] for tp in batch if tp in self._next}
+        if offsets:
+            try:  # for monitoring (lag); the event store is the truth
+                await consumer.commit(offsets)
+            except KafkaError as exc:
+                log.debug("Kafka offset commit failed (ignored): %s", exc)
+
+    async def _partition(
+        self, tp: TopicPartition, recs: list[ConsumerRecord[Any, Any]]
+    ) -> None:
+        """Apply one partition's records, retrying transient failures."""
+        name = tracking_name(self.group, tp.topic, tp.partition)
+        delay, longest = self.backoff
+        while True:
+            try:
+                letters = await self._apply(name, recs)
+                break
+            except TRANSIENT as exc:
+                self.stats.retries += 1
+                log.warning(
+                    "%s/%s: %s; retrying in %.2f s", tp.topic, tp.partition, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+            # The store is the truth: skip what a commit we could not confirm
+            # (or another worker) already stored.
+            try:
+                stored = await asyncio.to_thread(
+                    self.engine.store.tracking_position, name
+                )
+            except TRANSIENT:
+                continue
+            if stored is not None:
+                recs = [r for r in recs if r.offset >= stored]
+                if not recs:
+                    self._next[tp] = max(self._next.get(tp, 0), stored)
+                    return
+        self._next[tp] = recs[-1].offset + 1
+        self.stats.batches += 1
+        if letters:
+            await self._produce_letters(letters)
+
+    async def _apply(
+        self, name: str, recs: list[ConsumerRecord[Any, Any]]
+    ) -> list[DeadLetter]:
+        """One transaction: the commands, the dead letters, the next offset."""
+        items: list[Start | Send] = []
+        origins: list[Message] = []
+        failed: list[DeadLetter] = []
+        skipped = 0
+        for rec in recs:
+            msg = Message.of(rec)
+            try:
+                cmd = self.mapping(msg)
+                if cmd is None:
+                    skipped += 1
+                    continue
+                cmd = _with_defaults(cmd, msg, self.group)
+            except Exception as exc:  # the mapping is user code
+                failed.append(self._letter(msg, f"mapping failed: {exc!r}"))
+                continue
+            items.append(cmd)
+            origins.append(msg)
+        letters: list[DeadLetter] = []
+
+        def extra(results: list[InstanceInfo | NonstopError]) -> list[NewRecord]:
+            letters[:] = failed
+            for msg, res in zip(origins, results, strict=True):
+                if isinstance(res, NonstopError):
+                    letters.append(self._letter(msg, f"{type(res).__name__}: {res}"))
+            codec = self.engine.codec
+            return [dead_letter_record(codec, x) for x in letters]
+
+        tracking = Tracking(name, recs[-1].offset + 1)
+        await self.engine.handle_batch(items, tracking=tracking, extra=extra)
+        self.stats.applied += len(items) - (len(letters) - len(failed))
+        self.stats.skipped += skipped
+        self.stats.dead += len(letters)
+        return letters
+
+    def _letter(self, msg: Message, reason: str) -> DeadLetter:
+        log.info("dead letter %s: %s", msg.id, reason)
+        return DeadLetter(
+            self.group,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            reason,
+            msg.key,
+            msg.value,
+            list(msg.headers),
+            msg.timestamp,
+        )
+
+    async def _produce_letters(self, letters: list[DeadLetter]) -> None:
+        """Produce dead letters to the dead-letter topic (after their commit)."""
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            futures = []
+            for x in letters:
+                topic = self.dead_letter_topic or f"{x.topic}.deadletters"
+                headers = [
+                    *x.headers,
+                    ("nonstop-reason", x.reason.encode()),
+                    ("nonstop-origin", f"{x.topic}/{x.partition}/{x.offset}".encode()),
+                ]
+                futures.append(
+                    await producer.send(topic, x.value, key=x.key, headers=headers)
+                )
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            # The letters are stored; the topic is a notification of them.
+            log.error("producing %d dead letters failed: %s", len(letters), exc)
+
+    async def _retrying(self, job: Callable[[], Any], what: str) -> Any:
+        delay, longest = self.backoff
+        while True:
+            try:
+                return await job()
+            except TRANSIENT as exc:
+                self.stats.retries += 1
+                log.warning("%s: %s; retrying in %.2f s", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+
+
+def _with_defaults(cmd: object, msg: Message, group: str) -> Start | Send:
+    """The command with a command id (and instance id) derived from the message."""
+    if isinstance(cmd, Start):
+        iid = cmd.instance_id or uuid.uuid5(_IDS, f"{group}/{msg.id}").hex
+        return dataclasses.replace(
+            cmd, instance_id=iid, command_id=cmd.command_id or msg.id
+        )
+    if isinstance(cmd, Send):
+        return dataclasses.replace(cmd, command_id=cmd.command_id or msg.id)
+    raise MappingError(cmd)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker, consumer: AIOKafkaConsumer) -> None:
+        self._worker = worker
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._worker._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self._worker._assigned(self._consumer, list(assigned))
+
+
+async def _quietly(job: Any) -> None:
+    with contextlib.suppress(Exception):
+        await job

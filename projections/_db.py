@@ -1,0 +1,238 @@
+"""The read-model database: SQLite or PostgreSQL behind one small interface.
+
+Handlers write SQL with ``?`` placeholders; on PostgreSQL they are translated to
+``%s`` (and a literal ``%`` is escaped), so one handler serves both backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+from psycopg import sql as pgsql
+
+from engine.store import redact
+from projections._errors import ReadModelUnavailable
+
+__all__ = ["Database", "Dialect", "Tx", "open_database", "pg_conninfo"]
+
+Dialect = Literal["sqlite", "postgres"]
+Params = Sequence[Any]
+
+
+@lru_cache(maxsize=512)
+def _to_pg(statement: str) -> str:
+    return statement.replace("%", "%%").replace("?", "%s")
+
+
+class Tx:
+    """One open transaction of the read-model database.
+
+    Handlers receive it. ``table(NAME)`` gives the physical name of one of the
+    projection's tables in the build being written (``<name>_v<version>_NAME``).
+    """
+
+    __slots__ = ("_cur", "_prefix", "dialect")
+
+    def __init__(self, cur: Any, dialect: Dialect, prefix: str | None = None) -> None:
+        self._cur = cur
+        self._prefix = prefix
+        self.dialect: Dialect = dialect
+        """``"sqlite"`` or ``"postgres"``, for the rare statement that differs."""
+
+    def bound(self, prefix: str) -> Tx:
+        """The same transaction, with ``table()`` resolving under ``prefix``."""
+        return Tx(self._cur, self.dialect, prefix)
+
+    def table(self, name: str) -> str:
+        """The physical name of the projection's table ``name`` in this build."""
+        if self._prefix is None:
+            raise ValueError(
+                f"table({name!r}) is only available inside a projection's handlers"
+            )
+        return f"{self._prefix}_{name}"
+
+    def execute(self, statement: str, params: Params = ()) -> int:
+        """Run one statement with ``?`` placeholders; returns the rows affected."""
+        if self.dialect == "postgres":
+            self._cur.execute(_to_pg(statement), tuple(params))
+        else:
+            self._cur.execute(statement, tuple(params))
+        return int(self._cur.rowcount)
+
+    def executemany(self, statement: str, rows: Iterable[Params]) -> None:
+        """Run one statement once per parameter row."""
+        if self.dialect == "postgres":
+            self._cur.executemany(_to_pg(statement), [tuple(r) for r in rows])
+        else:
+            self._cur.executemany(statement, rows)
+
+    def query(self, statement: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Run a query; returns every row as a tuple."""
+        self.execute(statement, params)
+        return [tuple(r) for r in self._cur.fetchall()]
+
+    def query_one(self, statement: str, params: Params = ()) -> tuple[Any, ...] | None:
+        """Run a query; returns its first row, if any."""
+        rows = self.query(statement, params)
+        return rows[0] if rows else None
+
+
+class Database:
+    """A read-model database; thread-safe (one connection behind a lock).
+
+    Use :func:`open_database` to open one from a URL.
+    """
+
+    dialect: Dialect
+    url: str
+
+    def __init__(self, url: str, dialect: Dialect, conn: Any) -> None:
+        self.url = redact(url)
+        self.dialect = dialect
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """A write transaction: committed when the block ends, rolled back on error.
+
+        Raises:
+            ReadModelUnavailable: the database cannot be reached (at begin or
+                commit; errors raised inside the block propagate unchanged).
+        """
+        with self._lock:
+            if self.dialect == "sqlite":
+                yield from self._sqlite_tx("BEGIN IMMEDIATE")
+            else:
+                yield from self._pg_tx()
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read transaction: one consistent snapshot, no write lock in SQLite."""
+        with self._lock:
+            if self.dialect == "sqlite":
+                yield from self._sqlite_tx("BEGIN")
+            else:
+                yield from self._pg_tx()
+
+    def _sqlite_tx(self, begin: str) -> Iterator[Tx]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute(begin)
+        except sqlite3.Error as exc:
+            raise ReadModelUnavailable(self.url, str(exc)) from None
+        try:
+            yield Tx(cur, "sqlite")
+        except BaseException:
+            self._conn.rollback()
+            raise
+        try:
+            self._conn.commit()
+        except sqlite3.Error as exc:
+            self._conn.rollback()
+            raise ReadModelUnavailable(self.url, str(exc)) from None
+
+    def _pg_tx(self) -> Iterator[Tx]:
+        if self._conn.closed or self._conn.broken:
+            raise ReadModelUnavailable(self.url, "the connection is closed")
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            yield Tx(cur, "postgres")
+
+    def query(self, statement: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Run one read query in its own transaction; returns every row."""
+        with self.read() as tx:
+            return tx.query(statement, params)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_database(url: str) -> Database:
+    """Open the read-model database at ``url``.
+
+    The URLs of the event store are accepted: ``sqlite:///path.db``,
+    ``postgresql://user@host:port/db[?schema=NAME]`` and ``memory://`` (an
+    in-memory SQLite database), so a projection can live in the store's own
+    database or in another one.
+
+    Raises:
+        ReadModelUnavailable: unknown scheme, or the database cannot be opened.
+    """
+    scheme = url.partition("://")[0].lower()
+    if scheme == "memory":
+        return _sqlite(url, ":memory:")
+    if scheme == "sqlite":
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        if not path or not Path(path).parent.is_dir():
+            raise ReadModelUnavailable(
+                url, f"no usable file path in {url!r} (use sqlite:///path/to/file.db)"
+            )
+        return _sqlite(url, path)
+    if scheme in ("postgresql", "postgres"):
+        return _postgres(url)
+    raise ReadModelUnavailable(
+        redact(url),
+        f"unknown scheme {scheme!r}; use sqlite:///path.db, "
+        "postgresql://user@host:port/db or memory://",
+    )
+
+
+def _sqlite(url: str, path: str) -> Database:
+    try:
+        conn = sqlite3.connect(
+            path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:
+        raise ReadModelUnavailable(url, str(exc)) from None
+    return Database(url, "sqlite", conn)
+
+
+def pg_conninfo(url: str) -> tuple[dict[str, Any], str]:
+    """Connection keywords and schema of a ``postgresql://`` URL."""
+    parts = urlsplit(url)
+    schema = parse_qs(parts.query).get("schema", ["public"])[0]
+    return {
+        "dbname": unquote(parts.path.lstrip("/")) or "postgres",
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 5432,
+        "user": unquote(parts.username or "postgres"),
+        "password": unquote(parts.password or ""),
+    }, schema
+
+
+def _postgres(url: str) -> Database:
+    conninfo, schema = pg_conninfo(url)
+    try:
+        conn = psycopg.connect(**conninfo, connect_timeout=5, autocommit=True)
+        with contextlib.suppress(psycopg.errors.UniqueViolation):
+            # Two processes creating the schema at once: one of them wins.
+            conn.execute(
+                pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    pgsql.Identifier(schema)
+                )
+            )
+        conn.execute(
+            pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema))
+        )
+    except psycopg.Error as exc:
+        raise ReadModelUnavailable(redact(url), str(exc).strip()) from None
+    return Database(url, "postgres", conn)

@@ -1,0 +1,729 @@
+"""The runner: catch up in batches, follow live, switch builds, record failures.
+
+Each batch is one read-model transaction: the handlers' writes and the build's
+new position commit together, and the position moves only from the value read
+(compare and set), so a crash, a retry or a second runner never applies an
+event twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import psycopg
+
+from engine.errors import NonstopError
+from engine.events import Envelope, EventCodec, RecordedEvent, now_micros
+from engine.store import EventStore, Record, open_store
+from projections import _meta
+from projections._api import Projection
+from projections._db import Database, Tx, open_database, pg_conninfo
+from projections._errors import (
+    ProjectionDefinitionError,
+    ProjectionStateError,
+    UnknownProjection,
+)
+from projections._meta import BUILDS, SERVING, SKIPS, Build, Failure
+
+__all__ = [
+    "CHANNEL",
+    "ProjectionStatus",
+    "Runner",
+    "default_codec",
+    "request_rebuild",
+    "resume",
+    "skip",
+    "skips",
+    "status",
+]
+
+log = logging.getLogger("nonstop.projections")
+
+CHANNEL = "nonstop_events"
+"""The PostgreSQL channel the event store notifies on every append."""
+_header = msgspec.msgpack.Decoder(Envelope[msgspec.Raw])
+
+
+def default_codec() -> EventCodec:
+    """The codec the engine uses: the default event types and upcaster chains."""
+    from upcasters import default_upcasters
+
+    codec = EventCodec()
+    codec.use_upcasters(default_upcasters())
+    return codec
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    """Where one build of a projection stands."""
+
+    name: str
+    """Projection name."""
+    version: int
+    """Projection version of the build."""
+    build: str
+    """Build id (prefix of its tables)."""
+    state: str
+    """``serving``, ``building``, ``failed`` or ``retired``."""
+    serving: bool
+    """Reads are served from this build."""
+    position: int
+    """The last global position applied."""
+    lag_events: int
+    """Events in the store after ``position``."""
+    lag_seconds: float
+    """Age of the oldest event not applied yet (0 when caught up)."""
+    failure: Failure | None
+    """The event it stopped at, if it failed."""
+
+
+class _HandlerFailed(Exception):
+    def __init__(self, index: int, error: BaseException) -> None:
+        self.index = index
+        self.error = error
+
+
+class _BatchFailed(Exception):
+    """A batch handler raised; the batch is retried one event at a time."""
+
+
+class _Lost(Exception):
+    """Another runner moved the build, or an operator failed or retired it."""
+
+
+class Runner:
+    """Runs projections: catch-up (sync) and live follow (async).
+
+    Args:
+        store: The event store, or its URL.
+        projections: The projections to run, at most one version per name.
+        db: The read-model database or its URL (default: the event store's own
+            database, which needs ``store`` as a URL).
+        codec: Decodes and upcasts events (default: the engine's codec, with the
+            default upcaster chains).
+        batch_size: Events per transaction.
+        listen: A ``postgresql://`` URL to LISTEN on for appends (default: the
+            store URL when it is PostgreSQL); without it the runner polls.
+    """
+
+    def __init__(
+        self,
+        store: EventStore | str,
+        projections: Sequence[Projection],
+        *,
+        db: Database | str | None = None,
+        codec: EventCodec | None = None,
+        batch_size: int = 1000,
+        listen: str | None = None,
+    ) -> None:
+        names = [p.name for p in projections]
+        if len(set(names)) != len(names):
+            raise ProjectionDefinitionError(
+                f"projection names must be unique in one runner, got {names}"
+            )
+        for p in projections:
+            p.check()
+        if batch_size < 1:
+            raise ProjectionDefinitionError(f"batch_size {batch_size} must be >= 1")
+        if db is None and not isinstance(store, str):
+            raise ProjectionDefinitionError(
+                "pass db= (a Database or URL) when the store is given as an object"
+            )
+        self._own_store = isinstance(store, str)
+        self.store = open_store(store) if isinstance(store, str) else store
+        self._own_db = not isinstance(db, Database)
+        target = db if db is not None else store
+        assert isinstance(target, (str, Database))
+        self.db = open_database(target) if isinstance(target, str) else target
+        self.codec = codec if codec is not None else default_codec()
+        self.projections = {p.name: p for p in projections}
+        self.batch_size = batch_size
+        if listen is None and isinstance(store, str) and _is_pg(store):
+            listen = store
+        self.listen = listen
+        self._prepared = False
+        self._wakes: list[asyncio.Event] = []
+        self._progress = asyncio.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.positions: dict[str, int] = {}
+        """The position of each projection's serving (else newest) build."""
+
+    # ------------------------------------------------------------- catch-up
+
+    def prepare(self) -> None:
+        """Create the bookkeeping tables and the builds the code needs."""
+        _meta.ensure(self.db)
+        for p in self.projections.values():
+            with self.db.transaction() as tx:
+                self._builds(tx, p)
+        self._prepared = True
+
+    def catch_up(self, names: Sequence[str] | None = None) -> int:
+        """Apply every stored event to the projections (all, or ``names``).
+
+        Builds that catch up are switched to. A failing handler stops its
+        projection (see :func:`status`); the others go on.
+
+        Returns:
+            The number of events applied.
+        """
+        if not self._prepared:
+            self.prepare()
+        chosen = self._chosen(names)
+        total = 0
+        for p in chosen:
+            while True:
+                n, again = self._round(p)
+                total += n
+                if not again:
+                    break
+        return total
+
+    def _chosen(self, names: Sequence[str] | None) -> list[Projection]:
+        if names is None:
+            return list(self.projections.values())
+        missing = [n for n in names if n not in self.projections]
+        if missing:
+            raise UnknownProjection(missing[0], sorted(self.projections))
+        return [self.projections[n] for n in names]
+
+    def _builds(self, tx: Tx, p: Projection) -> list[Build]:
+        """The active builds of ``p``'s version, created and set up as needed."""
+        builds = _meta.load_builds(tx, p.name)
+        if not all(b.ready for b in builds if b.version == p.version) or not any(
+            b.version == p.version for b in builds
+        ):
+            # Creating tables: one runner at a time (SQLite: BEGIN IMMEDIATE).
+            _meta.lock(tx, p.name)
+            builds = _meta.load_builds(tx, p.name)
+        newer = [b for b in builds if b.state == "serving" and b.version > p.version]
+        if newer:
+            raise ProjectionStateError(
+                f"projection {p.name!r}: version {newer[0].version} serves reads but "
+                f"this code has version {p.version}; run the newer code, or rebuild "
+                "with a higher version"
+            )
+        active = [
+            b
+            for b in builds
+            if b.version == p.version and b.state in ("building", "serving")
+        ]
+        if not active:
+            taken = {b.build for b in builds}
+            build = _new_build_id(p.name, p.version, taken)
+            _meta.insert_build(tx, p.name, build, p.version, keep=p.keep)
+            active = [b for b in _meta.load_builds(tx, p.name) if b.build == build]
+        out: list[Build] = []
+        for b in active:
+            if not b.ready:
+                p.create(tx.bound(b.build))
+                tx.execute(
+                    f"UPDATE {BUILDS} SET ready = 1, tables = ? "
+                    "WHERE name = ? AND build = ?",
+                    (",".join(p.tables), p.name, b.build),
+                )
+                b = dataclasses.replace(b, ready=True, tables=p.tables)
+            out.append(b)
+        return out
+
+    def _round(self, p: Projection) -> tuple[int, bool]:
+        """One batch for each active build of ``p``.
+
+        Returns:
+            Events applied, and whether another round has work to do (a full
+            batch, or a position another runner moved meanwhile).
+        """
+        with self.db.transaction() as tx:
+            builds = self._builds(tx, p)
+        done = 0
+        again = False
+        for b in builds:
+            if b.failure is not None:
+                continue
+            n, caught_up = self._step(p, b)
+            done += n
+            if caught_up and b.state == "building":
+                self._switch(p, b.build)
+            again = again or not caught_up
+        with self.db.transaction() as tx:
+            after = _meta.load_builds(tx, p.name)
+        live = [b for b in after if b.state in ("building", "serving")]
+        shown = [b for b in live if b.state == "serving"] or live
+        if shown:
+            self.positions[p.name] = shown[0].position
+        return done, again
+
+    def _step(self, p: Projection, b: Build) -> tuple[int, bool]:
+        """Apply one batch to build ``b``; returns (events applied, caught up)."""
+        head = self.store.last_global_position()
+        records = self.store.read_all(
+            after=b.position, limit=self.batch_size, types=p.types
+        )
+        full = len(records) == self.batch_size
+        if full:
+            target = records[-1].global_position
+        else:
+            # Every event up to ``head`` was committed before the read, so a
+            # short batch means nothing older is left: skip to head.
+            target = max(head, records[-1].global_position if records else 0)
+        if target <= b.position:
+            return 0, True
+        decoded: list[list[RecordedEvent]] = []
+        failure: tuple[int, BaseException] | None = None
+        for i, r in enumerate(records):
+            try:
+                decoded.append(self._decode(r))
+            except NonstopError as exc:
+                failure = (i, exc)
+                break
+        if failure is None:
+            try:
+                self._commit(p, b, b.position, target, decoded, per=p.per_event)
+                return len(records), not full
+            except _HandlerFailed as exc:
+                failure = (exc.index, exc.error)
+            except _BatchFailed:
+                # Rolled back; find the failing event one event at a time.
+                try:
+                    self._commit(p, b, b.position, target, decoded, per=True)
+                    return len(records), not full
+                except _HandlerFailed as exc:
+                    failure = (exc.index, exc.error)
+                except _Lost:
+                    return 0, False
+            except _Lost:
+                return 0, False
+        index, error = failure
+        applied = 0
+        if index > 0:
+            upto = records[index - 1].global_position
+            try:
+                self._commit(p, b, b.position, upto, decoded[:index], per=True)
+                applied = index
+            except _HandlerFailed as exc:  # not deterministic: fail there instead
+                index, error = exc.index, exc.error
+            except _Lost:
+                return 0, False
+        self._fail(b, records[index], error)
+        return applied, True  # nothing more to do for this build until resumed
+
+    def _decode(self, r: Record) -> list[RecordedEvent]:
+        return self.codec.decode(
+            r.stream_id, r.position, r.global_position, r.type, r.data
+        )
+
+    def _commit(
+        self,
+        p: Projection,
+        b: Build,
+        old: int,
+        new: int,
+        decoded: Sequence[list[RecordedEvent]],
+        *,
+        per: bool,
+    ) -> None:
+        with self.db.transaction() as tx:
+            moved = tx.execute(
+                f"UPDATE {BUILDS} SET position = ?, updated_us = ? "
+                "WHERE name = ? AND build = ? AND position = ? "
+                "AND failed_global IS NULL AND state <> 'retired'",
+                (new, now_micros(), b.name, b.build, old),
+            )
+            if moved != 1:
+                raise _Lost
+            btx = tx.bound(b.build)
+            if per:
+                for i, evs in enumerate(decoded):
+                    try:
+                        p.apply(btx, evs)
+                    except Exception as exc:  # handlers are user code
+                        raise _HandlerFailed(i, exc) from exc
+                return
+            try:
+                p.apply(btx, [e for evs in decoded for e in evs])
+            except Exception as exc:  # handlers are user code
+                raise _BatchFailed from exc
+
+    def _fail(self, b: Build, r: Record, error: BaseException) -> None:
+        text = f"{type(error).__name__}: {error}"
+        log.error(
+            "projection %s (build %s) stopped at %s #%d (stream %r position %d): %s",
+            b.name,
+            b.build,
+            r.type,
+            r.global_position,
+            r.stream_id,
+            r.position,
+            text,
+        )
+        with self.db.transaction() as tx:
+            tx.execute(
+                f"UPDATE {BUILDS} SET failed_global = ?, failed_stream = ?, "
+                "failed_stream_position = ?, failed_type = ?, failed_error = ?, "
+                "failed_us = ?, updated_us = ? WHERE name = ? AND build = ?",
+                (
+                    r.global_position,
+                    r.stream_id,
+                    r.position,
+                    r.type,
+                    text[:2000],
+                    now_micros(),
+                    now_micros(),
+                    b.name,
+                    b.build,
+                ),
+            )
+
+    def _switch(self, p: Projection, build: str) -> None:
+        """Point reads at ``build``: pointer row and views in one transaction."""
+        with self.db.transaction() as tx:
+            _meta.lock(tx, p.name)
+            builds = {b.build: b for b in _meta.load_builds(tx, p.name)}
+            new = builds.get(build)
+            if new is None or new.state != "building" or new.failure is not None:
+                return
+            old_id = _meta.serving(tx, p.name)
+            old = builds.get(old_id) if old_id else None
+            now = now_micros()
+            if old is not None:
+                tx.execute(
+                    f"UPDATE {BUILDS} SET state = 'retired', updated_us = ? "
+                    "WHERE name = ? AND build = ?",
+                    (now, p.name, old.build),
+                )
+            tx.execute(
+                f"UPDATE {BUILDS} SET state = 'serving', updated_us = ? "
+                "WHERE name = ? AND build = ?",
+                (now, p.name, build),
+            )
+            tx.execute(f"DELETE FROM {SERVING} WHERE name = ?", (p.name,))
+            tx.execute(
+                f"INSERT INTO {SERVING} (name, build, version, switched_us) "
+                "VALUES (?, ?, ?, ?)",
+                (p.name, build, new.version, now),
+            )
+            for t in sorted({*new.tables, *(old.tables if old else ())}):
+                tx.execute(f"DROP VIEW IF EXISTS {p.name}_{t}")
+            for t in new.tables:
+                tx.execute(f"CREATE VIEW {p.name}_{t} AS SELECT * FROM {new.table(t)}")
+            if old is not None and not (new.keep or p.keep):
+                for t in old.tables:
+                    tx.execute(f"DROP TABLE IF EXISTS {old.table(t)}")
+        log.info("projection %s: reads now served by %s", p.name, build)
+
+    # ---------------------------------------------------------- live follow
+
+    def notify(self) -> None:
+        """Wake every follower now (an in-process hint that events were appended)."""
+        loop = self._loop
+        if loop is None:
+            return
+        for ev in self._wakes:
+            loop.call_soon_threadsafe(ev.set)
+
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        min_poll: float = 0.005,
+        max_poll: float = 0.5,
+    ) -> None:
+        """Catch up, then follow the store until ``stop`` is set.
+
+        On PostgreSQL a LISTEN connection wakes the followers on every append
+        (and they still poll every ``max_poll`` seconds in case a notification
+        is lost); elsewhere they poll, from ``min_poll`` seconds doubling up to
+        ``max_poll`` while nothing arrives.
+        """
+        stop = stop if stop is not None else asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.prepare)
+        self._wakes = [asyncio.Event() for _ in self.projections]
+        followers = [
+            asyncio.create_task(self._follow(p, w, stop, min_poll, max_poll))
+            for p, w in zip(self.projections.values(), self._wakes, strict=True)
+        ]
+        others = [asyncio.create_task(stop.wait())]
+        if self.listen is not None:
+            others.append(asyncio.create_task(self._listen(self.listen, stop)))
+        try:
+            done, _ = await asyncio.wait(
+                [*followers, *others], return_when=asyncio.FIRST_COMPLETED
+            )
+            for t in done:
+                if t in followers and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            # Followers finish their round (a thread cannot be interrupted, and
+            # the store must outlive it); only waiting is cut short.
+            stop.set()
+            for ev in self._wakes:
+                ev.set()
+            for t in others:
+                t.cancel()
+            await asyncio.gather(*followers, *others, return_exceptions=True)
+            self._wakes = []
+
+    async def wait_for(self, name: str, position: int, timeout: float = 10.0) -> None:
+        """Wait until projection ``name`` has applied global ``position``.
+
+        Progress is reported by :meth:`run`, which must be running.
+
+        Raises:
+            TimeoutError: not reached within ``timeout`` seconds.
+        """
+        cond = self._progress
+        async with cond:
+            await asyncio.wait_for(
+                cond.wait_for(lambda: self.positions.get(name, 0) >= position),
+                timeout,
+            )
+
+    async def _follow(
+        self,
+        p: Projection,
+        wake: asyncio.Event,
+        stop: asyncio.Event,
+        min_poll: float,
+        max_poll: float,
+    ) -> None:
+        delay = min_poll
+        listening = self.listen is not None
+        while not stop.is_set():
+            n, again = await asyncio.to_thread(self._round, p)
+            async with self._progress:
+                self._progress.notify_all()
+            if n or again:
+                delay = min_poll
+                continue
+            try:
+                await asyncio.wait_for(
+                    wake.wait(), timeout=max_poll if listening else delay
+                )
+            except TimeoutError:
+                delay = min(delay * 2, max_poll)
+            else:
+                delay = min_poll
+            wake.clear()
+
+    async def _listen(self, url: str, stop: asyncio.Event) -> None:
+        conninfo, _ = pg_conninfo(url)
+        while not stop.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    **conninfo, autocommit=True, connect_timeout=5
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.notify()  # appends made before LISTEN took effect
+                    async for _ in conn.notifies():
+                        for ev in self._wakes:
+                            ev.set()
+            except psycopg.Error as exc:
+                log.warning("LISTEN %s failed (%s); polling meanwhile", CHANNEL, exc)
+                await asyncio.sleep(1.0)
+
+    def close(self) -> None:
+        """Close the store and database this runner opened."""
+        if self._own_store:
+            self.store.close()
+        if self._own_db:
+            self.db.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_pg(url: str) -> bool:
+    return url.partition("://")[0].lower() in ("postgresql", "postgres")
+
+
+def _new_build_id(name: str, version: int, taken: set[str]) -> str:
+    build = f"{name}_v{version}"
+    n = 1
+    while build in taken:
+        build = f"{name}_v{version}_r{n}"
+        n += 1
+    return build
+
+
+# --------------------------------------------------------- operator actions
+
+
+def status(db: Database, store: EventStore) -> list[ProjectionStatus]:
+    """Every build that is not retired, with its lag behind the store."""
+    _meta.ensure(db)
+    with db.transaction() as tx:
+        builds = _meta.load_builds(tx)
+        serving = {
+            str(n): str(b) for n, b in tx.query(f"SELECT name, build FROM {SERVING}")
+        }
+    head = store.last_global_position()
+    now = now_micros()
+    out: list[ProjectionStatus] = []
+    for b in builds:
+        if b.state == "retired":
+            continue
+        lag_s = 0.0
+        if b.position < head:
+            first = store.read_all(after=b.position, limit=1)
+            if first:
+                lag_s = max(0.0, (now - _recorded_at(first[0].data)) / 1e6)
+        state = "failed" if b.failure is not None else b.state
+        out.append(
+            ProjectionStatus(
+                name=b.name,
+                version=b.version,
+                build=b.build,
+                state=state,
+                serving=serving.get(b.name) == b.build,
+                position=b.position,
+                lag_events=max(0, head - b.position),
+                lag_seconds=lag_s,
+                failure=b.failure,
+            )
+        )
+    return out
+
+
+def _recorded_at(data: bytes) -> int:
+    try:
+        return _header.decode(data).recorded_at
+    except msgspec.DecodeError:
+        return now_micros()
+
+
+def _known(tx: Tx, name: str) -> list[Build]:
+    builds = _meta.load_builds(tx, name)
+    if not builds:
+        known = sorted({b.name for b in _meta.load_builds(tx)})
+        raise UnknownProjection(name, known)
+    return builds
+
+
+def resume(db: Database, name: str) -> list[Failure]:
+    """Clear the failures of ``name``; a running runner retries the events.
+
+    Returns:
+        The failures cleared (empty when it had not failed).
+    """
+    _meta.ensure(db)
+    with db.transaction() as tx:
+        failed = [b.failure for b in _known(tx, name) if b.failure is not None]
+        tx.execute(
+            f"UPDATE {BUILDS} SET failed_global = NULL, failed_stream = NULL, "
+            "failed_stream_position = NULL, failed_type = NULL, failed_error = NULL, "
+            "failed_us = NULL, updated_us = ? WHERE name = ?",
+            (now_micros(), name),
+        )
+    return failed
+
+
+def skip(db: Database, name: str, reason: str) -> list[Failure]:
+    """Skip the event each failed build of ``name`` stopped at, recording why.
+
+    Returns:
+        The failures skipped.
+
+    Raises:
+        ProjectionStateError: ``reason`` is empty or nothing has failed.
+    """
+    if not reason.strip():
+        raise ProjectionStateError(
+            "skipping an event needs a reason (--reason TEXT); it is recorded"
+        )
+    _meta.ensure(db)
+    with db.transaction() as tx:
+        failed = [b for b in _known(tx, name) if b.failure is not None]
+        if not failed:
+            raise ProjectionStateError(
+                f"projection {name!r} has not failed; there is no event to skip"
+            )
+        now = now_micros()
+        for b in failed:
+            f = b.failure
+            assert f is not None
+            tx.execute(
+                f"INSERT INTO {SKIPS} (name, build, global_position, stream_id, "
+                "stream_position, type, error, reason, skipped_us) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    b.build,
+                    f.global_position,
+                    f.stream_id,
+                    f.stream_position,
+                    f.type,
+                    f.error,
+                    reason,
+                    now,
+                ),
+            )
+            tx.execute(
+                f"UPDATE {BUILDS} SET position = ?, failed_global = NULL, "
+                "failed_stream = NULL, failed_stream_position = NULL, "
+                "failed_type = NULL, failed_error = NULL, failed_us = NULL, "
+                "updated_us = ? WHERE name = ? AND build = ?",
+                (f.global_position, now, name, b.build),
+            )
+    return [b.failure for b in failed if b.failure is not None]
+
+
+def skips(db: Database, name: str | None = None) -> list[dict[str, Any]]:
+    """The recorded skips (of ``name``, or all), oldest first."""
+    _meta.ensure(db)
+    where, params = ("WHERE name = ?", (name,)) if name else ("", ())
+    rows = db.query(
+        "SELECT name, build, global_position, stream_id, stream_position, type, "
+        f"error, reason, skipped_us FROM {SKIPS} {where} ORDER BY skipped_us",
+        params,
+    )
+    keys = (
+        "name",
+        "build",
+        "global_position",
+        "stream_id",
+        "stream_position",
+        "type",
+        "error",
+        "reason",
+        "skipped_us",
+    )
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def request_rebuild(db: Database, name: str, *, keep: bool = False) -> str:
+    """Start a blue/green rebuild of ``name`` at its serving version.
+
+    A runner with the projection's code builds the new build from the first
+    event beside the serving one, and switches reads to it once caught up.
+
+    Returns:
+        The id of the new build.
+
+    Raises:
+        UnknownProjection: no build of ``name`` exists.
+        ProjectionStateError: a build of ``name`` is already in progress.
+    """
+    _meta.ensure(db)
+    with db.transaction() as tx:
+        builds = _known(tx, name)
+        pending = [b.build for b in builds if b.state == "building"]
+        if pending:
+            raise ProjectionStateError(
+                f"projection {name!r} is already being built ({pending[0]}); "
+                "wait for it to switch"
+            )
+        version = max(b.version for b in builds if b.state == "serving")
+        build = _new_build_id(name, version, {b.build for b in builds})
+        _meta.insert_build(tx, name, build, version, keep=keep)
+    return build
