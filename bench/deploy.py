@@ -101,6 +101,9 @@ def _one_run(ctx: BenchContext, seconds: float, *, changes: bool) -> _Result:
             t0 = time.perf_counter()
             await asyncio.gather(*(caller(n) for n in range(CALLERS)))
             out.seconds = time.perf_counter() - t0
+            stop.set()
+            if changes:
+                await asyncio.to_thread(op.join)
             await engine.close()
 
         stop = threading.Event()

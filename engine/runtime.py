@@ -44,6 +44,7 @@ from engine.events import (
 )
 from engine.snapshots import snapshot_state, state_schemas, usable
 from engine.store import (
+    DeadLetter,
     EventStore,
     NewRecord,
     Record,
@@ -356,7 +357,9 @@ class Engine:
         items: Sequence[Start | Send],
         *,
         tracking: Tracking | None = None,
-        extra: Callable[[list[InstanceInfo | NonstopError]], Sequence[NewRecord]]
+        dead_letters: Callable[
+            [list[InstanceInfo | NonstopError]], Sequence[DeadLetter]
+        ]
         | None = None,
     ) -> list[InstanceInfo | NonstopError]:
         """Decide many requests and commit them all in one transaction.
@@ -364,8 +367,9 @@ class Engine:
         Requests for one instance apply in order. A request that fails (rejected,
         unknown instance...) yields its error in the result list and writes
         nothing; the others commit together, with ``tracking`` if given, and with
-        the records ``extra(results)`` returns (a Kafka worker's dead letters for
-        the failed requests, say). ``StoreUnavailable`` is raised, never listed.
+        the dead letters ``dead_letters(results)`` returns (a Kafka worker's
+        record of the requests that failed). ``StoreUnavailable`` is raised,
+        never listed.
         """
         await self._refresh_routing()
         ids = sorted({self._target(i) for i in items})
@@ -375,11 +379,13 @@ class Engine:
                 await lk.__aenter__()
             try:
                 results, records, touched = await self._decide_batch(items)
-                if extra is not None:
-                    records = [*records, *extra(results)]
+                letters = dead_letters(results) if dead_letters is not None else ()
                 try:
                     await asyncio.to_thread(
-                        self.store.append, records, tracking=tracking
+                        self.store.append,
+                        records,
+                        tracking=tracking,
+                        dead_letters=letters,
                     )
                     self.commits += 1
                 except ConcurrencyConflict:
@@ -855,7 +861,7 @@ class Engine:
         wf = inst.workflow
         evolve = wf.evolve
         current = self.codec._current
-        decode = self.codec.decode_payloads
+        decode = self.codec.decode_old
         state = inst.state
         position = inst.position
         # New ids go to a fresh dict: the cached instance must not see ids of

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from engine.events import RecordedEvent
@@ -14,8 +14,11 @@ __all__ = ["ALL", "BatchHandler", "Handler", "Projection", "Setup"]
 
 Handler = Callable[[Tx, RecordedEvent], None]
 """``handler(tx, event)``: apply one event to the read model."""
-BatchHandler = Callable[[Tx, Sequence[RecordedEvent]], None]
-"""``handler(tx, events)``: apply a batch of events (in global order) at once."""
+BatchHandler = Callable[[Tx, Iterable[RecordedEvent]], None]
+"""``handler(tx, events)``: apply a batch of events (in global order) at once.
+
+``events`` is an iterator, decoded as it is consumed: iterate it once (make a
+list if you need two passes)."""
 Setup = Callable[[Tx], None]
 """``setup(tx)``: create the tables (``tx.table(NAME)``) and indexes of one build."""
 F = TypeVar("F", bound=Callable[..., Any])
@@ -170,14 +173,13 @@ class Projection:
         assert self._setup is not None
         self._setup(tx)
 
-    def apply(self, tx: Tx, events: Sequence[RecordedEvent]) -> None:
-        """Apply events in order (``tx`` is bound to the build)."""
+    def apply(self, tx: Tx, events: Iterable[RecordedEvent]) -> None:
+        """Apply events in global order (``tx`` is bound to the build)."""
         if self._batch is not None:
             wanted = self._batch_types
             if wanted is not None:
-                events = [e for e in events if e.type in wanted]
-            if events:
-                self._batch(tx, events)
+                events = (e for e in events if e.type in wanted)
+            self._batch(tx, events)
             return
         handlers = self._handlers
         every = handlers.get(ALL)

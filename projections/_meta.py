@@ -23,8 +23,8 @@ __all__ = [
     "Failure",
     "ensure",
     "insert_build",
-    "lock",
     "load_builds",
+    "lock",
     "serving",
 ]
 
@@ -145,9 +145,7 @@ def lock(tx: Tx, name: str) -> None:
     serial already.
     """
     if tx.dialect == "postgres":
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(?, hashtext(?))", (_LOCK_KEY, name)
-        )
+        tx.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_LOCK_KEY, name))
 
 
 def load_builds(tx: Tx, name: str | None = None) -> list[Build]:

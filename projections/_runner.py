@@ -12,14 +12,14 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import psycopg
 
-from engine.errors import NonstopError
-from engine.events import Envelope, EventCodec, RecordedEvent, now_micros
+from engine.events import Envelope, EventCodec, now_micros
 from engine.store import EventStore, Record, open_store
 from projections import _meta
 from projections._api import Projection
@@ -148,6 +148,9 @@ class Runner:
             listen = store
         self.listen = listen
         self._prepared = False
+        # Read-ahead of the next batch, per build (threads start on first use).
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="nonstop-read")
+        self._ahead: dict[str, tuple[int, Future[tuple[int, list[Record]]]]] = {}
         self._wakes: list[asyncio.Event] = []
         self._progress = asyncio.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -259,52 +262,59 @@ class Runner:
             self.positions[p.name] = shown[0].position
         return done, again
 
+    def _read(self, p: Projection, after: int) -> tuple[int, list[Record]]:
+        """The store's head, then the batch after ``after`` (in that order)."""
+        head = self.store.last_global_position()
+        return head, self.store.read_all(
+            after=after, limit=self.batch_size, types=p.types
+        )
+
+    def _fetch(self, p: Projection, b: Build) -> tuple[int, list[Record]]:
+        """The next batch of ``b``, read ahead while the previous one was applied."""
+        ahead = self._ahead.pop(b.build, None)
+        if ahead is not None and ahead[0] == b.position:
+            return ahead[1].result()
+        return self._read(p, b.position)
+
+    def _read_ahead(self, p: Projection, b: Build, after: int) -> None:
+        self._ahead[b.build] = (after, self._pool.submit(self._read, p, after))
+
     def _step(self, p: Projection, b: Build) -> tuple[int, bool]:
         """Apply one batch to build ``b``; returns (events applied, caught up)."""
-        head = self.store.last_global_position()
-        records = self.store.read_all(
-            after=b.position, limit=self.batch_size, types=p.types
-        )
+        head, records = self._fetch(p, b)
         full = len(records) == self.batch_size
         if full:
             target = records[-1].global_position
+            self._read_ahead(p, b, target)  # overlaps the decoding and commit
         else:
             # Every event up to ``head`` was committed before the read, so a
             # short batch means nothing older is left: skip to head.
             target = max(head, records[-1].global_position if records else 0)
         if target <= b.position:
             return 0, True
-        decoded: list[list[RecordedEvent]] = []
         failure: tuple[int, BaseException] | None = None
-        for i, r in enumerate(records):
+        try:
+            self._commit(p, b, b.position, target, records, per=p.per_event)
+            return len(records), not full
+        except _HandlerFailed as exc:
+            failure = (exc.index, exc.error)
+        except _BatchFailed:
+            # Rolled back; find the failing event one event at a time.
             try:
-                decoded.append(self._decode(r))
-            except NonstopError as exc:
-                failure = (i, exc)
-                break
-        if failure is None:
-            try:
-                self._commit(p, b, b.position, target, decoded, per=p.per_event)
+                self._commit(p, b, b.position, target, records, per=True)
                 return len(records), not full
             except _HandlerFailed as exc:
                 failure = (exc.index, exc.error)
-            except _BatchFailed:
-                # Rolled back; find the failing event one event at a time.
-                try:
-                    self._commit(p, b, b.position, target, decoded, per=True)
-                    return len(records), not full
-                except _HandlerFailed as exc:
-                    failure = (exc.index, exc.error)
-                except _Lost:
-                    return 0, False
             except _Lost:
                 return 0, False
+        except _Lost:
+            return 0, False
         index, error = failure
         applied = 0
         if index > 0:
             upto = records[index - 1].global_position
             try:
-                self._commit(p, b, b.position, upto, decoded[:index], per=True)
+                self._commit(p, b, b.position, upto, records[:index], per=True)
                 applied = index
             except _HandlerFailed as exc:  # not deterministic: fail there instead
                 index, error = exc.index, exc.error
@@ -313,21 +323,25 @@ class Runner:
         self._fail(b, records[index], error)
         return applied, True  # nothing more to do for this build until resumed
 
-    def _decode(self, r: Record) -> list[RecordedEvent]:
-        return self.codec.decode(
-            r.stream_id, r.position, r.global_position, r.type, r.data
-        )
-
     def _commit(
         self,
         p: Projection,
         b: Build,
         old: int,
         new: int,
-        decoded: Sequence[list[RecordedEvent]],
+        records: Sequence[Record],
         *,
         per: bool,
     ) -> None:
+        """Apply ``records`` and move the position from ``old`` to ``new``, atomically.
+
+        Raises:
+            _Lost: the position is no longer ``old`` (nothing written).
+            _HandlerFailed: ``per``: the event at that index failed to decode or
+                apply (nothing written).
+            _BatchFailed: not ``per``: the batch handler raised (nothing written).
+        """
+        decode = self.codec.decode
         with self.db.transaction() as tx:
             moved = tx.execute(
                 f"UPDATE {BUILDS} SET position = ?, updated_us = ? "
@@ -339,14 +353,31 @@ class Runner:
                 raise _Lost
             btx = tx.bound(b.build)
             if per:
-                for i, evs in enumerate(decoded):
+                for i, r in enumerate(records):
                     try:
-                        p.apply(btx, evs)
+                        p.apply(
+                            btx,
+                            decode(
+                                r.stream_id,
+                                r.position,
+                                r.global_position,
+                                r.type,
+                                r.data,
+                            ),
+                        )
                     except Exception as exc:  # handlers are user code
                         raise _HandlerFailed(i, exc) from exc
                 return
+            # Decoded while the handler iterates: nothing piles up for the GC.
+            events = (
+                e
+                for r in records
+                for e in decode(
+                    r.stream_id, r.position, r.global_position, r.type, r.data
+                )
+            )
             try:
-                p.apply(btx, [e for evs in decoded for e in evs])
+                p.apply(btx, events)
             except Exception as exc:  # handlers are user code
                 raise _BatchFailed from exc
 
@@ -449,7 +480,7 @@ class Runner:
             asyncio.create_task(self._follow(p, w, stop, min_poll, max_poll))
             for p, w in zip(self.projections.values(), self._wakes, strict=True)
         ]
-        others = [asyncio.create_task(stop.wait())]
+        others: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         if self.listen is not None:
             others.append(asyncio.create_task(self._listen(self.listen, stop)))
         try:
@@ -531,6 +562,7 @@ class Runner:
 
     def close(self) -> None:
         """Close the store and database this runner opened."""
+        self._pool.shutdown(wait=True)
         if self._own_store:
             self.store.close()
         if self._own_db:

@@ -8,7 +8,7 @@ and the deployments' drain counts read it instead of scanning the log.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,8 @@ def instances_projection(registry: WorkflowRegistry) -> Projection:
         tx.execute(f"CREATE INDEX {t}_start ON {t} (started_global)")
 
     @p.on_batch(ALL)
-    def fold(tx: Tx, events: Sequence[RecordedEvent]) -> None:
+    def fold(tx: Tx, batch: Iterable[RecordedEvent]) -> None:
+        events = list(batch)
         rows = _load(tx, registry, {e.stream_id for e in events})
         dirty: set[str] = set()
         for e in events:

@@ -332,6 +332,57 @@ class UpcasterRegistry:
             name = self._renames[name]
         return name
 
+    def compile(
+        self, current: Mapping[str, int]
+    ) -> Callable[[str, int, Payload], list[tuple[str, Payload]]]:
+        """:meth:`upcast` bound to ``current``, with each chain planned once.
+
+        The returned function looks the steps of a stored ``(type, schema)`` up
+        the first time it meets it and then just calls them in a row; a step
+        that splits or drops an event hands the payload to :meth:`upcast`
+        (upcasters are pure, so running the chain again is harmless).
+        """
+        current = dict(current)
+        plans: dict[tuple[str, int], tuple[str, tuple[Callable[..., Any], ...]]] = {}
+        upcast = self.upcast
+
+        def run(
+            type_name: str, schema: int, payload: Payload
+        ) -> list[tuple[str, Payload]]:
+            plan = plans.get((type_name, schema))
+            if plan is None:
+                found = self.plan(type_name, schema, current)
+                if found is None:
+                    return upcast(type_name, schema, payload, current)
+                plan = plans[(type_name, schema)] = found
+            name, fns = plan
+            data: Any = payload
+            for fn in fns:
+                data = fn(data)
+                if type(data) is not dict:
+                    return upcast(type_name, schema, payload, current)
+            return [(name, data)]
+
+        return run
+
+    def plan(
+        self, type_name: str, schema: int, current: Mapping[str, int]
+    ) -> tuple[str, tuple[Callable[..., Any], ...]] | None:
+        """The current name and the steps of a stored ``(type, schema)``, in order.
+
+        None when the chain is broken (:meth:`upcast` then says why). The steps
+        may still split or drop the event: callers check that each returns a
+        dict.
+        """
+        name = self.resolve_name(type_name)
+        head = current.get(name)
+        if head is None or schema > head:
+            return None
+        steps = [self._steps.get((name, v)) for v in range(schema, head)]
+        if any(step is None for step in steps):
+            return None
+        return name, tuple(step.fn for step in steps if step is not None)
+
     def upcast(
         self, type_name: str, schema: int, payload: Payload, current: Mapping[str, int]
     ) -> list[tuple[str, Payload]]:

@@ -125,7 +125,10 @@ def _worker(ctx: CliContext, args: Any) -> int:
                 mapping=mapping,
                 dead_letter_topic=args.dead_letter_topic,
                 max_batch=args.max_batch,
-                consumer_options={"session_timeout_ms": args.session_timeout_ms},
+                consumer_options={
+                    "session_timeout_ms": args.session_timeout_ms,
+                    "heartbeat_interval_ms": max(100, args.session_timeout_ms // 5),
+                },
             )
             ctx.out.print(
                 f"worker: group {args.group}, topics {', '.join(args.topic)} on "

@@ -143,6 +143,12 @@ class Deployments:
 
     def _fold(self) -> None:
         view = self._view
+        # The store assigns global positions in commit order, so nothing can
+        # appear at or below the head read here: the next refresh starts there,
+        # and a refresh with no new event at all costs one small query.
+        head = self.store.last_global_position()
+        if head <= view.seen:
+            return
         for rec in self.store.iter_all(after=view.seen, types=REGISTRY_TYPES):
             for e in self.codec.decode(
                 rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
@@ -154,6 +160,7 @@ class Deployments:
                     e.recorded_at,
                     e.event,
                 )
+        view.seen = max(view.seen, head)
 
     def refresh_due(self) -> bool:
         """True when the view is older than ``poll_interval``."""

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -41,6 +42,8 @@ from aiokafka import (  # type: ignore[import-untyped]
 )
 from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from engine.errors import (
     ConcurrencyConflict,
@@ -48,10 +51,10 @@ from engine.errors import (
     NonstopError,
     StoreUnavailable,
 )
-from engine.kafka.deadletters import REPLAY_OF, DeadLetter, dead_letter_record
+from engine.kafka.deadletters import REPLAY_OF, message_id
 from engine.kafka.errors import BrokerUnavailable, MappingError, MappingLoadError
 from engine.runtime import Engine, InstanceInfo, Send, Start
-from engine.store import NewRecord, Tracking
+from engine.store import DeadLetter, Tracking
 
 __all__ = [
     "Mapping",
@@ -70,6 +73,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ConflictRetriesExhausted,
     ConnectionError,
     OSError,
+    # Store reads that do not translate driver errors yet.
+    PersistenceOperationalError,
+    PersistenceInterfaceError,
+    psycopg.OperationalError,
 )
 """Failures retried with backoff, never dead-lettered."""
 _IDS = uuid.UUID("6b1f3c58-1f0e-4c44-9a57-2a4a0f6e7d31")
@@ -104,7 +111,7 @@ class Message:
         for name, value in self.headers:
             if name == REPLAY_OF:
                 return value.decode(errors="replace")
-        return f"kafka:{self.topic}:{self.partition}:{self.offset}"
+        return message_id(self.topic, self.partition, self.offset)
 
     @classmethod
     def of(cls, rec: ConsumerRecord[Any, Any]) -> Message:
@@ -218,6 +225,11 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self.assigned = asyncio.Event()
         """Set once the worker owns at least one partition (for tests, demos)."""
+
+    @property
+    def partitions(self) -> list[tuple[str, int]]:
+        """The ``(topic, partition)`` pairs this worker owns now."""
+        return sorted((tp.topic, tp.partition) for tp in self._next)
 
     # ------------------------------------------------------------------ run
 
@@ -373,16 +385,15 @@ class Worker:
             origins.append(msg)
         letters: list[DeadLetter] = []
 
-        def extra(results: list[InstanceInfo | NonstopError]) -> list[NewRecord]:
+        def dead(results: list[InstanceInfo | NonstopError]) -> list[DeadLetter]:
             letters[:] = failed
             for msg, res in zip(origins, results, strict=True):
                 if isinstance(res, NonstopError):
                     letters.append(self._letter(msg, f"{type(res).__name__}: {res}"))
-            codec = self.engine.codec
-            return [dead_letter_record(codec, x) for x in letters]
+            return letters
 
         tracking = Tracking(name, recs[-1].offset + 1)
-        await self.engine.handle_batch(items, tracking=tracking, extra=extra)
+        await self.engine.handle_batch(items, tracking=tracking, dead_letters=dead)
         self.stats.applied += len(items) - (len(letters) - len(failed))
         self.stats.skipped += skipped
         self.stats.dead += len(letters)
@@ -398,7 +409,7 @@ class Worker:
             reason,
             msg.key,
             msg.value,
-            list(msg.headers),
+            msg.headers,
             msg.timestamp,
         )
 

@@ -12,14 +12,17 @@ from engine.store.base import (
     Tracking,
     redact,
 )
+from engine.store.deadletters import DeadLetter, StoredDeadLetter
 
 __all__ = [
     "DEFAULT_URL",
+    "DeadLetter",
     "EventStore",
     "NewRecord",
     "Record",
     "RecorderStore",
     "Snapshot",
+    "StoredDeadLetter",
     "Tracking",
     "open_store",
     "redact",

@@ -20,6 +20,7 @@ from eventsourcing.persistence import (
 from eventsourcing.persistence import Tracking as _ESTracking
 
 from engine.errors import ConcurrencyConflict, StoreUnavailable
+from engine.store.deadletters import DeadLetter, StoredDeadLetter
 
 __all__ = [
     "EventStore",
@@ -104,18 +105,40 @@ class EventStore(ABC):
 
     @abstractmethod
     def append(
-        self, records: Sequence[NewRecord], *, tracking: Tracking | None = None
+        self,
+        records: Sequence[NewRecord],
+        *,
+        tracking: Tracking | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
     ) -> list[int]:
         """Append records of one or more streams in one transaction.
+
+        ``dead_letters`` are stored in the same transaction (see
+        :mod:`engine.store.deadletters`).
 
         Returns:
             The global position of each record, in order.
 
         Raises:
             ConcurrencyConflict: a record's position is already taken (another
-                writer got there first) or ``tracking`` does not advance; nothing
-                was written.
+                writer got there first), ``tracking`` does not advance, or a
+                dead letter's message already has one; nothing was written.
             StoreUnavailable: the database cannot be reached.
+        """
+
+    @abstractmethod
+    def dead_letters(
+        self, *, consumer: str | None = None, include_replayed: bool = False
+    ) -> list[StoredDeadLetter]:
+        """Stored dead letters, oldest first; those not replayed yet by default."""
+
+    @abstractmethod
+    def mark_dead_letter_replayed(self, letter_id: int, topic: str) -> bool:
+        """Record that a dead letter was replayed to ``topic``.
+
+        Returns:
+            False when no dead letter ``letter_id`` is pending (unknown, or
+            replayed already).
         """
 
     @abstractmethod
@@ -210,10 +233,14 @@ class RecorderStore(EventStore):
         self._snapshots = snapshots
 
     def append(
-        self, records: Sequence[NewRecord], *, tracking: Tracking | None = None
+        self,
+        records: Sequence[NewRecord],
+        *,
+        tracking: Tracking | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
     ) -> list[int]:
         """See :meth:`EventStore.append`."""
-        if not records and tracking is None:
+        if not records and tracking is None and not dead_letters:
             return []
         stored = [
             StoredEvent(
@@ -227,16 +254,21 @@ class RecorderStore(EventStore):
         kwargs: dict[str, Any] = {}
         if tracking is not None:
             kwargs["tracking"] = _ESTracking(tracking.name, tracking.position)
+        if dead_letters:
+            kwargs["dead_letters"] = list(dead_letters)
         try:
             ids = self._events.insert_events(stored, **kwargs)
         except IntegrityError:
-            raise self._conflict(records, tracking) from None
+            raise self._conflict(records, tracking, dead_letters) from None
         except (OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(self.url, str(exc).strip()) from None
         return list(ids or [])
 
     def _conflict(
-        self, records: Sequence[NewRecord], tracking: Tracking | None
+        self,
+        records: Sequence[NewRecord],
+        tracking: Tracking | None,
+        dead_letters: Sequence[DeadLetter] = (),
     ) -> ConcurrencyConflict:
         firsts: dict[str, int] = {}
         for r in records:
@@ -248,6 +280,11 @@ class RecorderStore(EventStore):
         ]
         if not taken and tracking is not None:
             taken = [(f"tracking:{tracking.name}", tracking.position)]
+        if not taken and dead_letters:
+            taken = [
+                (f"dead letter of {d.consumer}:{d.topic}:{d.partition}", d.offset)
+                for d in dead_letters
+            ]
         if not taken:
             # Duplicate positions inside the batch itself.
             taken = [(r.stream_id, r.position) for r in records]
@@ -280,6 +317,25 @@ class RecorderStore(EventStore):
             Record(str(n.originator_id), n.originator_version, n.id, n.topic, n.state)
             for n in rows
         ]
+
+    def dead_letters(
+        self, *, consumer: str | None = None, include_replayed: bool = False
+    ) -> list[StoredDeadLetter]:
+        """See :meth:`EventStore.dead_letters`."""
+        try:
+            found: list[StoredDeadLetter] = self._events.select_dead_letters(
+                consumer, include_replayed
+            )
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+        return found
+
+    def mark_dead_letter_replayed(self, letter_id: int, topic: str) -> bool:
+        """See :meth:`EventStore.mark_dead_letter_replayed`."""
+        try:
+            return bool(self._events.mark_dead_letter_replayed(letter_id, topic))
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
 
     def last_global_position(self) -> int:
         """See :meth:`EventStore.last_global_position`."""

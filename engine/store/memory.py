@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from eventsourcing.popo import POPOAggregateRecorder, POPOProcessRecorder
+from eventsourcing.popo import POPOAggregateRecorder
 
 from engine.store.base import RecorderStore
+from engine.store.deadletters import MemoryRecorder
 
 __all__ = ["MemoryStore"]
 
@@ -13,4 +14,4 @@ class MemoryStore(RecorderStore):
     """An event store held in process memory."""
 
     def __init__(self, url: str = "memory://") -> None:
-        super().__init__(url, POPOProcessRecorder(), POPOAggregateRecorder())
+        super().__init__(url, MemoryRecorder(), POPOAggregateRecorder())

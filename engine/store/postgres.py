@@ -11,13 +11,13 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresDatastore,
-    PostgresProcessRecorder,
 )
 from psycopg import sql
 from psycopg.rows import tuple_row
 
 from engine.errors import StoreUnavailable
 from engine.store.base import Record, RecorderStore, _group, redact
+from engine.store.deadletters import PostgresRecorder
 
 __all__ = ["PostgresStore"]
 
@@ -65,7 +65,7 @@ class PostgresStore(RecorderStore):
                 pool_size=pool_size,
                 max_overflow=pool_size,
             )
-            events = PostgresProcessRecorder(
+            events = PostgresRecorder(
                 self._datastore,
                 events_table_name=EVENTS_TABLE,
                 tracking_table_name=TRACKING_TABLE,
@@ -92,6 +92,15 @@ class PostgresStore(RecorderStore):
         self._stream_position = sql.SQL(
             "SELECT max(originator_version) FROM {} WHERE originator_id = %s"
         ).format(table)
+        self._select_all = sql.SQL(
+            "SELECT originator_id, originator_version, notification_id, topic, state "
+            "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(table)
+        self._select_all_types = sql.SQL(
+            "SELECT originator_id, originator_version, notification_id, topic, state "
+            "FROM {} WHERE notification_id > %s AND topic = ANY(%s::text[]) "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(table)
 
     def read_stream(
         self, stream_id: str, *, after: int = 0, limit: int | None = None
@@ -110,6 +119,25 @@ class PostgresStore(RecorderStore):
                     new(Record, (stream_id, v, g, t, s))
                     for g, v, t, s in cur.fetchall()
                 ]
+        except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+
+    def read_all(
+        self, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
+    ) -> list[Record]:
+        """See :meth:`EventStore.read_all` (binary rows, plain tuples)."""
+        try:
+            with (
+                self._datastore.get_connection() as conn,
+                conn.cursor(row_factory=tuple_row, binary=True) as cur,
+            ):
+                if types:
+                    params: tuple[Any, ...] = (after, list(types), limit)
+                    cur.execute(self._select_all_types, params, prepare=True)
+                else:
+                    cur.execute(self._select_all, (after, limit), prepare=True)
+                new = tuple.__new__  # half the cost of Record(...) per row
+                return [new(Record, row) for row in cur.fetchall()]
         except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(self.url, str(exc).strip()) from None
 

@@ -10,11 +10,11 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
     SQLiteDatastore,
-    SQLiteProcessRecorder,
 )
 
 from engine.errors import StoreUnavailable
 from engine.store.base import Record, RecorderStore, _group
+from engine.store.deadletters import SQLiteRecorder
 
 __all__ = ["SQLiteStore"]
 
@@ -41,9 +41,7 @@ class SQLiteStore(RecorderStore):
             self._datastore = SQLiteDatastore(
                 path, originator_id_type="text", pool_size=4, max_overflow=8
             )
-            events = SQLiteProcessRecorder(
-                self._datastore, events_table_name=EVENTS_TABLE
-            )
+            events = SQLiteRecorder(self._datastore, events_table_name=EVENTS_TABLE)
             snapshots = SQLiteAggregateRecorder(self._datastore, SNAPSHOTS_TABLE)
             events.create_table()
             snapshots.create_table()

@@ -47,12 +47,12 @@ async def test_changes_under_load_fail_no_command(durable_url: str) -> None:
     ]
     tasks = [asyncio.create_task(driver(n)) for n in range(8)]
     for change in changes:
-        await asyncio.sleep(0.05)  # let the drivers run between changes
+        await asyncio.sleep(0.1)  # let the drivers run between changes
         await asyncio.to_thread(change)
     stop.set()
     await asyncio.gather(*tasks)
     assert errors == []
-    assert len(started) > 50
+    assert len(started) >= 16
     versions: dict[int, int] = {}
     for iid in started:
         history = await engine.history(iid)

@@ -15,7 +15,8 @@ from engine.kafka.broker import TansuBroker
 from engine.kafka.worker import tracking_name
 from engine.store import EventStore
 
-pytestmark = pytest.mark.kafka
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 400}
+"""Consumer options: the group notices joins and departures within seconds."""
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from engine.kafka.deadletters import list_dead_letters, replay
 from engine.kafka.worker import Worker
 from tests.kafka import tally
 from tests.kafka.conftest import (
+    FAST_GROUP,
     Produced,
     create_topic,
     produce,
@@ -67,7 +68,12 @@ async def test_messages_apply_and_bad_ones_are_dead_lettered(kafka, pg_url):
 
     async with Engine(pg_url, tally.registry()) as engine:
         worker = Worker(
-            engine, bootstrap=kafka, topics=[topic], group="g1", mapping=tally.mapping
+            engine,
+            bootstrap=kafka,
+            topics=[topic],
+            group="g1",
+            mapping=tally.mapping,
+            consumer_options=FAST_GROUP,
         )
         await _drain(engine, worker, topic, produced)
         assert worker.stats.dead == 4
@@ -112,7 +118,12 @@ async def test_a_restarted_worker_resumes_from_the_stored_offsets(kafka, pg_url)
     await produce(kafka, topic, [_add("t", 1) for _ in range(100)], produced)
     async with Engine(pg_url, tally.registry()) as engine:
         first = Worker(
-            engine, bootstrap=kafka, topics=[topic], group="g", mapping=tally.mapping
+            engine,
+            bootstrap=kafka,
+            topics=[topic],
+            group="g",
+            mapping=tally.mapping,
+            consumer_options=FAST_GROUP,
         )
         await _drain(engine, first, topic, produced)
     await produce(kafka, topic, [_add("t", 10) for _ in range(50)], produced)
@@ -120,7 +131,12 @@ async def test_a_restarted_worker_resumes_from_the_stored_offsets(kafka, pg_url)
     # only the offsets in the store can tell where to go on.
     async with Engine(pg_url, tally.registry()) as engine:
         second = Worker(
-            engine, bootstrap=kafka, topics=[topic], group="g", mapping=tally.mapping
+            engine,
+            bootstrap=kafka,
+            topics=[topic],
+            group="g",
+            mapping=tally.mapping,
+            consumer_options=FAST_GROUP,
         )
         await _drain(engine, second, topic, produced)
         info = await engine.get("t")
@@ -134,7 +150,12 @@ async def test_a_replayed_dead_letter_applies_once(kafka, pg_url):
     await produce(kafka, topic, [(b"late", json.dumps({"add": 7}).encode())], produced)
     async with Engine(pg_url, tally.registry()) as engine:
         worker = Worker(
-            engine, bootstrap=kafka, topics=[topic], group="g", mapping=tally.mapping
+            engine,
+            bootstrap=kafka,
+            topics=[topic],
+            group="g",
+            mapping=tally.mapping,
+            consumer_options=FAST_GROUP,
         )
         await _drain(engine, worker, topic, produced)
         (letter,) = list_dead_letters(engine.store, engine.codec)

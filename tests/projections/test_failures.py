@@ -36,7 +36,9 @@ class Fragile:
         def one(tx: Tx, e) -> None:
             if self.broken and e.event.by == 13:
                 raise RuntimeError("unlucky 13")
-            tx.execute(f"INSERT INTO {tx.table('seen')} (gp) VALUES (?)", (e.global_position,))
+            tx.execute(
+                f"INSERT INTO {tx.table('seen')} (gp) VALUES (?)", (e.global_position,)
+            )
 
         if batch:
 

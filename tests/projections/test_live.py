@@ -97,6 +97,5 @@ async def test_several_projections_follow_concurrently(sqlite_url):
 
 
 async def test_wait_for_times_out(sqlite_url):
-    with Runner(sqlite_url, [tally()]) as runner:
-        with pytest.raises(TimeoutError):
-            await runner.wait_for("tally", 1, timeout=0.05)
+    with Runner(sqlite_url, [tally()]) as runner, pytest.raises(TimeoutError):
+        await runner.wait_for("tally", 1, timeout=0.05)

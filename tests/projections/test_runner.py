@@ -88,7 +88,7 @@ def test_two_runners_at_once_never_apply_an_event_twice(urls, store, db, log: Lo
             # One store (thread-safe), a connection to the read model each.
             with Runner(store, [tally()], db=urls[1], batch_size=7) as r:
                 r.catch_up()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(3)]
