@@ -41,15 +41,27 @@ SIZES = {
 }
 
 
-def _description(name: str) -> str | None:
-    """The scenario's ``DESCRIPTION``, or None if its module is not there yet."""
+def _description(name: str, *, strict: bool = True) -> str | None:
+    """The scenario's ``DESCRIPTION``, or None if its module is not there yet.
+
+    With ``strict=False`` a module that fails to import is reported and skipped
+    too (for listing scenarios that were not run).
+    """
     module_name = PLUGINS.get(name, f"bench.{name}")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             return None
-        raise
+        if strict:
+            raise
+        print(f"{name}: not listed ({module_name} does not import: {exc})")
+        return None
+    except Exception as exc:
+        if strict:
+            raise
+        print(f"{name}: not listed ({module_name} does not import: {exc!r})")
+        return None
     return str(module.DESCRIPTION)
 
 
@@ -72,13 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, quick.json")
     ap.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="run nothing; rewrite docs/benchmarks.md from bench/results/latest.json",
+    )
     args = ap.parse_args(argv)
+    if args.report:
+        _write_docs(ROOT / "bench" / "results" / "latest.json", [])
+        return 0
     q = 1 if args.quick else 0
     size = {k: v[q] for k, v in SIZES.items()}
     reps = int(size["reps"])
     info = machine()
     figures: list[dict[str, Any]] = []
     ran: list[str] = []
+    broken: list[str] = []
 
     def add(name: str, got: list[Figure]) -> None:
         figures.extend({**f.as_json(), "bench": name} for f in got)
@@ -118,34 +139,50 @@ def main(argv: list[str] | None = None) -> int:
         for name, module_name in PLUGINS.items():
             if name not in args.only:
                 continue
-            if _description(name) is None:
+            try:
+                present = _description(name) is not None
+            except Exception as exc:  # the others' results are still written
+                print(f"{name}: FAILED, {module_name} does not import: {exc!r}")
+                broken.append(name)
+                continue
+            if not present:
                 print(f"{name}: skipped ({module_name} is not there yet)")
                 continue
             print(f"{name}")
             add(name, importlib.import_module(module_name).run(ctx))
     info["seconds"] = round(time.perf_counter() - t0, 1)
     info["mode"] = "quick" if args.quick else "full"
+    info["reps"] = reps
     print()
     print(table(figures))
     results = ROOT / "bench" / "results"
     if args.quick:
         write_json(results / "quick.json", info, figures)
         print(f"\nwrote {results / 'quick.json'}")
-        return 0
+        return 1 if broken else 0
     # A partial run replaces its scenarios' figures and keeps the others'.
     latest = results / "latest.json"
     previous = json.loads(latest.read_text()) if latest.exists() else {}
     runs = dict(previous.get("machine", {}).get("runs", {}))
     runs.update({name: info["date"] for name in ran})
     info["runs"] = {name: runs[name] for name in SCENARIOS if name in runs}
-    merged = _merge(latest, ran, figures)
-    write_json(latest, info, merged)
-    descriptions = [d for name in SCENARIOS if (d := _description(name))]
+    write_json(latest, info, _merge(latest, ran, figures))
+    print(f"\nwrote {latest}")
+    _write_docs(latest, ran)
+    return 1 if broken else 0
+
+
+def _write_docs(latest: Path, ran: list[str]) -> None:
+    """Rewrite docs/benchmarks.md from the results file ``latest``."""
+    data = json.loads(latest.read_text())
+    descriptions = [
+        d for name in SCENARIOS if (d := _description(name, strict=name in ran))
+    ]
     docs = ROOT / "docs" / "benchmarks.md"
     docs.parent.mkdir(exist_ok=True)
-    docs.write_text(markdown({"machine": info, "figures": merged}, reps, descriptions))
-    print(f"\nwrote {latest} and {docs}")
-    return 0
+    reps = int(data["machine"].get("reps", SIZES["reps"][0]))
+    docs.write_text(markdown(data, reps, descriptions))
+    print(f"wrote {docs}")
 
 
 if __name__ == "__main__":

@@ -212,7 +212,7 @@ def _drop(schema: str) -> None:
 def _catch_up(ctx: BenchContext, store: EventStore, total: int) -> Figure:
     es_schema = f"{ctx.schema}_es"
     es_env = _es_env(es_schema)
-    es_streams, es_len = (10, 30) if ctx.quick else (100, 100)
+    es_streams, es_len = (10, 30) if ctx.quick else (30, 50)
     es_total = _es_populate(es_env, es_streams, es_len)
 
     def ours() -> tuple[int, float]:
@@ -308,7 +308,7 @@ def _theirs_latency(env: dict[str, str], count: int) -> list[float]:
 
 
 def _latency(ctx: BenchContext, store: EventStore, url: str) -> Figure:
-    count = 5 if ctx.quick else 200
+    count = 5 if ctx.quick else 100
     es_schema = f"{ctx.schema}_esl"
     env = _es_env(es_schema)
     _create(es_schema)

@@ -1,5 +1,6 @@
 """nonstop: an event-sourced workflow engine you can update without downtime."""
 
+from engine.deploy import Deployments, open_engine
 from engine.errors import (
     CommandRejected,
     ConcurrencyConflict,
@@ -29,6 +30,7 @@ __all__ = [
     "ConflictRetriesExhausted",
     # workflows
     "Context",
+    "Deployments",
     "DuplicateRegistration",
     # runtime
     "Engine",
@@ -58,5 +60,6 @@ __all__ = [
     "WorkflowRegistry",
     "event",
     "fold",
+    "open_engine",
     "open_store",
 ]

@@ -166,6 +166,14 @@ def _parser() -> argparse.ArgumentParser:
         help="instances to start (default: 300)",
     )
     p.add_argument("--seed", type=int, metavar="S", help="random seed")
+    p.add_argument(
+        "--kafka",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="feed the demo from Kafka through a worker (a Tansu broker is "
+        "started when HOST:PORT is omitted)",
+    )
     for group in GROUPS:
         importlib.import_module(group).register(sub)
     return parser
@@ -201,6 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"--instances must be >= 1, got {args.instances}")
             url = args.demo_store or args.store or DEFAULT_STORE
             store_url = url
+            if args.kafka is not None:
+                from engine.kafka.demo import run_kafka_demo
+
+                return run_kafka_demo(
+                    url,
+                    bootstrap=args.kafka or None,
+                    instances=args.instances,
+                    seed=args.seed,
+                    out=out,
+                )
             return run_demo(url, instances=args.instances, seed=args.seed, out=out)
     except NonstopError as exc:
         hint = ""
@@ -243,10 +261,17 @@ def _scrub(message: str, url: str) -> str:
     return message
 
 
+def _app_registry(app: str, store_url: str) -> WorkflowRegistry:
+    """The app's registry plus the versions deployed in the store (hot loaded)."""
+    from engine.deploy import with_deployed
+
+    return with_deployed(load_app(app), store_url)
+
+
 def _with_engine(
     store_url: str, app: str, job: Callable[[Engine], Coroutine[Any, Any, T]]
 ) -> T:
-    registry = load_app(app)
+    registry = _app_registry(app, store_url)
 
     async def run() -> T:
         engine = Engine(store_url, registry)
@@ -261,7 +286,7 @@ def _with_engine(
 def _instances(out: Console, store_url: str, app: str, args: Any) -> int:
     from projections.instances import InstancesReadModel
 
-    registry = load_app(app)
+    registry = _app_registry(app, store_url)
     # The built-in projection, brought up to date first: never stale, no log scan.
     with InstancesReadModel(store_url, registry) as model:
         found = model.instances(

@@ -141,10 +141,12 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
     finally:
         await engine.close()
     commits += engine.commits
-    commits += await _canary(store_url, run, rng, out, instances)
+    canary_commits, canary_table = await _canary(store_url, run, rng, out, instances)
+    commits += canary_commits
 
     elapsed = time.perf_counter() - began
     out.print(_summary(run, finals))
+    out.print(canary_table)
     v1 = [i for i, v in run.expected.items() if v == 1 and i in finals]
     v1_done = sum(finals[i].status == "completed" for i in v1)
     out.print(
@@ -327,10 +329,10 @@ class _Canary:
 
 async def _canary(
     store_url: str, run: _Run, rng: random.Random, out: Console, n: int
-) -> int:
+) -> tuple[int, Table]:
     """Canary v2 at 10 %, promote it in steps, then a faulty v3 and its rollback.
 
-    Returns the commits written. Problems go to ``run.errors``.
+    Returns the commits written and a summary. Problems go to ``run.errors``.
     """
     from engine.deploy import Deployments, Routing, migrate_instances, open_engine
     from examples import orders
@@ -447,8 +449,7 @@ async def _canary(
     finally:
         await engine.close()
         await asyncio.to_thread(ops.close)
-    out.print(_canary_summary(seen, run))
-    return engine.commits
+    return engine.commits, _canary_summary(seen, run)
 
 
 async def _check_canary(engine: Engine, run: _Run, seen: _Canary) -> None:

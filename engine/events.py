@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # upcasters imports engine.errors: no import cycle at run tim
     from upcasters.chain import UpcasterRegistry
 
 __all__ = [
+    "RESERVED_STREAM_PREFIX",
     "SYSTEM_TYPES",
     "Envelope",
     "EventCodec",
@@ -41,6 +42,7 @@ __all__ = [
     "Started",
     "default_event_types",
     "event",
+    "is_reserved_stream",
     "now_micros",
     "stored_schema",
 ]
@@ -170,6 +172,15 @@ class Migrated(msgspec.Struct, frozen=True):
 
 
 SYSTEM_TYPES = frozenset({"nonstop.Started", "nonstop.Migrated"})
+
+RESERVED_STREAM_PREFIX = "nonstop."
+"""Stream ids starting with it are the engine's own (the deployments registry,
+flags), not workflow instances: readers of the global order skip them."""
+
+
+def is_reserved_stream(stream_id: str) -> bool:
+    """True for the engine's own streams (see :data:`RESERVED_STREAM_PREFIX`)."""
+    return stream_id.startswith(RESERVED_STREAM_PREFIX)
 
 
 class EventTypeRegistry:

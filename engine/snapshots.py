@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from engine.errors import NonstopError
+from engine.errors import ConcurrencyConflict, NonstopError
 from engine.store import Tracking
 from engine.workflow import Workflow, WorkflowRegistry, parse_ref
 
@@ -47,6 +48,7 @@ __all__ = [
     "usable",
 ]
 
+log = logging.getLogger("nonstop.snapshots")
 Verdict = Literal["current", "upcast", "stale"]
 _STARTED = "nonstop.Started"
 
@@ -150,8 +152,7 @@ class MigrationProgress:
     skipped: int = 0
     """Instances of versions that take no snapshots, or without a snapshot yet."""
     failed: int = 0
-    """Instances that could not be loaded (logged by the engine; left as they
-    were)."""
+    """Instances that could not be loaded (logged; left as they were)."""
     position: int = 0
     """Global position of the last start event processed (the tracking position)."""
     end: int = 0
@@ -188,7 +189,8 @@ async def migrate_snapshots(
         name: Tracking name (default :func:`migration_name` of the registry).
 
     Raises:
-        SnapshotMigrationError: ``batch`` < 1 or ``rate`` <= 0.
+        SnapshotMigrationError: ``batch`` < 1 or ``rate`` <= 0, or another
+            migration of the same name is ahead of this one.
         StoreUnavailable: the store went away (run again to resume).
     """
     if batch < 1:
@@ -212,7 +214,13 @@ async def migrate_snapshots(
         for rec in starts:
             progress = _count(progress, await _one(engine, rec.stream_id))
         last = starts[-1].global_position
-        await asyncio.to_thread(store.append, [], tracking=Tracking(track, last))
+        try:
+            await asyncio.to_thread(store.append, [], tracking=Tracking(track, last))
+        except ConcurrencyConflict:
+            raise SnapshotMigrationError(
+                f"another migration ({track}) got past global position {last} "
+                "first; run one migration at a time"
+            ) from None
         progress = replace(progress, position=last)
         if on_progress is not None:
             on_progress(progress)
@@ -250,7 +258,8 @@ async def _one(engine: Engine, instance_id: str) -> _Outcome:
         if verdict is not None:
             return verdict
         written = await engine.write_snapshot(instance_id, after=at)
-    except NonstopError:
+    except NonstopError as exc:
+        log.warning("cannot migrate the snapshot of %s: %s", instance_id, exc)
         return "failed"
     return "kept" if written is None else "written"
 

@@ -8,6 +8,7 @@ import uuid as _uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
@@ -102,7 +103,7 @@ class Workflow(Generic[S]):
         """``name@version``."""
         return f"{self.name}@{self.version}"
 
-    @property
+    @cached_property
     def state_key(self) -> str:
         """``name@version#fingerprint#state_schema``, stored with each snapshot.
 

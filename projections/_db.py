@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -95,10 +95,17 @@ class Database:
     dialect: Dialect
     url: str
 
-    def __init__(self, url: str, dialect: Dialect, conn: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        dialect: Dialect,
+        conn: Any,
+        reconnect: Callable[[], Any] | None = None,
+    ) -> None:
         self.url = redact(url)
         self.dialect = dialect
         self._conn = conn
+        self._reconnect = reconnect
         self._lock = threading.RLock()
 
     @contextmanager
@@ -142,10 +149,15 @@ class Database:
             raise ReadModelUnavailable(self.url, str(exc)) from None
 
     def _pg_tx(self) -> Iterator[Tx]:
-        if self._conn.closed or self._conn.broken:
+        if self._conn.broken and self._reconnect is not None:
+            self._conn = self._reconnect()  # the server came back after an outage
+        if self._conn.closed:
             raise ReadModelUnavailable(self.url, "the connection is closed")
-        with self._conn.transaction(), self._conn.cursor() as cur:
-            yield Tx(cur, "postgres")
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                yield Tx(cur, "postgres")
+        except psycopg.OperationalError as exc:
+            raise ReadModelUnavailable(self.url, str(exc).strip()) from exc
 
     def query(self, statement: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Run one read query in its own transaction; returns every row."""
@@ -220,6 +232,10 @@ def pg_conninfo(url: str) -> tuple[dict[str, Any], str]:
 
 
 def _postgres(url: str) -> Database:
+    return Database(url, "postgres", _pg_connect(url), lambda: _pg_connect(url))
+
+
+def _pg_connect(url: str) -> Any:
     conninfo, schema = pg_conninfo(url)
     try:
         conn = psycopg.connect(**conninfo, connect_timeout=5, autocommit=True)
@@ -235,4 +251,4 @@ def _postgres(url: str) -> Database:
         )
     except psycopg.Error as exc:
         raise ReadModelUnavailable(redact(url), str(exc).strip()) from None
-    return Database(url, "postgres", conn)
+    return conn

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 import msgspec
 import psycopg
 
+from engine.errors import StoreUnavailable
 from engine.events import Envelope, EventCodec, now_micros
 from engine.store import EventStore, Record, open_store
 from projections import _meta
@@ -27,6 +29,7 @@ from projections._db import Database, Tx, open_database, pg_conninfo
 from projections._errors import (
     ProjectionDefinitionError,
     ProjectionStateError,
+    ReadModelUnavailable,
     UnknownProjection,
 )
 from projections._meta import BUILDS, SERVING, SKIPS, Build, Failure
@@ -366,6 +369,7 @@ class Runner:
                             ),
                         )
                     except Exception as exc:  # handlers are user code
+                        _raise_if_unavailable(self.db, exc)
                         raise _HandlerFailed(i, exc) from exc
                 return
             # Decoded while the handler iterates: nothing piles up for the GC.
@@ -379,6 +383,7 @@ class Runner:
             try:
                 p.apply(btx, events)
             except Exception as exc:  # handlers are user code
+                _raise_if_unavailable(self.db, exc)
                 raise _BatchFailed from exc
 
     def _fail(self, b: Build, r: Record, error: BaseException) -> None:
@@ -527,7 +532,12 @@ class Runner:
         delay = min_poll
         listening = self.listen is not None
         while not stop.is_set():
-            n, again = await asyncio.to_thread(self._round, p)
+            try:
+                n, again = await asyncio.to_thread(self._round, p)
+            except (StoreUnavailable, ReadModelUnavailable) as exc:
+                # A database is down: keep the others going, retry later.
+                log.warning("projection %s: %s; retrying", p.name, exc)
+                n, again, delay = 0, False, max_poll
             async with self._progress:
                 self._progress.notify_all()
             if n or again:
@@ -573,6 +583,19 @@ class Runner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _raise_if_unavailable(db: Database, exc: Exception) -> None:
+    """Raise ReadModelUnavailable if ``exc`` is the database failing, not a handler.
+
+    A lost connection or a lock timeout is no fault of the event: the batch is
+    retried later instead of stopping the projection.
+    """
+    if isinstance(exc, psycopg.OperationalError) or (
+        isinstance(exc, sqlite3.OperationalError)
+        and ("locked" in str(exc) or "busy" in str(exc))
+    ):
+        raise ReadModelUnavailable(db.url, str(exc).strip()) from exc
 
 
 def _is_pg(url: str) -> bool:
@@ -733,7 +756,9 @@ def skips(db: Database, name: str | None = None) -> list[dict[str, Any]]:
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
-def request_rebuild(db: Database, name: str, *, keep: bool = False) -> str:
+def request_rebuild(
+    db: Database, name: str, *, keep: bool = False, version: int | None = None
+) -> str:
     """Start a blue/green rebuild of ``name`` at its serving version.
 
     A runner with the projection's code builds the new build from the first
@@ -742,9 +767,17 @@ def request_rebuild(db: Database, name: str, *, keep: bool = False) -> str:
     Returns:
         The id of the new build.
 
+    Args:
+        db: The read-model database.
+        name: The projection.
+        keep: Keep the serving build's tables after the switch.
+        version: The version of the code that will build it; refused unless it
+            is the serving version (a new version rebuilds by itself).
+
     Raises:
         UnknownProjection: no build of ``name`` exists.
-        ProjectionStateError: a build of ``name`` is already in progress.
+        ProjectionStateError: a build of ``name`` is already in progress, or
+            ``version`` is not the serving one.
     """
     _meta.ensure(db)
     with db.transaction() as tx:
@@ -755,7 +788,19 @@ def request_rebuild(db: Database, name: str, *, keep: bool = False) -> str:
                 f"projection {name!r} is already being built ({pending[0]}); "
                 "wait for it to switch"
             )
-        version = max(b.version for b in builds if b.state == "serving")
+        serving = [b.version for b in builds if b.state == "serving"]
+        if not serving:
+            raise ProjectionStateError(
+                f"projection {name!r} serves no reads yet; its first build is "
+                "still running"
+            )
+        if version is not None and version != serving[0]:
+            raise ProjectionStateError(
+                f"projection {name!r}: the code has version {version} but version "
+                f"{serving[0]} serves reads; a new version is built beside the "
+                "serving one by `nonstop projections run`, no rebuild needed"
+            )
+        version = serving[0]
         build = _new_build_id(name, version, {b.build for b in builds})
         _meta.insert_build(tx, name, build, version, keep=keep)
     return build

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import NonstopError
-from engine.events import SYSTEM_TYPES, EventCodec, RecordedEvent
+from engine.events import SYSTEM_TYPES, EventCodec, RecordedEvent, is_reserved_stream
 from engine.runtime import InstanceInfo
 from engine.stats import StatsSource, VersionStats
 from engine.store import EventStore
@@ -68,7 +68,7 @@ def instances_projection(registry: WorkflowRegistry) -> Projection:
 
     @p.on_batch(ALL)
     def fold(tx: Tx, batch: Iterable[RecordedEvent]) -> None:
-        events = list(batch)
+        events = [e for e in batch if not is_reserved_stream(e.stream_id)]
         rows = _load(tx, registry, {e.stream_id for e in events})
         dirty: set[str] = set()
         for e in events:

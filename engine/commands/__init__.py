@@ -50,8 +50,10 @@ class CliContext:
     load_app: Callable[[str], WorkflowRegistry]
 
     def registry(self) -> WorkflowRegistry:
-        """The workflow registry named by ``app``."""
-        return self.load_app(self.app)
+        """The workflow registry named by ``app``, plus the deployed versions."""
+        from engine.deploy import with_deployed
+
+        return with_deployed(self.load_app(self.app), self.store_url)
 
     def with_engine(self, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
         """Run ``job(engine)`` on a new ``Engine`` over the store, then close it."""

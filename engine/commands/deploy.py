@@ -24,7 +24,6 @@ from engine.deploy import (
     FlagError,
     ScanStats,
     default_user,
-    load_source,
     migrate_instances,
 )
 from engine.deploy.view import DeploymentState
@@ -182,7 +181,7 @@ def _rollback(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def _retire(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        stats = stats_source(ctx, reg.store, _loaded(ctx, reg.refresh()))
+        stats = stats_source(ctx, reg.store, _loaded(ctx, reg))
         reg.retire(args.workflow, args.version, stats, by=args.by, reason=args.reason)
     ctx.out.print(Text(f"retired {args.workflow}@{args.version}"))
     return 0
@@ -190,8 +189,8 @@ def _retire(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        view = reg.refresh()
-        stats = stats_source(ctx, reg.store, _loaded(ctx, view))
+        stats = stats_source(ctx, reg.store, _loaded(ctx, reg))
+        view = reg.view
         counts = {
             (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
         }
@@ -258,21 +257,14 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.0f} d"
 
 
-def _loaded(ctx: CliContext, view: DeployView) -> WorkflowRegistry:
+def _loaded(ctx: CliContext, reg: Deployments) -> WorkflowRegistry:
     """The app's registry plus every deployed version this process can import.
 
-    A version that does not import here is left out quietly: this machine is
-    not a worker, so its failure is not recorded.
+    A version that does not import is left out quietly: this machine is not a
+    worker, so its failure is not recorded.
     """
-    registry = ctx.registry()
-    for wd in view.workflows.values():
-        for d in wd.deployments.values():
-            if d.version in registry.versions(d.workflow):
-                continue
-            try:
-                registry.register(load_source(d.source, d.workflow, d.version))
-            except NonstopError:
-                continue
+    registry = ctx.load_app(ctx.app)
+    reg.load_deployed(registry)
     return registry
 
 
@@ -297,8 +289,8 @@ def _audit(ctx: CliContext, args: argparse.Namespace) -> int:
 def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
     mapper = _mapper(args.mapper) if args.mapper else None
     with _registry(ctx) as reg:
-        view = reg.refresh()
-        registry = _loaded(ctx, view)
+        registry = _loaded(ctx, reg)
+        view = reg.view
 
         async def job() -> Any:
             engine = Engine(reg.store, registry)

@@ -174,15 +174,11 @@ def _publish(ctx: CliContext, args: Any) -> int:
 
 
 def _list(ctx: CliContext, args: Any) -> int:
-    from engine.events import EventCodec
-    from engine.kafka.deadletters import list_dead_letters
     from engine.store import open_store
 
     store = open_store(ctx.store_url)
     try:
-        letters = list_dead_letters(
-            store, EventCodec(), group=args.group, include_replayed=args.all
-        )
+        letters = store.dead_letters(consumer=args.group, include_replayed=args.all)
     finally:
         store.close()
     table = Table(title="Dead letters")
@@ -195,7 +191,7 @@ def _list(ctx: CliContext, args: Any) -> int:
         stamp = datetime.fromtimestamp(x.recorded_at / 1e6, tz=UTC)
         row: list[Text | str] = [
             str(x.id),
-            Text(m.group),
+            Text(m.consumer),
             Text(f"{m.topic}/{m.partition}/{m.offset}"),
             stamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
             Text(m.reason),
@@ -213,13 +209,12 @@ def _list(ctx: CliContext, args: Any) -> int:
 
 
 def _replay(ctx: CliContext, args: Any) -> int:
-    from engine.events import EventCodec
     from engine.kafka.deadletters import replay
     from engine.store import open_store
 
     store = open_store(ctx.store_url)
     try:
-        done = asyncio.run(replay(store, EventCodec(), args.kafka, args.ids))
+        done = asyncio.run(replay(store, args.kafka, args.ids))
     finally:
         store.close()
     for x in done:

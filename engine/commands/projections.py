@@ -120,7 +120,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     code_option(q)
     q.add_argument("--once", action="store_true", help="catch up, then stop")
     q.add_argument(
-        "--batch", type=int, default=1000, metavar="N", help="events per transaction"
+        "--batch",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="events per transaction (default: 1000)",
     )
     q.set_defaults(run=_run)
 
@@ -214,22 +218,19 @@ def _status(ctx: CliContext, args: Any) -> int:
 def _runner(ctx: CliContext, args: Any, code: Sequence[Any]) -> Any:
     from projections import Runner
 
-    batch = getattr(args, "batch", 1000)
-    if batch < 1:
-        raise ProjectionsLoadError("--batch", f"must be >= 1, got {batch}")
     return Runner(
-        ctx.store_url,
-        code,
-        db=args.db,
-        listen=None if args.db is None else _pg_or_none(ctx.store_url),
-        batch_size=batch,
+        ctx.store_url, code, db=args.db, batch_size=getattr(args, "batch", 1000)
     )
 
 
-def _pg_or_none(url: str) -> str | None:
-    return (
-        url if url.partition("://")[0].lower() in ("postgresql", "postgres") else None
-    )
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _run(ctx: CliContext, args: Any) -> int:
@@ -248,10 +249,12 @@ def _run(ctx: CliContext, args: Any) -> int:
 def _rebuild(ctx: CliContext, args: Any) -> int:
     from projections import open_database, request_rebuild
 
-    with open_database(_db_url(ctx, args)) as db:
-        build = request_rebuild(db, args.name, keep=args.keep)
-    ctx.out.print(f"{args.name}: new build {build} requested")
     code = [p for p in _code(ctx, args) if p.name == args.name]
+    with open_database(_db_url(ctx, args)) as db:
+        build = request_rebuild(
+            db, args.name, keep=args.keep, version=code[0].version if code else None
+        )
+    ctx.out.print(f"{args.name}: new build {build} requested")
     if code:
         with _runner(ctx, args, code) as runner:
             n = runner.catch_up()

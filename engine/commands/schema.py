@@ -23,6 +23,7 @@ from engine.snapshots import state_schemas
 from engine.workflow import WorkflowRegistry, parse_ref
 from upcasters import (
     Change,
+    SchemaLockError,
     UpcasterRegistry,
     compare,
     default_upcasters,
@@ -135,7 +136,13 @@ def _lock(ctx: CliContext, args: argparse.Namespace) -> int:
     path: Path = args.output
     doc = code_document(ctx.registry())
     old = read_lock(path) if path.exists() else None
-    write_lock(path, merge_lock(old, doc))
+    try:
+        write_lock(path, merge_lock(old, doc))
+    except OSError as exc:
+        raise SchemaLockError(
+            f"cannot write the schema lock {path}: {exc.strerror or exc}; pick a "
+            "writable --output"
+        ) from None
     events, states = doc["events"], doc["states"]
     ctx.out.print(
         Text(

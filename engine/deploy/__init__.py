@@ -52,6 +52,7 @@ __all__ = [
     "migrate_instances",
     "open_engine",
     "percent_to_bp",
+    "with_deployed",
 ]
 
 
@@ -73,3 +74,16 @@ def open_engine(
     opened = open_store(store) if isinstance(store, str) else store
     router = Deployments(opened, poll_interval=poll_interval)
     return Engine(opened, registry, router=router, **options)
+
+
+def with_deployed(
+    registry: WorkflowRegistry, store: EventStore | str
+) -> WorkflowRegistry:
+    """``registry`` plus every version deployed in ``store`` that imports here.
+
+    For tools that read instances of any version (the command line); a version
+    that does not import is left out quietly, and not marked failed.
+    """
+    with Deployments(store) as deployments:
+        deployments.load_deployed(registry)
+    return registry

@@ -118,7 +118,9 @@ class Deployments:
         self._lock = threading.Lock()
         self._refreshed = float("-inf")
         self._registry: WorkflowRegistry | None = None
-        self._load_failed: set[tuple[str, int]] = set()
+        self._load_failed: set[tuple[str, int, int]] = set()
+        """Deployments (workflow, version, deployed at) that failed to load here:
+        not tried again until they are deployed again."""
 
     # ----------------------------------------------------------- reading
 
@@ -194,17 +196,33 @@ class Deployments:
         """Flag ``name`` (asked as ``flag`` or ``variant``) for routing key ``key``."""
         return self._view.evaluate(kind, name, key, default)
 
-    def _runnable(self, reg: WorkflowRegistry, workflow: str, version: int) -> bool:
-        return (workflow, version) not in self._load_failed and version in (
-            reg.versions(workflow)
-        )
+    def load_deployed(self, registry: WorkflowRegistry) -> list[str]:
+        """Register the deployed versions ``registry`` lacks and that import here.
+
+        Failures are returned (as ``name@version: error``), not recorded: this
+        is for tools that read instances, not for workers.
+        """
+        problems: list[str] = []
+        for wd in self.refresh().workflows.values():
+            for d in wd.deployments.values():
+                if d.version in registry.versions(d.workflow):
+                    continue
+                try:
+                    registry.register(load_source(d.source, d.workflow, d.version))
+                except NonstopError as exc:
+                    problems.append(f"{d.workflow}@{d.version}: {exc}")
+        return problems
+
+    @staticmethod
+    def _runnable(reg: WorkflowRegistry, workflow: str, version: int) -> bool:
+        return version in reg.versions(workflow)
 
     def _hot_load(self, reg: WorkflowRegistry) -> bool:
         """Load new deployments into ``reg``; True if one failed to load."""
         failed = False
         for wd in self._view.workflows.values():
             for d in wd.deployments.values():
-                key = (d.workflow, d.version)
+                key = (d.workflow, d.version, d.deployed_at)
                 if d.state not in ("active", "draining") or key in self._load_failed:
                     continue
                 if d.version in reg.versions(d.workflow):

@@ -23,7 +23,6 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from engine.events import EventCodec, RecordedEvent
-from engine.kafka.deadletters import DEAD_LETTER, REPLAYED
 from engine.kafka.errors import BrokerUnavailable
 from engine.store import EventStore, Tracking
 
@@ -32,7 +31,6 @@ __all__ = ["EVENT_ID", "PublishedEvent", "Publisher", "event_id"]
 log = logging.getLogger("nonstop.kafka")
 EVENT_ID = "nonstop-event-id"
 """Header carrying the stable event id ``<stream>:<position>``."""
-_SKIPPED = frozenset({DEAD_LETTER, REPLAYED})
 _json = msgspec.json.Encoder()
 
 
@@ -154,8 +152,6 @@ class Publisher:
             return 0
         futures = []
         for rec in rows:
-            if rec.type in _SKIPPED:
-                continue
             decoded = self.codec.decode(
                 rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
             )

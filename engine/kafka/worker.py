@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import psycopg
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
@@ -82,8 +83,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 _IDS = uuid.UUID("6b1f3c58-1f0e-4c44-9a57-2a4a0f6e7d31")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True):
     """One Kafka message, as the mapping sees it."""
 
     topic: str
@@ -116,13 +116,14 @@ class Message:
     @classmethod
     def of(cls, rec: ConsumerRecord[Any, Any]) -> Message:
         """The message of an aiokafka record."""
+        headers = rec.headers
         return cls(
             rec.topic,
             rec.partition,
             rec.offset,
             rec.key,
             rec.value,
-            tuple((k, bytes(v)) for k, v in rec.headers),
+            tuple((k, bytes(v)) for k, v in headers) if headers else (),
             rec.timestamp,
         )
 
@@ -449,13 +450,18 @@ class Worker:
 
 def _with_defaults(cmd: object, msg: Message, group: str) -> Start | Send:
     """The command with a command id (and instance id) derived from the message."""
+    # Built directly: dataclasses.replace costs more than the rest of the hop.
+    if type(cmd) is Send or isinstance(cmd, Send):
+        if cmd.command_id is not None:
+            return cmd
+        return Send(
+            cmd.instance_id, cmd.command, msg.id, cmd.correlation_id, cmd.causation_id
+        )
     if isinstance(cmd, Start):
         iid = cmd.instance_id or uuid.uuid5(_IDS, f"{group}/{msg.id}").hex
         return dataclasses.replace(
             cmd, instance_id=iid, command_id=cmd.command_id or msg.id
         )
-    if isinstance(cmd, Send):
-        return dataclasses.replace(cmd, command_id=cmd.command_id or msg.id)
     raise MappingError(cmd)
 
 

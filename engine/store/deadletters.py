@@ -158,12 +158,36 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
             "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(table)
         self._dl_table = table
+        self._insert_arrays = sql.SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(sql.Identifier(datastore.schema, events_table_name))
 
     def create_table(self) -> None:
         """Create the events, tracking and dead-letter tables."""
         super().create_table()
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(self._dl_create)
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        # The same lock, notification and insert as eventsourcing's, with one
+        # array per column instead of an array of composites: psycopg adapts
+        # flat arrays in C, several times faster for large batches.
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self._insert_arrays,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            prepare=True,
+        )
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from bench.counter import encoded_stream, registry
-from engine import Engine, UnknownInstance, open_store
+from engine import Engine, EventDecodeError, UnknownInstance, open_store
+from engine.store import NewRecord
 
 
 @pytest.mark.parametrize("count", [1, 3, 1_203])
@@ -53,5 +56,28 @@ def test_long_stream_loads_past_the_first_page(sqlite_url: str) -> None:
         inst = Engine(store, registry())._load_sync("long")
         assert inst.position == 1_000
         assert inst.state.value == 999
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_load_many_leaves_the_collector_as_it_found_it(
+    sqlite_url: str, enabled: bool
+) -> None:
+    store = open_store(sqlite_url)
+    try:
+        store.append(encoded_stream("a", 3))
+        store.append([NewRecord("bad", 1, "bench.Incremented", b"\x90")])
+        engine = Engine(store, registry())
+        if not enabled:
+            gc.disable()
+        try:
+            assert engine._load_many_sync(["a"])["a"].position == 3
+            assert gc.isenabled() is enabled
+            with pytest.raises(EventDecodeError):  # also when a load fails
+                engine._load_many_sync(["a", "bad"])
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()
     finally:
         store.close()

@@ -120,8 +120,8 @@ def _databases() -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_dbos_runs_in_a_child_and_its_database_is_dropped(schema: str) -> None:
-    dbos = _Dbos(schema)
+def test_dbos_runs_in_a_child_and_its_database_is_dropped() -> None:
+    dbos = _Dbos()
     name = dbos.dbname
     try:
         assert name in _databases()

@@ -103,6 +103,7 @@ v1 = _make(1, Job)
 v2 = _make(2, JobV2)
 v3 = _make(3, Job, faulty=True)
 v4 = _make(4, JobV2)
+v6 = _make(6, JobV2)
 snapshotting = Workflow(
     name="jobs",
     version=5,

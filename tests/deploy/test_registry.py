@@ -176,6 +176,11 @@ def test_a_failed_load_is_recorded_and_routes_nothing(
     assert d.error is not None and "cannot be loaded" in d.error
     assert deployments.view.audit[-1].detail.startswith("v6 failed on w-7")
     assert {deployments.route("jobs", f"k{i}") for i in range(50)} == {1}
+    # Fixed and deployed again: this worker loads it and routes to it.
+    deployments.deploy("jobs", 6, f"{SRC}:v6", canary=50)
+    worker.refresh()
+    assert reg.versions("jobs") == [1, 6]
+    assert {worker.route("jobs", f"k{i}") for i in range(50)} == {1, 6}
 
 
 async def test_an_engine_routes_by_the_registry(
@@ -233,3 +238,35 @@ def test_engine_without_router_is_unchanged(store: EventStore) -> None:
         return (await engine.start("jobs", flows.Begin())).version
 
     assert asyncio.run(run()) == 2
+
+
+async def test_a_command_for_a_version_deployed_elsewhere_loads_it(
+    durable_url: str,
+) -> None:
+    from engine.deploy import open_engine
+
+    ops = Deployments(durable_url)
+    await asyncio_to_thread(ops.deploy, "jobs", 1, f"{SRC}:v1")
+    # This worker reads the registry now and would not poll again for an hour.
+    reg = flows.registry()
+    late = open_engine(durable_url, reg, poll_interval=3600)
+    assert (await late.start("jobs", flows.Begin(), instance_id="here")).version == 1
+    await asyncio_to_thread(ops.deploy, "jobs", 4, f"{SRC}:v4")
+    other = open_engine(durable_url, flows.registry())
+    assert (await other.start("jobs", flows.Begin(), instance_id="far")).version == 4
+    await other.close()
+    assert reg.versions("jobs") == [1, 2]
+    # The unknown pinned version makes it read the registry and load v4.
+    info = await late.send("far", flows.Step())
+    assert info.version == 4 and reg.versions("jobs") == [1, 2, 4]
+    await late.close()
+    ops.close()
+
+
+async def test_reserved_stream_ids_are_refused(store: EventStore) -> None:
+    from engine import CommandRejected
+
+    engine = Engine(store, flows.registry())
+    with pytest.raises(CommandRejected, match="reserved for the engine"):
+        await engine.start("jobs", flows.Begin(), instance_id="nonstop.deploy:jobs")
+    assert store.stream_position("nonstop.deploy:jobs") == 0

@@ -44,13 +44,13 @@ def test_raising_the_canary_share_never_moves_a_key_out(
 @given(share=shares, salt=st.text(max_size=8))
 def test_the_canary_gets_its_share_within_tolerance(share: int, salt: str) -> None:
     # 4,000 keys: the standard deviation of a share is at most 0.8 %; the
-    # tolerance is 4 of them (3.2 points).
+    # tolerance is 5 of them (4 points), so a false alarm is below 1e-6.
     n = 4000
     routing = Routing(1, 2, share)
     hits = sum(
         routing.version_for(bucket("orders", f"{salt}-{i}")) == 2 for i in range(n)
     )
-    assert abs(hits / n - share / BUCKETS) <= 0.032
+    assert abs(hits / n - share / BUCKETS) <= 0.04
 
 
 @given(key=keys)

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, open_store
-from engine.kafka.deadletters import list_dead_letters
 from engine.kafka.worker import Worker, tracking_name
 from engine.store import EventStore
 from tests.kafka import tally
@@ -100,7 +99,7 @@ def test_redelivery_and_restarts_apply_each_message_once(adds, rounds):
         info = await worker.engine.get("t")
         good = [n for n in adds if n >= 0]
         assert (info.state.total, info.state.count) == (sum(good), len(good))
-        letters = list_dead_letters(store, worker.engine.codec)
+        letters = store.dead_letters()
         assert sorted(x.letter.offset for x in letters) == [
             i + 1 for i, n in enumerate(adds) if n < 0
         ]

@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from engine import Engine
-from engine.kafka.deadletters import list_dead_letters, replay
+from engine.kafka.deadletters import replay
 from engine.kafka.worker import Worker
 from tests.kafka import tally
 from tests.kafka.conftest import (
@@ -82,7 +82,7 @@ async def test_messages_apply_and_bad_ones_are_dead_lettered(kafka, pg_url):
             info = await engine.get(key)
             expected = [n + 1 for n in range(300) if n % 6 == i]
             assert (info.state.total, info.state.count) == (sum(expected), 50)
-        letters = list_dead_letters(engine.store, engine.codec)
+        letters = engine.store.dead_letters()
     assert sorted(((x.letter.key, x.letter.value) for x in letters), key=repr) == (
         sorted(bad, key=repr)
     )
@@ -90,7 +90,7 @@ async def test_messages_apply_and_bad_ones_are_dead_lettered(kafka, pg_url):
     assert "mapping failed" in reasons[b"{not json"]
     assert "negative" in reasons[json.dumps({"add": -5}).encode()]
     assert "UnknownInstance" in reasons[json.dumps({"add": 1}).encode()]
-    assert all(x.letter.topic == topic and x.letter.group == "g1" for x in letters)
+    assert all(x.letter.topic == topic and x.letter.consumer == "g1" for x in letters)
 
     # The dead-letter topic got them too, with the reason in a header.
     consumer = AIOKafkaConsumer(
@@ -158,12 +158,12 @@ async def test_a_replayed_dead_letter_applies_once(kafka, pg_url):
             consumer_options=FAST_GROUP,
         )
         await _drain(engine, worker, topic, produced)
-        (letter,) = list_dead_letters(engine.store, engine.codec)
+        (letter,) = engine.store.dead_letters()
         assert "UnknownInstance" in letter.letter.reason
         await engine.start("tally", tally.Open(), instance_id="late")
-        await replay(engine.store, engine.codec, kafka, [letter.id])
-        assert list_dead_letters(engine.store, engine.codec) == []
-        (marked,) = list_dead_letters(engine.store, engine.codec, include_replayed=True)
+        await replay(engine.store, kafka, [letter.id])
+        assert engine.store.dead_letters() == []
+        (marked,) = engine.store.dead_letters(include_replayed=True)
         assert marked.replayed_to == topic
         produced.ends[letter.letter.partition] += 1  # the replayed copy
         await _drain(engine, worker, topic, produced)

@@ -120,3 +120,24 @@ def test_rebuild_builds_the_same_version_again_and_switches(urls, store, db, log
     assert _tables(db, "tally_v") == {"tally_v1_r1_totals"}
     with pytest.raises(UnknownProjection, match="known: tally"):
         request_rebuild(db, "nope")
+
+
+def test_rebuild_refuses_another_version_and_a_first_build(store, db, log):
+    log.add("a", 0, 1)
+    with Runner(store, [tally(1)], db=db) as r:
+        r.catch_up()
+    with pytest.raises(ProjectionStateError, match="the code has version 2"):
+        request_rebuild(db, "tally", version=2)
+    assert request_rebuild(db, "tally", version=1) == "tally_v1_r1"
+    with Runner(store, [tally(1)], db=db) as r:
+        r.catch_up()
+    # A projection whose first build has not caught up cannot be rebuilt yet.
+    from tests.projections.test_failures import Fragile
+
+    log.add("b", 0, 13)
+    with Runner(store, [Fragile().projection], db=db) as r:
+        r.catch_up()
+    with pytest.raises(
+        ProjectionStateError, match=r"already being built \(fragile_v1\)"
+    ):
+        request_rebuild(db, "fragile")

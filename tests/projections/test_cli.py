@@ -168,3 +168,21 @@ def test_bad_projections_spec_is_exit_2(capsys, store, spec, reason):
 def test_unknown_projection_is_exit_2(capsys, store):
     code, _, err = run(capsys, "--store", store, "projections", "resume", "nope")
     assert code == 2 and "unknown projection 'nope'" in err
+
+
+def test_batch_must_be_positive(capsys, store):
+    with pytest.raises(SystemExit) as usage:
+        run(capsys, "--store", store, "projections", "run", "--once", "--batch", "0")
+    assert usage.value.code == 2
+    assert "must be an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_run_once_with_small_batches_and_another_database(capsys, store, tmp_path):
+    db = f"sqlite:///{tmp_path / 'models.db'}"
+    args = ("--store", store, "projections")
+    code, out, _ = run(capsys, *args, "run", "--once", "--batch", "2", "--db", db)
+    assert code == 0 and "applied 6 events to 1 projections" in out
+    code, out, _ = run(capsys, *args, "status", "--db", db)
+    assert cells(out, "nonstop_instances_v1")[4:6] == ["6", "0"]
+    code, out, _ = run(capsys, *args, "status")  # the store's database has none
+    assert "no projections yet" in out

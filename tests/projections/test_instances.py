@@ -140,3 +140,26 @@ def test_an_unregistered_version_stops_it_and_a_later_read_retries(store, db, lo
         i.instance_id
         for i in InstancesReadModel(store, registry(1, 2), db=db).instances()
     ] == ["a"]
+
+
+def test_a_migrated_instance_moves_to_its_new_version(urls, store, db):
+    from examples import orders
+
+    reg = orders.registry()
+
+    async def go() -> None:
+        async with Engine(urls[0], reg) as engine:
+            await engine.start(
+                "orders", orders.PlaceOrder("m", 9, "ada"), instance_id="m"
+            )
+            await engine.start(
+                "orders", orders.PlaceOrder("k", 3, "bob"), instance_id="k"
+            )
+            await engine.migrate("m", 2, lambda s: s, by="ops", reason="test")
+
+    asyncio.run(go())
+    model = InstancesReadModel(store, reg, db=db)
+    found = {i.instance_id: i for i in model.instances()}
+    assert (found["m"].version, found["k"].version) == (2, 1)
+    assert list(found.values()) == _scan(urls[0], reg)
+    assert [(s.version, s.running) for s in model.version_stats()] == [(1, 1), (2, 1)]

@@ -99,3 +99,30 @@ async def test_several_projections_follow_concurrently(sqlite_url):
 async def test_wait_for_times_out(sqlite_url):
     with Runner(sqlite_url, [tally()]) as runner, pytest.raises(TimeoutError):
         await runner.wait_for("tally", 1, timeout=0.05)
+
+
+@pytest.mark.postgres
+async def test_a_lost_read_model_connection_is_reopened(pg_url):
+    import psycopg
+
+    from tests.conftest import PG_URL
+
+    store = open_store(pg_url)
+    log = Log(store)
+    with Runner(pg_url, [tally()]) as runner:
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop, max_poll=0.2))
+        try:
+            gp = await asyncio.to_thread(log.add, "a", 0, 1)
+            await runner.wait_for("tally", gp, timeout=5)
+            pid = runner.db._conn.info.backend_pid
+            with psycopg.connect(PG_URL, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            gp = await asyncio.to_thread(log.add, "a", 2)
+            await runner.wait_for("tally", gp, timeout=10)
+            assert runner.db._conn.info.backend_pid != pid
+            assert read_totals(runner.db) == {"a": (3, 2)}
+        finally:
+            stop.set()
+            await task
+    store.close()

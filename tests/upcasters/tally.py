@@ -4,6 +4,9 @@ Release A keeps ``Tally(total)`` at state schema 1. Release B renames the field
 and adds a label: ``Tally2(amount, label)`` at state schema 2, with a state
 upcaster that marks what it converted (``label="upcast"``), so a test can tell
 an upcast snapshot from a state rebuilt from events (``label=""``).
+
+The state upcaster is registered process-wide, as an app would register it, so
+the workflow name is one no other test uses.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from engine import (
 )
 from engine.events import Started
 from upcasters import state_upcaster
+
+NAME = "upcasters_test_tally"
 
 
 @event("tests.tally.Added")
@@ -44,7 +49,7 @@ def _decide(state: Any, cmd: int, ctx: Context) -> list[Any]:
 
 def workflow_a(snapshot_every: int = 2) -> Workflow[Tally]:
     return Workflow(
-        name="tally",
+        name=NAME,
         version=1,
         state_type=Tally,
         initial=Tally,
@@ -57,7 +62,7 @@ def workflow_a(snapshot_every: int = 2) -> Workflow[Tally]:
 
 def workflow_b(snapshot_every: int = 2) -> Workflow[Tally2]:
     return Workflow(
-        name="tally",
+        name=NAME,
         version=1,
         state_type=Tally2,
         initial=Tally2,
@@ -69,7 +74,7 @@ def workflow_b(snapshot_every: int = 2) -> Workflow[Tally2]:
     )
 
 
-@state_upcaster("tally@1", from_version=1)
+@state_upcaster(f"{NAME}@1", from_version=1)
 def rename_total(state: dict[str, Any]) -> dict[str, Any]:
     """Tally -> Tally2 (registered process-wide, as an app would)."""
     return {"amount": state["total"], "label": "upcast"}

@@ -267,3 +267,8 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert missing.stderr.startswith("nonstop: error: no schema lock at absent.lock")
+    unwritable = _nonstop(
+        "--app", v1, "schema", "lock", "--output", "no/such/dir/x.lock", cwd=tmp_path
+    )
+    assert unwritable.returncode == 2
+    assert "cannot write the schema lock no/such/dir/x.lock" in unwritable.stderr

@@ -26,6 +26,7 @@ from tests.upcasters import tally
 from upcasters import UpcastChainError, UpcasterRegistry, default_upcasters
 
 ROOT = Path(__file__).resolve().parents[2]
+REF = f"{tally.NAME}@1"
 
 
 def _engine_a(store: EventStore | str) -> Engine:
@@ -43,7 +44,7 @@ async def _fill(url: str, ids: list[str], adds: int) -> None:
     """Start each instance and add ``adds`` numbers under release A."""
     async with _engine_a(url) as eng:
         for iid in ids:
-            await eng.start("tally", 1, instance_id=iid)
+            await eng.start(tally.NAME, 1, instance_id=iid)
             for n in range(2, adds + 2):
                 await eng.send(iid, n)
 
@@ -83,7 +84,7 @@ async def test_a_failing_state_upcaster_falls_back_to_events(
 ) -> None:
     await _fill(sqlite_url, ["t"], adds=3)
     broken = UpcasterRegistry()
-    broken.add_state("tally@1", 1, lambda s: {"amount": s["nope"]})
+    broken.add_state(REF, 1, lambda s: {"amount": s["nope"]})
     async with _engine(sqlite_url, tally.release_b(), broken) as eng:
         info = await eng.get("t")
     assert info.state == tally.Tally2(amount=10, label="")
@@ -96,7 +97,7 @@ async def test_a_key_without_a_state_schema_reads_as_schema_1(
     await _fill(sqlite_url, ["t"], adds=1)  # positions 1..3: snapshot at 2
     wf = tally.workflow_a()
     ref, digest, schema = parse_key(wf.state_key)
-    assert (ref, schema) == ("tally@1", 1)
+    assert (ref, schema) == (REF, 1)
     legacy = f"{ref}#{digest}"  # how keys looked before state schemas
     assert classify(wf, legacy, UpcasterRegistry()) == "current"
     state = msgspec.Raw(msgspec.msgpack.encode(tally.Tally(500)))
@@ -113,7 +114,7 @@ def test_classify_refuses_other_versions_newer_schemas_and_changed_shapes() -> N
     a_key = tally.workflow_a().state_key
     assert classify(wf, a_key, steps) == "upcast"
     assert classify(wf, a_key, UpcasterRegistry()) == "stale"
-    assert classify(wf, wf.state_key.replace("tally@1", "tally@9"), steps) == "stale"
+    assert classify(wf, wf.state_key.replace(REF, f"{tally.NAME}@9"), steps) == "stale"
     ref, digest, _ = parse_key(wf.state_key)
     assert classify(wf, f"{ref}#{digest}#3", steps) == "stale"  # from a newer release
     assert classify(wf, f"{ref}#0000000000000000#2", steps) == "stale"
@@ -121,11 +122,11 @@ def test_classify_refuses_other_versions_newer_schemas_and_changed_shapes() -> N
 
 def test_engine_refuses_inconsistent_state_chains(sqlite_url: str) -> None:
     past = UpcasterRegistry()
-    past.add_state("tally@1", 2, lambda s: s)
-    with pytest.raises(UpcastChainError, match=r"state of 'tally@1'.*reads schema 2"):
+    past.add_state(REF, 2, lambda s: s)
+    with pytest.raises(UpcastChainError, match=rf"state of '{REF}'.*reads schema 2"):
         _engine(sqlite_url, tally.release_b(), past)
     with pytest.raises(UpcastChainError, match="name@version"):
-        UpcasterRegistry().add_state("tally", 1, lambda s: s)
+        UpcasterRegistry().add_state(tally.NAME, 1, lambda s: s)
 
 
 # ------------------------------------------------------------- migration

@@ -35,7 +35,9 @@ def test_assert_upcasts_catches_an_upcaster_that_forgets_a_field() -> None:
     broken = UpcasterRegistry()
     broken.add("OrderPlaced", 1, lambda p: dict(p))  # no currency
     with pytest.raises(AssertionError, match="OrderPlaced schema 1"):
-        assert_upcasts(LOCK, "OrderPlaced", types=current.types, upcasters=broken)
+        assert_upcasts(
+            LOCK, "OrderPlaced", types=current.types, upcasters=broken, max_examples=10
+        )
 
 
 @settings(max_examples=50, deadline=None)
