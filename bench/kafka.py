@@ -152,7 +152,7 @@ async def _producer_alone(bootstrap: str, n: int) -> tuple[int, float]:
 
 
 def run(ctx: BenchContext) -> list[Figure]:
-    n = 2_000 if ctx.quick else 200_000
+    n = 2_000 if ctx.quick else 100_000
     url = store_url(ctx.schema)
     with TansuBroker() as broker:
         subject = Contender(

@@ -220,17 +220,21 @@ class Worker:
         self.backoff = backoff
         self.consumer_options = consumer_options or {}
         self.stats = WorkerStats()
+        self._owned: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
-        self._lock = asyncio.Lock()
+        """Per owned partition, the next offset to apply (what the store holds)."""
+        self._inflight: dict[TopicPartition, asyncio.Task[None]] = {}
+        """Per partition, the batch being applied (one at a time, in order)."""
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._committed: dict[TopicPartition, int] = {}
         self.assigned = asyncio.Event()
         """Set once the worker owns at least one partition (for tests, demos)."""
 
     @property
     def partitions(self) -> list[tuple[str, int]]:
         """The ``(topic, partition)`` pairs this worker owns now."""
-        return sorted((tp.topic, tp.partition) for tp in self._next)
+        return sorted((tp.topic, tp.partition) for tp in self._owned)
 
     # ------------------------------------------------------------------ run
 
@@ -264,15 +268,19 @@ class Worker:
                 batch = await consumer.getmany(
                     timeout_ms=200, max_records=self.max_batch
                 )
-                if batch:
-                    async with self._lock:
-                        await self._process(consumer, batch)
+                # Dispatch and fetch on: the next batch is decided while this
+                # one commits (one batch in flight per partition).
+                await self._dispatch(batch)
+                await self._commit_kafka(consumer)
         finally:
-            async with self._lock:
-                self._next.clear()  # nothing in flight: give every partition up
-            await _quietly(consumer.stop())
-            await _quietly(producer.stop())
-            self._consumer = self._producer = None
+            try:
+                await self._drain(list(self._inflight))  # finish what is in flight
+            finally:
+                self._owned.clear()
+                self._next.clear()
+                await _quietly(consumer.stop())
+                await _quietly(producer.stop())
+                self._consumer = self._producer = None
         return self.stats
 
     # ----------------------------------------------------------- assignment
@@ -295,36 +303,59 @@ class Worker:
             else:
                 consumer.seek(tp, stored)
                 self._next[tp] = stored
+            self._owned.add(tp)
             log.info("assigned %s/%s from offset %s", tp.topic, tp.partition, stored)
-        if self._next:
+        if self._owned:
             self.assigned.set()
 
     async def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
-        """Give partitions up once the batch in flight has committed."""
-        async with self._lock:
-            for tp in partitions:
-                self._next.pop(tp, None)
+        """Give partitions up once their batch in flight has committed."""
+        self._owned.difference_update(partitions)  # nothing new starts for them
+        await self._drain(partitions)
+        for tp in partitions:
+            self._next.pop(tp, None)
 
     # -------------------------------------------------------------- batches
+
+    async def _dispatch(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        """Start applying each partition's records after its previous batch."""
+        for tp, recs in batch.items():
+            if tp not in self._owned:
+                continue  # revoked while it was being fetched
+            await self._drain([tp])
+            task = asyncio.create_task(self._partition(tp, recs))
+            self._inflight[tp] = task
+
+    async def _drain(self, partitions: Sequence[TopicPartition]) -> None:
+        """Wait for the batches in flight of ``partitions``; re-raise a failure."""
+        tasks = [t for tp in partitions if (t := self._inflight.pop(tp, None))]
+        for t in tasks:
+            await asyncio.wait([t])
+        for t in tasks:
+            t.result()  # a bug (not a transient failure) stops the worker
 
     async def _process(
         self,
         consumer: AIOKafkaConsumer,
         batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
     ) -> None:
-        jobs = []
-        for tp, recs in batch.items():
-            start = self._next.get(tp)
-            if start is None:
-                continue  # revoked while it was being fetched
-            mine = [r for r in recs if r.offset >= start]
-            if mine:
-                jobs.append(self._partition(tp, mine))
-        await asyncio.gather(*jobs)
-        offsets = {tp: self._next[tp] for tp in batch if tp in self._next}
-        if offsets:
-            try:  # for monitoring (lag); the event store is the truth
+        """Apply a fetched batch completely (dispatch, then wait for it)."""
+        await self._dispatch(batch)
+        await self._drain(list(batch))
+        await self._commit_kafka(consumer)
+
+    async def _commit_kafka(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the applied offsets to Kafka too, for monitoring (lag) only."""
+        for tp, task in list(self._inflight.items()):
+            if task.done():
+                await self._drain([tp])
+        offsets = {tp: self._next[tp] for tp in self._owned if tp in self._next}
+        if offsets and offsets != self._committed:
+            try:
                 await consumer.commit(offsets)
+                self._committed = offsets
             except KafkaError as exc:
                 log.debug("Kafka offset commit failed (ignored): %s", exc)
 
@@ -332,6 +363,12 @@ class Worker:
         self, tp: TopicPartition, recs: list[ConsumerRecord[Any, Any]]
     ) -> None:
         """Apply one partition's records, retrying transient failures."""
+        start = self._next.get(tp)
+        if tp not in self._owned or start is None:
+            return  # revoked before its turn came
+        recs = [r for r in recs if r.offset >= start]
+        if not recs:
+            return
         name = tracking_name(self.group, tp.topic, tp.partition)
         delay, longest = self.backoff
         while True:
@@ -450,8 +487,7 @@ class Worker:
 
 def _with_defaults(cmd: object, msg: Message, group: str) -> Start | Send:
     """The command with a command id (and instance id) derived from the message."""
-    # Built directly: dataclasses.replace costs more than the rest of the hop.
-    if type(cmd) is Send or isinstance(cmd, Send):
+    if isinstance(cmd, Send):  # built directly: cheaper than dataclasses.replace
         if cmd.command_id is not None:
             return cmd
         return Send(
