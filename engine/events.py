@@ -184,11 +184,17 @@ def is_reserved_stream(stream_id: str) -> bool:
 
 
 class EventTypeRegistry:
-    """Maps stable type names to event structs and back."""
+    """Maps stable type names to event structs and back.
+
+    Every registry starts with the engine's system events (``nonstop.Started``,
+    ``nonstop.Migrated``), which any engine must be able to read.
+    """
 
     def __init__(self) -> None:
         self._by_name: dict[str, EventType] = {}
         self._by_cls: dict[type[Any], EventType] = {}
+        self.register(Started, "nonstop.Started")
+        self.register(Migrated, "nonstop.Migrated")
 
     def register(self, cls: type[E], name: str, schema: int = 1) -> type[E]:
         """Register ``cls`` under ``name`` at schema version ``schema``.
@@ -274,8 +280,6 @@ def _same_definition(a: type[Any], b: type[Any]) -> bool:
 
 
 _default = EventTypeRegistry()
-_default.register(Started, "nonstop.Started")
-_default.register(Migrated, "nonstop.Migrated")
 
 
 def default_event_types() -> EventTypeRegistry:

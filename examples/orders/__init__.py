@@ -32,7 +32,6 @@ from engine import (
     WorkflowRegistry,
     event,
 )
-from engine.events import Started
 from upcasters import UpcasterRegistry, upcaster
 
 __all__ = [
@@ -256,7 +255,6 @@ class Release:
 def release2() -> Release:
     """The current release: v1 and v2, ``OrderPlaced`` schema 2, v2 current."""
     types = EventTypeRegistry()
-    types.register(Started, "nonstop.Started")
     types.register(OrderPlaced, "OrderPlaced", schema=2)
     types.register(FraudChecked, "FraudChecked")
     types.register(PaymentReceived, "PaymentReceived")

@@ -17,7 +17,6 @@ from engine import (
     Workflow,
     WorkflowRegistry,
 )
-from engine.events import Started
 from examples.orders import (
     Order,
     OrderShipped,
@@ -90,7 +89,6 @@ v1: Workflow[Order] = Workflow(
 def release() -> Release:
     """Release 1: orders@1 current, ``OrderPlaced`` schema 1, no upcasters."""
     types = EventTypeRegistry()
-    types.register(Started, "nonstop.Started")
     types.register(OrderPlaced, "OrderPlaced", schema=1)
     types.register(PaymentReceived, "PaymentReceived")
     types.register(OrderShipped, "OrderShipped")

@@ -14,6 +14,7 @@ from engine.errors import (
     WorkflowDefinitionError,
 )
 from engine.events import (
+    SYSTEM_TYPES,
     Envelope,
     EventCodec,
     EventTypeRegistry,
@@ -68,15 +69,25 @@ def test_registration_uses_the_stable_name(types: EventTypeRegistry) -> None:
     assert (et.name, et.schema, et.cls) == ("test.Placed", 1, Placed)
     assert types.by_name("test.Placed") is et
     assert "test.Placed" in types
-    assert types.names() == ["test.Placed", "test.Shipped"]
-    assert [e.name for e in types] == ["test.Placed", "test.Shipped"]
+    user = ["test.Placed", "test.Shipped"]
+    assert [n for n in types.names() if n not in SYSTEM_TYPES] == user
+    assert [e.name for e in types if e.name not in SYSTEM_TYPES] == user
+
+
+def test_every_registry_reads_the_system_events() -> None:
+    reg = EventTypeRegistry()
+    assert set(reg.names()) == SYSTEM_TYPES
+    assert reg.by_name("nonstop.Started").cls is Started
 
 
 def test_registering_the_same_class_again_is_a_no_op(
     types: EventTypeRegistry,
 ) -> None:
     assert types.register(Placed, "test.Placed") is Placed
-    assert types.names() == ["test.Placed", "test.Shipped"]
+    assert [n for n in types.names() if n not in SYSTEM_TYPES] == [
+        "test.Placed",
+        "test.Shipped",
+    ]
 
 
 def test_name_taken_by_another_class(types: EventTypeRegistry) -> None:
@@ -97,7 +108,7 @@ def test_non_struct_is_refused() -> None:
         reg.register(NotAStruct, "x.Bad")  # type: ignore[type-var]
     with pytest.raises(WorkflowDefinitionError):
         reg.register(dict, "x.Dict")  # type: ignore[type-var]
-    assert reg.names() == []
+    assert set(reg.names()) == SYSTEM_TYPES
 
 
 @pytest.mark.parametrize("schema", [0, -1])

@@ -68,3 +68,13 @@ def test_publish_once_relays_what_is_committed(kafka, sqlite_url, capsys):
     assert f"published 2 events to {topic}" in capsys.readouterr().out
     assert main([*argv, "--topic", topic, "--once"]) == 0
     assert f"published 0 events to {topic}" in capsys.readouterr().out
+
+
+@pytest.mark.kafka
+def test_the_kafka_demo_switches_versions_mid_stream(kafka, sqlite_url, capsys):
+    argv = ["demo", "--store", sqlite_url, "--instances", "60", "--seed", "1"]
+    assert main([*argv, "--kafka", kafka]) == 0
+    out = capsys.readouterr().out
+    assert "demo OK" in out
+    assert "orders@1" in out and "orders@2" in out  # both versions ran
+    assert "3 dead-lettered" in out
