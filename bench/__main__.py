@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,39 +104,51 @@ def main(argv: list[str] | None = None) -> int:
     ran: list[str] = []
     broken: list[str] = []
 
-    def add(name: str, got: list[Figure]) -> None:
+    def add(name: str, go: Callable[[], list[Figure]]) -> None:
+        """Run one scenario; a failing one is reported, the others still run."""
+        print(name)
+        try:
+            got = go()
+        except Exception:
+            traceback.print_exc()
+            print(f"{name}: FAILED (its figures are left out)")
+            broken.append(name)
+            return
         figures.extend({**f.as_json(), "bench": name} for f in got)
         ran.append(name)
 
     t0 = time.perf_counter()
     with pg_schema() as schema, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        s = float(size["commit_seconds"])
+        n = int(size["append_total"])
+        kw = {
+            "instances": int(size["replay_instances"]),
+            "long_len": int(size["replay_long"]),
+            "reps": reps,
+        }
         if "commit" in args.only:
-            print("commit: 64 concurrent callers")
-            s = float(size["commit_seconds"])
             add(
                 "commit",
-                commit.run_postgres(schema, seconds=s, reps=reps)
-                + commit.run_sqlite(work, seconds=s, reps=reps),
+                lambda: (
+                    commit.run_postgres(schema, seconds=s, reps=reps)
+                    + commit.run_sqlite(work, seconds=s, reps=reps)
+                ),
             )
         if "append" in args.only:
-            print("append: bulk")
-            n = int(size["append_total"])
             add(
                 "append",
-                append.run_postgres(schema, total=n, reps=reps)
-                + append.run_sqlite(work, total=n, reps=reps),
+                lambda: (
+                    append.run_postgres(schema, total=n, reps=reps)
+                    + append.run_sqlite(work, total=n, reps=reps)
+                ),
             )
         if "replay" in args.only:
-            print("replay")
-            kw = {
-                "instances": int(size["replay_instances"]),
-                "long_len": int(size["replay_long"]),
-                "reps": reps,
-            }
             add(
                 "replay",
-                replay.run_postgres(schema, **kw) + replay.run_sqlite(work, **kw),
+                lambda: (
+                    replay.run_postgres(schema, **kw) + replay.run_sqlite(work, **kw)
+                ),
             )
         ctx = BenchContext(schema=schema, work=work, quick=args.quick, reps=reps)
         for name, module_name in PLUGINS.items():
@@ -148,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             if not present:
                 print(f"{name}: skipped ({module_name} is not there yet)")
                 continue
-            print(f"{name}")
-            add(name, importlib.import_module(module_name).run(ctx))
+            run = importlib.import_module(module_name).run
+            add(name, functools.partial(run, ctx))
     info["seconds"] = round(time.perf_counter() - t0, 1)
     info["mode"] = "quick" if args.quick else "full"
     info["reps"] = reps

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import BenchContext, Figure, Target, store_url
+from bench.harness import BenchContext, Figure, Target, pg_schema, store_url
 
 __all__ = ["DESCRIPTION", "run"]
 
@@ -225,9 +225,17 @@ def run(ctx: BenchContext) -> list[Figure]:
     # eventsourcing rebuilds the full sizes in many minutes (one query per
     # instance; the long stream loaded whole): it replays a tenth of them.
     es_scale = 1 if ctx.quick else ES_SCALE
-    t0 = time.perf_counter()
-    _populate(ctx.schema, long_len, many, es_scale)
-    print(f"  populated in {time.perf_counter() - t0:.1f} s")
+    with pg_schema(prefix=ctx.schema) as schema:  # its own ids, its own tables
+        t0 = time.perf_counter()
+        _populate(schema, long_len, many, es_scale)
+        print(f"  populated in {time.perf_counter() - t0:.1f} s")
+        peaks = _measure_all(schema, long_len, many, es_scale)
+    return _figures(peaks, long_len, many, es_scale)
+
+
+def _measure_all(
+    schema: str, long_len: int, many: int, es_scale: int
+) -> dict[str, list[Peak]]:
     plan = [
         ("nonstop-long", long_len),
         ("es-long", long_len // es_scale),
@@ -239,14 +247,14 @@ def run(ctx: BenchContext) -> list[Figure]:
     reps = 1
     for rep in range(reps):
         for kind, size in plan:
-            p = _measure(kind, ctx.schema, size)
+            p = _measure(kind, schema, size)
             peaks[kind].append(p)
             print(
                 f"  [{rep + 1}/{reps}] {kind:<13} peak {p.peak_mb:7.1f} MB "
                 f"(imports {p.before_mb:5.1f} MB), {p.events:,} events in "
                 f"{p.seconds:.1f} s"
             )
-    return _figures(peaks, long_len, many, es_scale)
+    return peaks
 
 
 def _figures(

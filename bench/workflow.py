@@ -40,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from bench.harness import PG_URL, BenchContext, Figure, Target, store_url
+from bench.harness import PG_URL, BenchContext, Figure, Target, pg_schema, store_url
 
 __all__ = ["DESCRIPTION", "run"]
 
@@ -464,13 +464,17 @@ def _ms(rounds: list[Round], q: float, *, transitions: bool = False) -> list[flo
 
 def run(ctx: BenchContext) -> list[Figure]:
     """Run every contender at each concurrency, interleaved, ``ctx.reps`` times."""
-    seconds = 0.3 if ctx.quick else 3.0
+    with pg_schema(prefix=ctx.schema) as schema:  # tables of its own
+        return _run(schema, ctx.reps, 0.3 if ctx.quick else 3.0)
+
+
+def _run(schema: str, reps: int, seconds: float) -> list[Figure]:
     contenders: dict[str, Contender] = {}
     makers: list[tuple[str, Callable[[], Contender]]] = [
-        ("nonstop", lambda: _Nonstop(store_url(ctx.schema))),
+        ("nonstop", lambda: _Nonstop(store_url(schema))),
         (DBOS, _Dbos),
-        (ES, lambda: _EventSourcing(ctx.schema)),
-        (RAW, lambda: _RawCommit(ctx.schema)),
+        (ES, lambda: _EventSourcing(schema)),
+        (RAW, lambda: _RawCommit(schema)),
     ]
     try:
         for name, make in makers:
@@ -478,7 +482,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         results: dict[tuple[str, int], list[Round]] = {}
         for c in contenders.values():  # warm up pools, caches, prepared plans
             c(1, 0.2)
-        for rep in range(ctx.reps):
+        for rep in range(reps):
             for conc in CONCURRENCY:
                 for name, c in contenders.items():
                     if name == RAW and conc != 1:
@@ -487,7 +491,7 @@ def run(ctx: BenchContext) -> list[Figure]:
                     results.setdefault((name, conc), []).append(r)
                     rate = r.workflows / r.seconds
                     print(
-                        f"  [{rep + 1}/{ctx.reps}] c={conc:<3} {name:<40} "
+                        f"  [{rep + 1}/{reps}] c={conc:<3} {name:<40} "
                         f"{rate:>10,.1f}/s  p50 {_percentile(r.latencies, 0.5):.2f} "
                         f"ms  p99 {_percentile(r.latencies, 0.99):.2f} ms"
                     )

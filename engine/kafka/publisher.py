@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from engine.events import EventCodec, RecordedEvent
 from engine.kafka.errors import BrokerUnavailable
+from engine.kafka.worker import TRANSIENT
 from engine.store import EventStore, Tracking
 
 __all__ = ["EVENT_ID", "PublishedEvent", "Publisher", "event_id"]
@@ -98,16 +99,28 @@ class Publisher:
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Publish until ``stop`` is set; returns how many messages were produced.
 
+        Transient failures (the store or the broker unreachable) are retried
+        with backoff.
+
         Raises:
             BrokerUnavailable: the broker cannot be reached at start.
         """
         stop = stop if stop is not None else asyncio.Event()
         producer = await self._producer()
+        delay = self.poll_interval
         try:
             while not stop.is_set():
-                if await self._page(producer) == 0:
+                try:
+                    n = await self._page(producer)
+                except (*TRANSIENT, KafkaError) as exc:
+                    # Nothing was tracked for the failed page: it is sent again.
+                    log.warning("publishing failed: %s; retrying in %.2f s", exc, delay)
+                    n, delay = 0, min(delay * 2, 5.0)
+                else:
+                    delay = self.poll_interval
+                if n == 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.poll_interval)
+                        await asyncio.wait_for(stop.wait(), delay)
         finally:
             await producer.stop()
         return self.published

@@ -58,6 +58,7 @@ from engine.runtime import Engine, InstanceInfo, Send, Start
 from engine.store import DeadLetter, Tracking
 
 __all__ = [
+    "TRANSIENT",
     "Mapping",
     "Message",
     "Worker",
