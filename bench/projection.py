@@ -31,7 +31,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection as ESProjection
 from eventsourcing.projection import ProjectionRunner
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 from bench.counter import encoded_stream
 from bench.harness import (
@@ -116,9 +116,9 @@ class _CounterView(PostgresTrackingRecorder):
         self.table = f"{self.tracking_table_name}_counts"
         self.sql_create_statements.append(
             SQL(
-                f"CREATE TABLE IF NOT EXISTS {self.datastore.schema}.{self.table} "  # type: ignore[arg-type]
+                "CREATE TABLE IF NOT EXISTS {}.{} "
                 "(stream TEXT PRIMARY KEY, n BIGINT NOT NULL)"
-            )
+            ).format(Identifier(self.datastore.schema), Identifier(self.table))
         )
 
     def incr(self, stream: str, tracking: Tracking) -> None:

@@ -27,7 +27,8 @@ ALL = "*"
 """Pass to :meth:`Projection.on` to handle every event type."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
-_TABLE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
+# A table may not start with v<digit>: its view would collide with a build table.
+_TABLE = re.compile(r"^(?!v\d)[a-z][a-z0-9_]{0,19}$")
 
 
 class Projection:
@@ -73,7 +74,8 @@ class Projection:
         if bad or not tables or len(set(tables)) != len(tables):
             raise ProjectionDefinitionError(
                 f"projection {name!r}: tables {list(tables)!r} must be distinct "
-                "names matching [a-z][a-z0-9_]* (at most 20 characters), at least one"
+                "names matching [a-z][a-z0-9_]* (at most 20 characters, not "
+                "starting with v and a digit), at least one"
             )
         self.name = name
         self.version = version

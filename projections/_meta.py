@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from engine.events import now_micros
 from projections._db import Database, Tx
@@ -158,27 +159,26 @@ def load_builds(tx: Tx, name: str | None = None) -> list[Build]:
     return [_build(r) for r in rows]
 
 
-def _build(r: tuple[object, ...]) -> Build:
+def _build(r: tuple[Any, ...]) -> Build:
     failure = None
     if r[8] is not None:
         failure = Failure(
-            int(r[8]),  # type: ignore[call-overload]
+            int(r[8]),
             str(r[9]),
-            int(r[10] or 0),  # type: ignore[call-overload]
+            int(r[10] or 0),
             str(r[11]),
             str(r[12]),
-            int(r[13] or 0),  # type: ignore[call-overload]
+            int(r[13] or 0),
         )
-    tables = str(r[6])
     return Build(
         name=str(r[0]),
         build=str(r[1]),
-        version=int(r[2]),  # type: ignore[call-overload]
+        version=int(r[2]),
         state=str(r[3]),
         ready=bool(r[4]),
         keep=bool(r[5]),
-        tables=tuple(t for t in tables.split(",") if t),
-        position=int(r[7]),  # type: ignore[call-overload]
+        tables=tuple(t for t in str(r[6]).split(",") if t),
+        position=int(r[7]),
         failure=failure,
     )
 

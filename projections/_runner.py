@@ -493,8 +493,9 @@ class Runner:
                 [*followers, *others], return_when=asyncio.FIRST_COMPLETED
             )
             for t in done:
-                if t in followers and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+                error = t.exception() if t in followers else None
+                if error is not None:
+                    raise error
         finally:
             # Followers finish their round (a thread cannot be interrupted, and
             # the store must outlive it); only waiting is cut short.

@@ -17,6 +17,7 @@ from projections import ALL, Projection, ProjectionDefinitionError, Tx
         ({"name": "ok", "tables": []}, "at least one"),
         ({"name": "ok", "tables": ["a", "a"]}, "must be distinct"),
         ({"name": "ok", "tables": ["A b"]}, r"tables \['A b'\]"),
+        ({"name": "ok", "tables": ["v2_x"]}, "not starting with v and a digit"),
     ],
 )
 def test_bad_declarations_are_refused(kwargs, message):
