@@ -43,11 +43,11 @@ DESCRIPTION = """\
   (all columns, no decoding: what bounds any replay) and `eventsourcing`'s
   `Application.repository.get` of the same counter as an aggregate, one per
   instance, timed on 2,000 of them (also shown: its recorder's `select_events`
-  per instance and its notification log). *One by one* calls the load path of a cold `Engine.get`
-  (`Engine._load_sync`, one query per instance) in a loop on one thread, and shows
-  the async API (`Engine.get` from 64 tasks, which adds a thread hop per call)
-  beside it. The *long stream* figure rebuilds one instance with many events (read
-  in pages of 10,000)."""
+  per instance and its notification log). *One by one* calls the load path of a
+  cold `Engine.get` (`Engine._load_sync`, one query per instance) in a loop on one
+  thread, and shows the async API (`Engine.get` from 64 tasks, which adds a thread
+  hop per call) beside it. The *long stream* figure rebuilds one instance with
+  many events (read in pages of 10,000)."""
 
 
 STREAM_LEN = 10

@@ -53,8 +53,8 @@ DESCRIPTION = """\
   a child process because DBOS is a process-wide singleton) and an `eventsourcing`
   `Application` whose aggregate does the same three transitions, saved after each
   (three transactions, from threads; the caller keeps the aggregate between them,
-  so it reads nothing). Figures: workflows/s, p50 and p99 latency of
-  a whole workflow; and the latency of one nonstop transition at concurrency 1
+  so it reads nothing). Figures: workflows/s, p50 and p99 latency of a whole
+  workflow; and the latency of one nonstop transition at concurrency 1
   against one bare PostgreSQL `INSERT` + `COMMIT` (raw psycopg) measured beside it:
   the check that group commit does not make a lone caller wait."""
 

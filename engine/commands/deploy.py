@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.table import Table
@@ -22,7 +24,6 @@ from engine.deploy import (
     Deployments,
     DeployView,
     FlagError,
-    ScanStats,
     default_user,
     migrate_instances,
 )
@@ -30,17 +31,23 @@ from engine.deploy.view import DeploymentState
 from engine.errors import NonstopError
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats
-from engine.store import EventStore
 from engine.workflow import WorkflowRegistry
 
 __all__ = ["MapperLoadError", "register", "stats_source"]
 
 
-def stats_source(
-    ctx: CliContext, store: EventStore, registry: WorkflowRegistry
-) -> StatsSource:
-    """The per-version counts the commands use (a scan of the log)."""
-    return ScanStats(store, registry)
+@contextmanager
+def stats_source(ctx: CliContext, registry: WorkflowRegistry) -> Iterator[StatsSource]:
+    """The per-version counts the commands use.
+
+    They come from the built-in instances projection, brought up to date first
+    (no scan of the log); :class:`~engine.deploy.ScanStats` gives the same
+    answer by scanning, for embedders that run no projections.
+    """
+    from projections.instances import InstancesReadModel
+
+    with InstancesReadModel(ctx.store_url, registry) as model:
+        yield model
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -180,8 +187,10 @@ def _rollback(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _retire(ctx: CliContext, args: argparse.Namespace) -> int:
-    with _registry(ctx) as reg:
-        stats = stats_source(ctx, reg.store, _loaded(ctx, reg))
+    with (
+        _registry(ctx) as reg,
+        stats_source(ctx, _loaded(ctx, reg)) as stats,
+    ):
         reg.retire(args.workflow, args.version, stats, by=args.by, reason=args.reason)
     ctx.out.print(Text(f"retired {args.workflow}@{args.version}"))
     return 0
@@ -189,11 +198,11 @@ def _retire(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        stats = stats_source(ctx, reg.store, _loaded(ctx, reg))
+        with stats_source(ctx, _loaded(ctx, reg)) as stats:
+            counts = {
+                (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
+            }
         view = reg.view
-        counts = {
-            (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
-        }
     ctx.out.print(_versions_table(view, counts, args.workflow))
     return 0
 

@@ -49,15 +49,20 @@ class PostgresStore(RecorderStore):
             "password": unquote(parts.password or ""),
         }
         try:
-            with psycopg.connect(**conninfo, connect_timeout=5, autocommit=True) as c:
-                c.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                        sql.Identifier(self.schema)
-                    )
-                )
+            guard = psycopg.connect(**conninfo, connect_timeout=5, autocommit=True)
         except psycopg.Error as exc:
             raise StoreUnavailable(redact(url), str(exc).strip()) from None
         try:
+            # Stores opened at once on a fresh schema would race in CREATE ... (the
+            # recorder's functions and tables): one creator per schema at a time.
+            guard.execute(
+                "SELECT pg_advisory_lock(hashtext(%s))", [f"nonstop:{self.schema}"]
+            )
+            guard.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(self.schema)
+                )
+            )
             self._datastore = PostgresDatastore(
                 **conninfo,
                 schema=self.schema,
@@ -77,6 +82,8 @@ class PostgresStore(RecorderStore):
             snapshots.create_table()
         except (OperationalError, InterfaceError, psycopg.Error) as exc:
             raise StoreUnavailable(redact(url), str(exc).strip()) from None
+        finally:
+            guard.close()  # ends the session: releases the advisory lock
         super().__init__(url, events, snapshots)
         table = sql.Identifier(self.schema, EVENTS_TABLE)
         self._select_stream = sql.SQL(

@@ -77,3 +77,22 @@ def test_postgres_wrong_password_hides_it(pg_url: str) -> None:
 )
 def test_redact(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+@pytest.mark.postgres
+def test_stores_opened_at_once_on_a_fresh_schema_all_work(pg_url: str) -> None:
+    # Each opener creates the tables and the recorder's functions; unguarded, two
+    # of them racing on a fresh schema fail inside CREATE OR REPLACE FUNCTION.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.store.base import NewRecord
+
+    with ThreadPoolExecutor(6) as pool:
+        stores = list(pool.map(lambda _: open_store(pg_url), range(6)))
+    try:
+        for i, store in enumerate(stores):
+            store.append([NewRecord(f"s{i}", 1, "t", b"x")])
+        assert stores[0].last_global_position() == len(stores)
+    finally:
+        for store in stores:
+            store.close()
