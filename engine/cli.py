@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nonstop",
         description=(
-            "Inspect nonstop workflow instances and run the demo. "
+            "Operate nonstop workflows: inspect instances, deploy and roll back "
+            "versions, evolve schemas, run projections and Kafka workers. "
             "The event store is --store, else $NONSTOP_STORE, else "
             f"{DEFAULT_URL}. Workflow definitions come from --app, else "
             f"$NONSTOP_APP, else {DEFAULT_APP} (the demo's order workflow)."
@@ -150,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="run the order workflow demo: two versions side by side, a restart",
+        help="run the order workflow demo: versions side by side, a schema "
+        "change, a canary and a rollback, a restart",
     )
     p.add_argument(
         "--store",
