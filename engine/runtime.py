@@ -315,12 +315,21 @@ class Engine:
                 inst = await self._load(instance_id)
             return inst.info(instance_id)
 
-    async def write_snapshot(self, instance_id: str, *, after: int = 0) -> int | None:
+    async def write_snapshot(
+        self, instance_id: str, *, after: int = 0, replace: bool = False
+    ) -> int | None:
         """Save a snapshot of an instance at its last position, now.
 
         Used to migrate snapshots to the current state schema. It takes no lock
         and leaves the cache alone: a snapshot of positions 1..N stays true
         whatever is appended after N.
+
+        Args:
+            instance_id: the instance.
+            after: write nothing unless the instance has an event past this
+                position.
+            replace: overwrite a snapshot already stored at that position (an
+                old-schema snapshot of an instance with no event since).
 
         Returns:
             The position saved, or None when the workflow takes no snapshots or
@@ -334,7 +343,7 @@ class Engine:
             inst = await asyncio.to_thread(self._load_sync, instance_id)
         if not inst.workflow.snapshot_every or inst.position <= after:
             return None
-        await asyncio.to_thread(self._snapshot, instance_id, inst)
+        await asyncio.to_thread(self._snapshot, instance_id, inst, replace=replace)
         return inst.position
 
     async def history(self, instance_id: str) -> list[RecordedEvent]:
@@ -768,7 +777,9 @@ class Engine:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    def _snapshot(self, instance_id: str, inst: _Instance) -> None:
+    def _snapshot(
+        self, instance_id: str, inst: _Instance, *, replace: bool = False
+    ) -> None:
         body = _SnapshotBody(
             msgspec.Raw(_encoder.encode(inst.state)), inst.commands, inst.flags or {}
         )
@@ -779,7 +790,8 @@ class Engine:
                     inst.position,
                     inst.workflow.state_key,
                     _encoder.encode(body),
-                )
+                ),
+                replace=replace,
             )
         except Exception:  # a snapshot is an optimisation, never a failure
             log.exception("snapshot of %s at %s failed", instance_id, inst.position)

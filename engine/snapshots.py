@@ -146,9 +146,6 @@ class MigrationProgress:
     """New snapshots written at the current state schema."""
     current: int = 0
     """Instances whose snapshot was already current."""
-    kept: int = 0
-    """Old snapshots kept because the instance has no event after them (a new one
-    would have the same position); they are upcast or rebuilt on load."""
     skipped: int = 0
     """Instances of versions that take no snapshots, or without a snapshot yet."""
     failed: int = 0
@@ -236,32 +233,34 @@ async def migrate_snapshots(
     return progress
 
 
-_Outcome = Literal["written", "current", "kept", "skipped", "failed"]
+_Outcome = Literal["written", "current", "skipped", "failed"]
 
 
 async def _one(engine: Engine, instance_id: str) -> _Outcome:
-    def check() -> tuple[_Outcome | None, int]:
+    def check() -> _Outcome | None:
         snap = engine.store.load_snapshot(instance_id)
         if snap is None:
-            return "skipped", 0
+            return "skipped"
         ref, _, _ = parse_key(snap.key)
         name, version = parse_ref(ref)
         wf = engine.registry.get(name, version)
         if not wf.snapshot_every:
-            return "skipped", 0
+            return "skipped"
         if classify(wf, snap.key, engine.upcasters) == "current":
-            return "current", 0
-        return None, snap.position
+            return "current"
+        return None
 
     try:
-        verdict, at = await asyncio.to_thread(check)
+        verdict = await asyncio.to_thread(check)
         if verdict is not None:
             return verdict
-        written = await engine.write_snapshot(instance_id, after=at)
+        # Replace: an instance with no event since its old snapshot gets the new
+        # one at the same position.
+        written = await engine.write_snapshot(instance_id, replace=True)
     except NonstopError as exc:
         log.warning("cannot migrate the snapshot of %s: %s", instance_id, exc)
         return "failed"
-    return "kept" if written is None else "written"
+    return "skipped" if written is None else "written"
 
 
 def _count(p: MigrationProgress, outcome: _Outcome) -> MigrationProgress:
@@ -270,7 +269,6 @@ def _count(p: MigrationProgress, outcome: _Outcome) -> MigrationProgress:
         scanned=p.scanned + 1,
         written=p.written + (outcome == "written"),
         current=p.current + (outcome == "current"),
-        kept=p.kept + (outcome == "kept"),
         skipped=p.skipped + (outcome == "skipped"),
         failed=p.failed + (outcome == "failed"),
     )

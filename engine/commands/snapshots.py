@@ -54,7 +54,7 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
         if p.done:
             return
         counts = (
-            f"{p.written} re-snapshotted, {p.current} current, {p.kept} kept, "
+            f"{p.written} re-snapshotted, {p.current} current, "
             f"{p.skipped} without snapshots, {p.failed} failed"
         )
         line = f"{p.fraction:6.1%}  {p.scanned} instances: {counts}"
@@ -74,7 +74,6 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
         Text(
             f"snapshots migrated: {done.scanned} instances looked at, "
             f"{done.written} re-snapshotted, {done.current} already current, "
-            f"{done.kept} kept (no event since; upcast or rebuilt on load), "
             f"{done.failed} failed"
         )
     )

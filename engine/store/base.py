@@ -200,8 +200,15 @@ class EventStore(ABC):
         """The last position recorded for consumer ``name``, if any."""
 
     @abstractmethod
-    def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Store a snapshot; an older or equal position for the stream is kept."""
+    def save_snapshot(self, snapshot: Snapshot, *, replace: bool = False) -> None:
+        """Store a snapshot.
+
+        Args:
+            snapshot: what to store.
+            replace: overwrite a snapshot already stored at the same position
+                (used to migrate snapshots to a new state schema); without it,
+                an existing snapshot at that position is kept.
+        """
 
     @abstractmethod
     def load_snapshot(self, stream_id: str) -> Snapshot | None:
@@ -351,21 +358,27 @@ class RecorderStore(EventStore):
         found = self._events.max_tracking_id(name)
         return None if found is None else int(found)
 
-    def save_snapshot(self, snapshot: Snapshot) -> None:
+    def save_snapshot(self, snapshot: Snapshot, *, replace: bool = False) -> None:
         """See :meth:`EventStore.save_snapshot`."""
+        stored = StoredEvent(
+            originator_id=snapshot.stream_id,
+            originator_version=snapshot.position,
+            topic=snapshot.key,
+            state=snapshot.data,
+        )
         try:
-            self._snapshots.insert_events(
-                [
-                    StoredEvent(
-                        originator_id=snapshot.stream_id,
-                        originator_version=snapshot.position,
-                        topic=snapshot.key,
-                        state=snapshot.data,
-                    )
-                ]
-            )
+            if replace:
+                self._replace_snapshot(stored)
+            else:
+                self._snapshots.insert_events([stored])
         except IntegrityError:
             log.debug("snapshot %s@%s exists", snapshot.stream_id, snapshot.position)
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+
+    def _replace_snapshot(self, stored: StoredEvent) -> None:
+        """Overwrite the snapshot at ``stored``'s position, in one transaction."""
+        raise NotImplementedError
 
     def load_snapshot(self, stream_id: str) -> Snapshot | None:
         """See :meth:`EventStore.load_snapshot`."""

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresDatastore,
@@ -174,6 +174,29 @@ class PostgresStore(RecorderStore):
             cur.execute(self._stream_position, (stream_id,), prepare=True)
             row = cur.fetchone()
             return int(row[0]) if row and row[0] is not None else 0
+
+    def _replace_snapshot(self, stored: StoredEvent) -> None:
+        table = sql.Identifier(self.schema, SNAPSHOTS_TABLE)
+        with self._datastore.transaction(commit=True) as c:
+            c.execute(
+                sql.SQL(
+                    "DELETE FROM {} "
+                    "WHERE originator_id = %s AND originator_version = %s"
+                ).format(table),
+                (stored.originator_id, stored.originator_version),
+            )
+            c.execute(
+                sql.SQL(
+                    "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                    "VALUES (%s, %s, %s, %s)"
+                ).format(table),
+                (
+                    stored.originator_id,
+                    stored.originator_version,
+                    stored.topic,
+                    stored.state,
+                ),
+            )
 
     def drop(self) -> None:
         """Drop this store's schema with everything in it (tests only)."""

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
     SQLiteDatastore,
@@ -92,6 +92,24 @@ class SQLiteStore(RecorderStore):
         except (OperationalError, InterfaceError, sqlite3.Error) as exc:
             raise StoreUnavailable(self.url, str(exc)) from None
         return out
+
+    def _replace_snapshot(self, stored: StoredEvent) -> None:
+        with self._datastore.transaction(commit=True) as c:
+            c.execute(
+                f"DELETE FROM {SNAPSHOTS_TABLE} "
+                "WHERE originator_id=? AND originator_version=?",
+                (stored.originator_id, stored.originator_version),
+            )
+            c.execute(
+                f"INSERT INTO {SNAPSHOTS_TABLE} "
+                "(originator_id, originator_version, topic, state) VALUES (?,?,?,?)",
+                (
+                    stored.originator_id,
+                    stored.originator_version,
+                    stored.topic,
+                    stored.state,
+                ),
+            )
 
     def close(self) -> None:
         """Close the connection pool."""

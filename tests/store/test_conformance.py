@@ -247,6 +247,17 @@ def test_saving_an_existing_snapshot_position_keeps_the_first(
     assert snap is not None and snap.data == b"first"
 
 
+def test_replacing_a_snapshot_overwrites_that_position_only(
+    store: EventStore,
+) -> None:
+    store.save_snapshot(Snapshot("a", 4, "wf@1#k#1", b"old"))
+    store.save_snapshot(Snapshot("a", 2, "wf@1#k#1", b"older"))
+    store.save_snapshot(Snapshot("a", 4, "wf@1#k#2", b"new"), replace=True)
+    assert store.load_snapshot("a") == Snapshot("a", 4, "wf@1#k#2", b"new")
+    store.save_snapshot(Snapshot("b", 3, "wf@1#k#2", b"fresh"), replace=True)
+    assert store.load_snapshot("b") == Snapshot("b", 3, "wf@1#k#2", b"fresh")
+
+
 def test_snapshots_are_not_events(store: EventStore) -> None:
     store.save_snapshot(Snapshot("a", 4, "wf@1#k", b"four"))
     assert store.read_stream("a") == []

@@ -137,25 +137,23 @@ async def _migrate(url: str, **options: Any) -> MigrationProgress:
         return await migrate_snapshots(eng, **options)
 
 
-async def test_migrate_resnapshots_and_keeps_what_it_cannot_replace(
-    durable_url: str,
-) -> None:
+async def test_migrate_resnapshots_every_instance(durable_url: str) -> None:
     moved = [f"m{i:02d}" for i in range(12)]
     still = [f"s{i:02d}" for i in range(3)]
     await _fill(durable_url, moved, adds=3)  # position 5, snapshot at 4
     await _fill(durable_url, still, adds=4)  # position 6, snapshot at 6
     seen: list[MigrationProgress] = []
     done = await _migrate(durable_url, batch=5, on_progress=seen.append)
-    assert (done.scanned, done.written, done.kept, done.failed) == (15, 12, 3, 0)
+    assert (done.scanned, done.written, done.failed) == (15, 15, 0)
     assert done.done and done.fraction == 1.0
     assert [p.scanned for p in seen] == [5, 10, 15, 15]
     current = tally.workflow_b().state_key
     for iid in moved:
         snap = _snapshot(durable_url, iid)
         assert (snap.position, snap.key) == (5, current)
-    for iid in still:
+    for iid in still:  # no event since the old snapshot: replaced in place
         snap = _snapshot(durable_url, iid)
-        assert (snap.position, parse_key(snap.key)[2]) == (6, 1)
+        assert (snap.position, snap.key) == (6, current)
     again = await _migrate(durable_url, batch=5)
     assert again.scanned == 0  # everything was covered: the tracking says so
 
