@@ -71,16 +71,23 @@ def _description(name: str, *, strict: bool = True) -> str | None:
 def _merge(
     path: Path, ran: list[str], new: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The figures of ``path`` for scenarios not run now, then the new ones."""
+    """The figures of ``path`` for scenarios not run now and the new ones, in order."""
     if not path.exists():
         return new
     old = json.loads(path.read_text())
-    kept = [
-        f
-        for f in old.get("figures", [])
-        if f.get("bench", f["scenario"].split("-")[0]) not in ran
-    ]
-    return kept + new
+    kept = [f for f in old.get("figures", []) if _bench(f) not in ran]
+    return _in_order(kept + new)
+
+
+def _bench(figure: dict[str, Any]) -> str:
+    """The scenario a figure belongs to (results from before the tag: by prefix)."""
+    return str(figure.get("bench", figure["scenario"].split("-")[0]))
+
+
+def _in_order(figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Figures grouped by scenario, in the order of ``SCENARIOS``."""
+    rank = {name: n for n, name in enumerate(SCENARIOS)}
+    return sorted(figures, key=lambda f: rank.get(_bench(f), len(rank)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 def _write_docs(latest: Path, ran: list[str]) -> None:
     """Rewrite docs/benchmarks.md from the results file ``latest``."""
     data = json.loads(latest.read_text())
+    data["figures"] = _in_order(data["figures"])
     descriptions = [
         d for name in SCENARIOS if (d := _description(name, strict=name in ran))
     ]

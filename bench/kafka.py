@@ -128,12 +128,24 @@ async def _end_to_end(bootstrap: str, url: str, n: int) -> tuple[int, float]:
         names = [tracking_name(group, topic, p) for p in range(PARTITIONS)]
         t0 = time.perf_counter()
         ends = await _produce(bootstrap, topic, [i.encode() for i in ids], n)
-        target = [ends[p] for p in range(PARTITIONS)]
-        while [store.tracking_position(x) or 0 for x in names] != target:
+        target = {(topic, p): ends[p] for p in range(PARTITIONS)}
+        # The worker's offsets move when a batch has committed: awaited, not
+        # polled (a store query in this loop would stall the worker).
+        while True:
+            worker.committed.clear()
+            if worker.offsets == target:
+                break
+            progress = asyncio.ensure_future(worker.committed.wait())
+            await asyncio.wait([progress, task], return_when=asyncio.FIRST_COMPLETED)
+            progress.cancel()
             if task.done():
                 task.result()
-            await asyncio.sleep(0.005)
+        stored = await asyncio.to_thread(
+            lambda: [store.tracking_position(x) for x in names]
+        )
         elapsed = time.perf_counter() - t0
+        if stored != [ends[p] for p in range(PARTITIONS)]:
+            raise AssertionError(f"offsets stored {stored}, produced {ends}")
         stop.set()
         await task
         infos = await asyncio.gather(*(engine.get(i) for i in ids))

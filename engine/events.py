@@ -12,7 +12,7 @@ pass, straight into their struct.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -51,7 +51,10 @@ E = TypeVar("E", bound=msgspec.Struct)
 T = TypeVar("T")
 
 
-class Envelope(msgspec.Struct, Generic[T], array_like=True, frozen=True):
+# Decoded by the hundred thousand and never part of a reference cycle: not
+# tracked by the garbage collector, whose passes would otherwise cost more
+# than the decoding (gc=False; user code must not make one refer to itself).
+class Envelope(msgspec.Struct, Generic[T], array_like=True, frozen=True, gc=False):
     """The stored form of one event (the schema version comes first)."""
 
     schema: int
@@ -85,7 +88,7 @@ class Metadata(msgspec.Struct, frozen=True):
     """Causation id."""
 
 
-class RecordedEvent(msgspec.Struct, frozen=True):
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as read back from the store, with its metadata."""
 
     stream_id: str
@@ -393,15 +396,15 @@ class EventCodec:
     ) -> tuple[str, bytes]:
         """Encode one event; returns its type name and envelope bytes."""
         et = self.types.of(obj)
-        env = Envelope(
-            schema=et.schema,
-            data=obj,
-            recorded_at=recorded_at,
-            workflow=meta.workflow,
-            command_id=meta.command_id,
-            correlation_id=meta.correlation_id,
-            causation_id=meta.causation_id,
-            ctx=ctx,
+        env = Envelope(  # positional: twice as fast as keywords (once per event)
+            et.schema,
+            obj,
+            recorded_at,
+            meta.workflow,
+            meta.command_id,
+            meta.correlation_id,
+            meta.causation_id,
+            ctx,
         )
         return et.name, _encoder.encode(env)
 
@@ -507,6 +510,58 @@ class EventCodec:
             )
             for name, payload in items
         ]
+
+    def decode_many(
+        self, records: Iterable[tuple[str, int, int, str, bytes]]
+    ) -> Iterator[RecordedEvent]:
+        """Decode stored events in order: what :meth:`decode` gives, one by one.
+
+        ``records`` are ``(stream_id, position, global_position, type, data)``
+        tuples (the store's records). An event at its current schema takes a
+        tight loop of one typed msgspec pass; any other goes through
+        :meth:`decode` (upcasting; a split or a dropped event). Events are
+        decoded as the iterator is consumed.
+
+        Raises:
+            EventDecodeError: when the iteration reaches an event that fits
+                neither its struct nor an upcaster chain (named in the error).
+        """
+        by_name = self.types._by_name
+        recorded = RecordedEvent
+        for stream_id, position, global_position, type_name, data in records:
+            et = by_name.get(type_name)
+            # The inlined test of stored_schema(data) == et.schema (hot loop).
+            if (
+                et is not None
+                and len(data) > 1
+                and data[0] & 0xF0 == 0x90
+                and et.schema < 0x80
+                and data[1] == et.schema
+            ):
+                try:
+                    env = et.decoder.decode(data)
+                except msgspec.DecodeError:
+                    pass  # decode() below reports it with the event's coordinates
+                else:
+                    yield recorded(  # positional: a quarter faster than keywords
+                        stream_id,
+                        position,
+                        global_position,
+                        type_name,
+                        env.schema,
+                        env.schema,
+                        env.data,
+                        env.recorded_at,
+                        env.workflow,
+                        env.command_id,
+                        env.correlation_id,
+                        env.causation_id,
+                        env.ctx,
+                    )
+                    continue
+            yield from self.decode(
+                stream_id, position, global_position, type_name, data
+            )
 
     def _slow(
         self, stream_id: str, position: int, type_name: str, data: bytes

@@ -372,16 +372,9 @@ class Runner:
                         _raise_if_unavailable(self.db, exc)
                         raise _HandlerFailed(i, exc) from exc
                 return
-            # Decoded while the handler iterates: nothing piles up for the GC.
-            events = (
-                e
-                for r in records
-                for e in decode(
-                    r.stream_id, r.position, r.global_position, r.type, r.data
-                )
-            )
             try:
-                p.apply(btx, events)
+                # Decoded while the handler iterates: nothing piles up.
+                p.apply(btx, self.codec.decode_many(records))
             except Exception as exc:  # handlers are user code
                 _raise_if_unavailable(self.db, exc)
                 raise _BatchFailed from exc

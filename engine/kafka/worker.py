@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import importlib
 import logging
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,9 +109,10 @@ class Message(msgspec.Struct, frozen=True):
         A replayed dead letter keeps the id of the message it replays (its
         ``nonstop-replay-of`` header), so a replay applies at most once.
         """
-        for name, value in self.headers:
-            if name == REPLAY_OF:
-                return value.decode(errors="replace")
+        if self.headers:
+            for name, value in self.headers:
+                if name == REPLAY_OF:
+                    return value.decode(errors="replace")
         return message_id(self.topic, self.partition, self.offset)
 
     @classmethod
@@ -231,11 +232,22 @@ class Worker:
         self._committed: dict[TopicPartition, int] = {}
         self.assigned = asyncio.Event()
         """Set once the worker owns at least one partition (for tests, demos)."""
+        self.committed = asyncio.Event()
+        """Set after each partition batch commits; clear it to await the next."""
 
     @property
     def partitions(self) -> list[tuple[str, int]]:
         """The ``(topic, partition)`` pairs this worker owns now."""
         return sorted((tp.topic, tp.partition) for tp in self._owned)
+
+    @property
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """Per owned ``(topic, partition)``, the next offset to apply.
+
+        It is the offset stored with the events: it moves only once a batch
+        has committed.
+        """
+        return {(tp.topic, tp.partition): n for tp, n in self._next.items()}
 
     # ------------------------------------------------------------------ run
 
@@ -266,12 +278,9 @@ class Worker:
         self._consumer, self._producer = consumer, producer
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(
-                    timeout_ms=200, max_records=self.max_batch
-                )
-                # Dispatch and fetch on: the next batch is decided while this
-                # one commits (one batch in flight per partition).
-                await self._dispatch(batch)
+                # Dispatch and fetch on: other partitions' batches are decided
+                # while this one commits (one batch in flight per partition).
+                await self._dispatch(await self._fetch(consumer))
                 await self._commit_kafka(consumer)
         finally:
             try:
@@ -317,6 +326,41 @@ class Worker:
             self._next.pop(tp, None)
 
     # -------------------------------------------------------------- batches
+
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        """Records of the partitions with no batch in flight.
+
+        aiokafka hands out one partition's prefetched records before the next
+        one's, so fetching from every partition would keep returning the busy
+        one and leave the others waiting behind its commit. When every owned
+        partition is busy this waits for the first batch to finish instead.
+        """
+        for tp, task in list(self._inflight.items()):
+            if task.done():
+                del self._inflight[tp]
+                task.result()  # a bug (not a transient failure) stops the worker
+        busy = list(self._inflight.values())
+        idle = [tp for tp in self._owned if tp not in self._inflight]
+        if not idle and busy:
+            await asyncio.wait(busy, timeout=0.2, return_when=FIRST_COMPLETED)
+            return {}
+        fetch: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[Any, Any]]]]
+        fetch = asyncio.ensure_future(
+            consumer.getmany(*idle, timeout_ms=200, max_records=self.max_batch)
+        )
+        if busy:
+            # Whichever comes first: records of an idle partition, or a busy
+            # one becoming idle (its prefetched records are waiting).
+            first: list[asyncio.Future[Any]] = [fetch, *busy]
+            await asyncio.wait(first, return_when=FIRST_COMPLETED)
+            if not fetch.done():
+                fetch.cancel()  # nothing was drained: getmany was still waiting
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetch
+                return {}
+        return await fetch
 
     async def _dispatch(
         self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
@@ -398,6 +442,7 @@ class Worker:
                     return
         self._next[tp] = recs[-1].offset + 1
         self.stats.batches += 1
+        self.committed.set()
         if letters:
             await self._produce_letters(letters)
 
@@ -409,14 +454,16 @@ class Worker:
         origins: list[Message] = []
         failed: list[DeadLetter] = []
         skipped = 0
+        mapping, group, of = self.mapping, self.group, Message.of
         for rec in recs:
-            msg = Message.of(rec)
+            msg = of(rec)
             try:
-                cmd = self.mapping(msg)
+                cmd = mapping(msg)
                 if cmd is None:
                     skipped += 1
                     continue
-                cmd = _with_defaults(cmd, msg, self.group)
+                if type(cmd) is not Send or cmd.command_id is None:
+                    cmd = _with_defaults(cmd, msg, group)
             except Exception as exc:  # the mapping is user code
                 failed.append(self._letter(msg, f"mapping failed: {exc!r}"))
                 continue
@@ -488,15 +535,13 @@ class Worker:
 
 def _with_defaults(cmd: object, msg: Message, group: str) -> Start | Send:
     """The command with a command id (and instance id) derived from the message."""
-    if isinstance(cmd, Send):  # built directly: cheaper than dataclasses.replace
+    if isinstance(cmd, Send):
         if cmd.command_id is not None:
             return cmd
-        return Send(
-            cmd.instance_id, cmd.command, msg.id, cmd.correlation_id, cmd.causation_id
-        )
+        return msgspec.structs.replace(cmd, command_id=msg.id)
     if isinstance(cmd, Start):
         iid = cmd.instance_id or uuid.uuid5(_IDS, f"{group}/{msg.id}").hex
-        return dataclasses.replace(
+        return msgspec.structs.replace(
             cmd, instance_id=iid, command_id=cmd.command_id or msg.id
         )
     raise MappingError(cmd)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import partial
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
@@ -13,10 +14,10 @@ from eventsourcing.postgres import (
     PostgresDatastore,
 )
 from psycopg import sql
-from psycopg.rows import tuple_row
+from psycopg.rows import RowMaker, tuple_row
 
 from engine.errors import StoreUnavailable
-from engine.store.base import Record, RecorderStore, _group, redact
+from engine.store.base import NewRecord, Record, RecorderStore, _group, redact
 from engine.store.deadletters import PostgresRecorder
 
 __all__ = ["PostgresStore"]
@@ -25,6 +26,15 @@ EVENTS_TABLE = "nonstop_events"
 SNAPSHOTS_TABLE = "nonstop_snapshots"
 TRACKING_TABLE = "nonstop_tracking"
 _STREAMS_PER_QUERY = 1_000
+# Each row is built straight into a Record (``tuple.__new__``, no Python frame):
+# half the CPU of copying psycopg's row tuples, and half the objects for the
+# garbage collector to scan, when a projection reads the log by the thousand.
+_make_record = cast("RowMaker[Record]", partial(tuple.__new__, Record))
+
+
+def _record_rows(cursor: Any) -> RowMaker[Record]:
+    """Row factory of the global-order query: each row as a :class:`Record`."""
+    return _make_record
 
 
 class PostgresStore(RecorderStore):
@@ -85,6 +95,7 @@ class PostgresStore(RecorderStore):
         finally:
             guard.close()  # ends the session: releases the advisory lock
         super().__init__(url, events, snapshots)
+        self._recorder = events
         table = sql.Identifier(self.schema, EVENTS_TABLE)
         self._select_stream = sql.SQL(
             "SELECT notification_id, originator_version, topic, state FROM {} "
@@ -109,6 +120,18 @@ class PostgresStore(RecorderStore):
             "ORDER BY notification_id LIMIT %s"
         ).format(table)
 
+    def _insert(
+        self, records: Sequence[NewRecord], kwargs: dict[str, Any]
+    ) -> Sequence[int] | None:
+        columns = (
+            [r.stream_id for r in records],
+            [r.position for r in records],
+            [r.type for r in records],
+            [r.data for r in records],
+        )
+        ids: list[int] = self._recorder.insert_columns(columns, **kwargs)
+        return ids
+
     def read_stream(
         self, stream_id: str, *, after: int = 0, limit: int | None = None
     ) -> list[Record]:
@@ -132,19 +155,19 @@ class PostgresStore(RecorderStore):
     def read_all(
         self, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
     ) -> list[Record]:
-        """See :meth:`EventStore.read_all` (binary rows, plain tuples)."""
+        """See :meth:`EventStore.read_all` (binary rows, built as records)."""
         try:
             with (
                 self._datastore.get_connection() as conn,
-                conn.cursor(row_factory=tuple_row, binary=True) as cur,
+                conn.cursor(row_factory=_record_rows, binary=True) as cur,
             ):
                 if types:
                     params: tuple[Any, ...] = (after, list(types), limit)
                     cur.execute(self._select_all_types, params, prepare=True)
                 else:
                     cur.execute(self._select_all, (after, limit), prepare=True)
-                new = tuple.__new__  # half the cost of Record(...) per row
-                return [new(Record, row) for row in cur.fetchall()]
+                rows: list[Record] = cur.fetchall()
+                return rows
         except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(self.url, str(exc).strip()) from None
 
