@@ -32,6 +32,7 @@ from engine.errors import (
     UnknownWorkflow,
 )
 from engine.events import RecordedEvent, Started
+from engine.loading import import_object
 from engine.runtime import Engine, InstanceInfo
 from engine.store import DEFAULT_URL, open_store, redact
 from engine.workflow import WorkflowRegistry
@@ -71,20 +72,8 @@ def load_app(spec: str) -> WorkflowRegistry:
     Raises:
         AppLoadError: the module or attribute is missing, or is not a registry.
     """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise AppLoadError(spec, "expected MODULE:ATTRIBUTE")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # importing runs user code
-        raise AppLoadError(spec, f"import failed ({exc!r})") from None
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise AppLoadError(
-                spec, f"module {module_name!r} has no attribute {attr!r}"
-            ) from None
+    target = import_object(spec, AppLoadError)
+    attr = spec.partition(":")[2]
     if isinstance(target, WorkflowRegistry):
         return target
     if callable(target):

@@ -29,6 +29,7 @@ from engine.deploy import (
 )
 from engine.deploy.view import DeploymentState
 from engine.errors import NonstopError
+from engine.loading import import_object
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats
 from engine.workflow import WorkflowRegistry
@@ -336,17 +337,8 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _mapper(spec: str) -> Any:
-    import importlib
-
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise MapperLoadError(spec, "expected MODULE:ATTRIBUTE")
-    try:
-        target: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except Exception as exc:  # importing runs user code
-        raise MapperLoadError(spec, repr(exc)) from None
+    target = import_object(spec, MapperLoadError)
+    attr = spec.partition(":")[2]
     if not callable(target):
         raise MapperLoadError(spec, f"{attr} is not callable")
     return target

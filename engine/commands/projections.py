@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from rich.text import Text
 
 from engine.commands import CliContext
 from engine.errors import NonstopError
+from engine.loading import import_object
 from engine.store import open_store
 
 __all__ = ["ProjectionsLoadError", "load_projections", "register"]
@@ -49,20 +49,8 @@ def load_projections(spec: str) -> list[Any]:
     """
     from projections import Projection
 
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ProjectionsLoadError(spec, "expected MODULE:ATTRIBUTE")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # importing runs user code
-        raise ProjectionsLoadError(spec, f"import failed ({exc!r})") from None
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ProjectionsLoadError(
-                spec, f"module {module_name!r} has no attribute {attr!r}"
-            ) from None
+    target = import_object(spec, ProjectionsLoadError)
+    attr = spec.partition(":")[2]
     if callable(target) and not isinstance(target, Projection):
         try:
             target = target()

@@ -11,7 +11,6 @@ re-checks its command against the new state, and tries again.
 from __future__ import annotations
 
 import getpass
-import importlib
 import logging
 import os
 import socket
@@ -42,6 +41,7 @@ from engine.deploy.routing import Routing, percent_to_bp
 from engine.deploy.view import DeployView
 from engine.errors import ConcurrencyConflict, NonstopError
 from engine.events import EventCodec, Metadata, now_micros
+from engine.loading import import_object
 from engine.stats import StatsSource
 from engine.store import EventStore, NewRecord, open_store
 from engine.workflow import Workflow, WorkflowRegistry
@@ -69,17 +69,15 @@ def load_source(source: str, workflow: str, version: int) -> Workflow[Any]:
     Raises:
         DeploySourceError: the import failed or it is not that workflow version.
     """
-    module_name, sep, attr = source.partition(":")
-    if not sep or not module_name or not attr:
-        raise DeploySourceError(source, "expected MODULE:ATTRIBUTE")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
-        if not isinstance(target, Workflow) and callable(target):
+    target = import_object(source, DeploySourceError)
+    attr = source.partition(":")[2]
+    if not isinstance(target, Workflow) and callable(target):
+        try:
             target = target()
-    except Exception as exc:  # importing runs user code
-        raise DeploySourceError(source, f"import failed ({exc!r})") from None
+        except Exception as exc:  # user code
+            raise DeploySourceError(
+                source, f"calling {attr}() failed ({exc!r})"
+            ) from None
     if not isinstance(target, Workflow):
         raise DeploySourceError(
             source, f"{attr} is a {type(target).__name__}, not a Workflow"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import logging
 import uuid
 from asyncio import FIRST_COMPLETED
@@ -54,6 +53,7 @@ from engine.errors import (
 )
 from engine.kafka.deadletters import REPLAY_OF, message_id
 from engine.kafka.errors import BrokerUnavailable, MappingError, MappingLoadError
+from engine.loading import import_object
 from engine.runtime import Engine, InstanceInfo, Send, Start
 from engine.store import DeadLetter, Tracking
 
@@ -140,20 +140,8 @@ def load_mapping(spec: str) -> Mapping:
     Raises:
         MappingLoadError: the module or attribute is missing or not callable.
     """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise MappingLoadError(spec, "expected MODULE:ATTRIBUTE")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # importing runs user code
-        raise MappingLoadError(spec, f"import failed ({exc!r})") from None
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise MappingLoadError(
-                spec, f"module {module_name!r} has no attribute {attr!r}"
-            ) from None
+    target = import_object(spec, MappingLoadError)
+    attr = spec.partition(":")[2]
     if not callable(target):
         raise MappingLoadError(spec, f"{attr} is a {type(target).__name__}")
     mapping: Mapping = target
@@ -335,7 +323,7 @@ class Worker:
         aiokafka hands out one partition's prefetched records before the next
         one's, so fetching from every partition would keep returning the busy
         one and leave the others waiting behind its commit. When every owned
-        partition is busy this waits for the first batch to finish instead.
+        partition is busy this waits for a batch to finish instead.
         """
         for tp, task in list(self._inflight.items()):
             if task.done():
@@ -346,21 +334,19 @@ class Worker:
         if not idle and busy:
             await asyncio.wait(busy, timeout=0.2, return_when=FIRST_COMPLETED)
             return {}
-        fetch: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[Any, Any]]]]
-        fetch = asyncio.ensure_future(
-            consumer.getmany(*idle, timeout_ms=200, max_records=self.max_batch)
-        )
-        if busy:
-            # Whichever comes first: records of an idle partition, or a busy
-            # one becoming idle (its prefetched records are waiting).
-            first: list[asyncio.Future[Any]] = [fetch, *busy]
-            await asyncio.wait(first, return_when=FIRST_COMPLETED)
-            if not fetch.done():
-                fetch.cancel()  # nothing was drained: getmany was still waiting
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fetch
-                return {}
-        return await fetch
+        found: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+        if not busy:
+            found = await consumer.getmany(
+                *idle, timeout_ms=200, max_records=self.max_batch
+            )
+            return found
+        # What idle partitions have buffered, else a short wait for a busy one
+        # to finish (its prefetched records are waiting). getmany is not
+        # cancelled instead: aiokafka's fetch bookkeeping does not survive it.
+        found = await consumer.getmany(*idle, timeout_ms=0, max_records=self.max_batch)
+        if not found:
+            await asyncio.wait(busy, timeout=0.01, return_when=FIRST_COMPLETED)
+        return found
 
     async def _dispatch(
         self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
