@@ -14,8 +14,10 @@ import gc
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import dropwhile, groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -838,12 +840,14 @@ class Engine:
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            streams = self.store.read_streams(instance_ids)
-            return {
-                iid: self._load_from(iid, records, complete=True)
-                for iid, records in streams.items()
-                if records
-            }
+            out: dict[str, _Instance] = {}
+            load = self._load_stream
+            # Straight from the store's chunks: each stream's records lie
+            # together, so one pass splits them (no per-stream lists).
+            for rows in self.store.iter_streams(instance_ids):
+                for iid, records in groupby(rows, _stream_of):
+                    out[iid] = load(iid, records)
+            return out
         finally:
             if was_enabled:
                 gc.enable()
@@ -854,7 +858,14 @@ class Engine:
         """Fold a stream whose first records are ``head`` (all of it if complete)."""
         if not head:
             raise UnknownInstance(instance_id)
-        rec = head[0]
+        inst = self._load_stream(instance_id, iter(head))
+        if complete:
+            return inst
+        return self._catch_up(instance_id, inst)
+
+    def _load_stream(self, instance_id: str, records: Iterator[Record]) -> _Instance:
+        """Fold the records of a stream from its first one (which must be there)."""
+        rec = next(records)
         if rec.type != _STARTED:
             raise EventDecodeError(
                 instance_id,
@@ -874,10 +885,9 @@ class Engine:
                 inst.commands[command_id] = 1
         inst.key = started.routing_key
         done = inst.position
-        inst = self._fold(instance_id, inst, [r for r in head if r.position > done])
-        if complete:
-            return inst
-        return self._catch_up(instance_id, inst)
+        if done > 1:  # from a snapshot: skip the events it includes
+            records = dropwhile(lambda r: r.position <= done, records)
+        return self._fold(instance_id, inst, records)
 
     def _from_snapshot(self, instance_id: str, wf: Workflow[Any]) -> _Instance | None:
         if not wf.snapshot_every:
@@ -906,8 +916,10 @@ class Engine:
     ) -> _Instance:
         wf = inst.workflow
         evolve = wf.evolve
-        current = self.codec._current
+        types = self.codec.types._by_name.get
         decode = self.codec.decode_old
+        decode_error = msgspec.DecodeError
+        system = SYSTEM_TYPES
         state = inst.state
         position = inst.position
         # New ids go to a fresh dict: the cached instance must not see ids of
@@ -915,27 +927,36 @@ class Engine:
         found: dict[str, int] = {}
         flags = inst.flags
         try:
-            for rec in records:
-                position = rec.position
-                name = rec.type
-                if name in SYSTEM_TYPES:
+            for _, position, _, name, data in records:
+                if name in system:
                     if name == _MIGRATED:
-                        wf, state = self._migrated(instance_id, position, rec.data)
+                        wf, state = self._migrated(instance_id, position, data)
                         evolve = wf.evolve
                     continue
-                # Fast path: the current schema decodes in one typed pass.
-                env = current(name, rec.data)
-                if env is not None:
-                    state = evolve(state, env.data)
-                    if env.command_id is not None:
-                        found[env.command_id] = position
-                    if env.ctx is not None:
-                        flags = _pinned_flags(flags, env.ctx)
-                    continue
-                recorded = _raw_ctx(rec.data)
+                # Fast path: the current schema decodes in one typed pass. The
+                # test of stored_schema(data) == et.schema, inlined (hot loop).
+                et = types(name)
+                if (
+                    et is not None
+                    and len(data) > 1
+                    and data[0] & 0xF0 == 0x90
+                    and data[1] == et.schema < 0x80
+                ):
+                    try:
+                        env = et.decoder.decode(data)
+                    except decode_error:
+                        pass  # decode_old below reports it with its coordinates
+                    else:
+                        state = evolve(state, env.data)
+                        if env.command_id is not None:
+                            found[env.command_id] = position
+                        if env.ctx is not None:
+                            flags = _pinned_flags(flags, env.ctx)
+                        continue
+                recorded = _raw_ctx(data)
                 if recorded:
                     flags = _pinned_flags(flags, recorded)
-                payloads, command_id = decode(instance_id, position, name, rec.data)
+                payloads, command_id = decode(instance_id, position, name, data)
                 for p in payloads:
                     state = evolve(state, p)
                 if command_id is not None:
@@ -1003,6 +1024,9 @@ async def _call_in_thread(fn: Callable[[], object]) -> None:
 
 
 _ctx_only = msgspec.msgpack.Decoder(Envelope[msgspec.Raw])
+
+
+_stream_of = itemgetter(0)
 
 
 def _raw_ctx(data: bytes) -> list[Any] | None:
