@@ -53,6 +53,7 @@ from engine.store import (
     EventStore,
     NewRecord,
     Record,
+    RecordRow,
     Snapshot,
     Tracking,
     open_store,
@@ -863,30 +864,29 @@ class Engine:
             return inst
         return self._catch_up(instance_id, inst)
 
-    def _load_stream(self, instance_id: str, records: Iterator[Record]) -> _Instance:
+    def _load_stream(self, instance_id: str, records: Iterator[RecordRow]) -> _Instance:
         """Fold the records of a stream from its first one (which must be there)."""
-        rec = next(records)
-        if rec.type != _STARTED:
+        _, first, _, name, data = next(records)
+        if name != _STARTED:
             raise EventDecodeError(
                 instance_id,
-                rec.position,
-                rec.type,
+                first,
+                name,
                 "the stream does not begin with nonstop.Started",
             )
         payloads, command_id = self.codec.decode_payloads(
-            instance_id, rec.position, rec.type, rec.data
+            instance_id, first, name, data
         )
         started: Started = payloads[0]
         wf = self.registry.get(started.workflow, started.version)
-        inst = self._from_snapshot(instance_id, wf)
+        inst = self._from_snapshot(instance_id, wf) if wf.snapshot_every else None
         if inst is None:
-            inst = _Instance(wf, wf.initial(), 1)
-            if command_id is not None:
-                inst.commands[command_id] = 1
-        inst.key = started.routing_key
-        done = inst.position
-        if done > 1:  # from a snapshot: skip the events it includes
-            records = dropwhile(lambda r: r.position <= done, records)
+            commands = {command_id: 1} if command_id is not None else {}
+            inst = _Instance(wf, wf.initial(), 1, commands, started.routing_key)
+        else:  # skip the events the snapshot includes
+            inst.key = started.routing_key
+            done = inst.position
+            records = dropwhile(lambda r: r[1] <= done, records)
         return self._fold(instance_id, inst, records)
 
     def _from_snapshot(self, instance_id: str, wf: Workflow[Any]) -> _Instance | None:
@@ -912,7 +912,7 @@ class Engine:
         return self._fold(instance_id, inst, records)
 
     def _fold(
-        self, instance_id: str, inst: _Instance, records: Iterable[Record]
+        self, instance_id: str, inst: _Instance, records: Iterable[RecordRow]
     ) -> _Instance:
         wf = inst.workflow
         evolve = wf.evolve

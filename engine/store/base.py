@@ -29,6 +29,7 @@ __all__ = [
     "EventStore",
     "NewRecord",
     "Record",
+    "RecordRow",
     "RecorderStore",
     "Snapshot",
     "Tracking",
@@ -68,6 +69,11 @@ class Record(NamedTuple):
     """Stable type name."""
     data: bytes
     """Envelope bytes."""
+
+
+RecordRow = tuple[str, int, int, str, bytes]
+"""A :class:`Record`'s fields as a plain tuple, in the same order: what a batch
+read yields, so that no object is built per row beyond the driver's own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +196,14 @@ class EventStore(ABC):
             _group(out, rows)
         return out
 
-    def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[list[Record]]:
+    def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[Sequence[RecordRow]]:
         """Every record of many streams, in chunks of whole streams.
 
-        What :meth:`read_streams` reads, without grouping it: each chunk holds
-        the records of a few streams, each stream's records together and in
-        position order, and a stream never spans two chunks. Streams with no
-        events are left out; a repeated id is read once. An adapter may fetch
-        the next chunk while the caller works through the current one.
+        What :meth:`read_streams` reads, without grouping it or building
+        records: each chunk holds the rows (:data:`RecordRow`) of a few streams,
+        each stream's rows together and in position order, and a stream never
+        spans two chunks. Streams with no events are left out; a repeated id is
+        read once.
         """
         for sid in dict.fromkeys(stream_ids):
             rows = self.read_stream(sid)
@@ -422,10 +428,11 @@ class RecorderStore(EventStore):
         """See :meth:`EventStore.close`."""
 
 
-def _group(out: dict[str, list[Record]], rows: list[Record]) -> None:
-    """Append records, each stream's together, to their streams' lists."""
+def _group(out: dict[str, list[Record]], rows: Sequence[RecordRow]) -> None:
+    """Append rows, each stream's together, to their streams' lists as records."""
+    make = Record._make
     for sid, records in groupby(rows, _stream_id):
-        out[sid].extend(records)
+        out[sid].extend(map(make, records))
 
 
 _stream_id = itemgetter(0)

@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.rows import RowMaker, tuple_row
 
 from engine.errors import StoreUnavailable
-from engine.store.base import NewRecord, Record, RecorderStore, redact
+from engine.store.base import NewRecord, Record, RecorderStore, RecordRow, redact
 from engine.store.deadletters import PostgresRecorder
 
 __all__ = ["PostgresStore"]
@@ -171,21 +171,21 @@ class PostgresStore(RecorderStore):
         except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(self.url, str(exc).strip()) from None
 
-    def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[list[Record]]:
+    def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[list[RecordRow]]:
         """See :meth:`EventStore.iter_streams` (one query per 1,000 streams)."""
         ids = list(dict.fromkeys(stream_ids))
         for i in range(0, len(ids), _STREAMS_PER_QUERY):
             yield self._read_chunk(ids[i : i + _STREAMS_PER_QUERY])
 
-    def _read_chunk(self, stream_ids: list[str]) -> list[Record]:
-        """The records of ``stream_ids``, ordered by stream id and position."""
+    def _read_chunk(self, stream_ids: list[str]) -> list[RecordRow]:
+        """The rows of ``stream_ids``, ordered by stream id and position."""
         try:
             with (
                 self._datastore.get_connection() as conn,
-                conn.cursor(row_factory=_record_rows, binary=True) as cur,
+                conn.cursor(row_factory=tuple_row, binary=True) as cur,
             ):
                 cur.execute(self._select_streams, (stream_ids,), prepare=True)
-                rows: list[Record] = cur.fetchall()
+                rows: list[RecordRow] = cur.fetchall()
                 return rows
         except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(self.url, str(exc).strip()) from None

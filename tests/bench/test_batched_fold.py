@@ -190,14 +190,16 @@ def test_iter_streams_yields_whole_streams_in_order(store_url: str) -> None:
         seen: list[str] = []
         for chunk in store.iter_streams(ids):
             assert chunk
-            for i, rec in enumerate(chunk):
-                if i == 0 or chunk[i - 1].stream_id != rec.stream_id:
-                    assert rec.stream_id not in seen  # whole, and read once
-                    seen.append(rec.stream_id)
-                    assert rec.position == 1
+            last = ("", 0)
+            for sid, position, _, name, data in chunk:
+                if sid != last[0]:
+                    assert sid not in seen  # whole, and read once
+                    seen.append(sid)
+                    assert (position, name) == (1, "nonstop.Started")
                 else:
-                    assert rec.position == chunk[i - 1].position + 1
-                assert rec.data  # the envelope bytes, not a placeholder
+                    assert position == last[1] + 1
+                assert data[:1] == b"\x98"  # the envelope bytes, not a placeholder
+                last = (sid, position)
         assert sorted(seen) == sorted(lengths)  # every stream has its Started
         assert list(store.iter_streams([])) == []
     finally:
