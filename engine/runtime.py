@@ -3,8 +3,8 @@
 Concurrent calls do not each pay for a transaction. Every call decides under its
 instance's lock, then hands its records to one writer task; the writer commits
 whatever has queued up while the previous commit was in flight, in one
-transaction. A lone caller never waits for a window to close: its batch is the
-one call that is there.
+transaction. A lone caller never waits for a window to close: with nothing
+queued and nothing in flight, it appends itself, without the handoff.
 """
 
 from __future__ import annotations
@@ -245,6 +245,7 @@ class Engine:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self._inline: asyncio.Future[list[int]] | None = None  # a lone write
         self._background: set[asyncio.Task[None]] = set()
         self.commits = 0
         """Transactions written by the group committer (for monitoring)."""
@@ -464,8 +465,11 @@ class Engine:
 
     async def close(self) -> None:
         """Finish pending writes and background snapshots, then close the store."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+        while self._inline is not None or self._writing():
+            if self._inline is not None:
+                await asyncio.wait([self._inline])
+            if self._writer is not None and not self._writer.done():
+                await asyncio.shield(self._writer)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.to_thread(self.store.close)
@@ -734,11 +738,28 @@ class Engine:
     # ---------------------------------------------------------- group commit
 
     async def _commit(self, records: list[NewRecord]) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._inline is None and not self._pending and not self._writing():
+            # A lone caller writes itself, without the handoff to the writer
+            # task; whoever comes meanwhile queues for the next group commit.
+            write = loop.run_in_executor(None, self.store.append, records)
+            self._inline = write
+            try:
+                await asyncio.shield(write)
+            finally:
+                self._inline = None
+                if self._pending and not self._writing():
+                    self._writer = asyncio.create_task(self._write_loop())
+            self.commits += 1
+            return
+        fut: asyncio.Future[None] = loop.create_future()
         self._pending.append(_Pending(records, fut))
-        if self._writer is None or self._writer.done():
+        if self._inline is None and not self._writing():
             self._writer = asyncio.create_task(self._write_loop())
         await fut
+
+    def _writing(self) -> bool:
+        return self._writer is not None and not self._writer.done()
 
     async def _write_loop(self) -> None:
         while self._pending:
