@@ -433,12 +433,16 @@ class EventCodec:
         env = self._current(type_name, data)
         if env is not None:
             return [env.data], env.command_id
-        return self.decode_old(stream_id, position, type_name, data)
+        payloads, command_id, _ = self.decode_old(stream_id, position, type_name, data)
+        return payloads, command_id
 
     def decode_old(
         self, stream_id: str, position: int, type_name: str, data: bytes
-    ) -> tuple[list[Any], str | None]:
+    ) -> tuple[list[Any], str | None, list[Any] | None]:
         """:meth:`decode_payloads` for an event known not to take the fast path.
+
+        Returns the payloads, the command id and the recorded context (so a
+        replay reads the envelope once).
 
         A plain chain (one event in, one out) runs as one decode, the steps and
         one typed conversion; anything unusual (a split, a drop, an error) goes
@@ -457,13 +461,13 @@ class EventCodec:
                     if type(payload) is not dict:
                         break
                 else:
-                    return [msgspec.convert(payload, plan[0])], env.command_id
+                    return [msgspec.convert(payload, plan[0])], env.command_id, env.ctx
             except Exception:
                 # The general path below runs it again and reports the failure
                 # with the event's coordinates (upcasters are pure).
                 pass
         header, items = self._slow(stream_id, position, type_name, data)
-        return [p for _, p in items], header.command_id
+        return [p for _, p in items], header.command_id, header.ctx
 
     def _plan(
         self, type_name: str, schema: int | None

@@ -38,7 +38,6 @@ from engine.errors import (
 from engine.events import (
     RESERVED_STREAM_PREFIX,
     SYSTEM_TYPES,
-    Envelope,
     EventCodec,
     Metadata,
     Migrated,
@@ -974,10 +973,11 @@ class Engine:
                         if env.ctx is not None:
                             flags = _pinned_flags(flags, env.ctx)
                         continue
-                recorded = _raw_ctx(data)
+                payloads, command_id, recorded = decode(
+                    instance_id, position, name, data
+                )
                 if recorded:
                     flags = _pinned_flags(flags, recorded)
-                payloads, command_id = decode(instance_id, position, name, data)
                 for p in payloads:
                     state = evolve(state, p)
                 if command_id is not None:
@@ -1044,18 +1044,7 @@ async def _call_in_thread(fn: Callable[[], object]) -> None:
     await asyncio.to_thread(fn)
 
 
-_ctx_only = msgspec.msgpack.Decoder(Envelope[msgspec.Raw])
-
-
 _stream_of = itemgetter(0)
-
-
-def _raw_ctx(data: bytes) -> list[Any] | None:
-    """The recorded context of an envelope read without its payload."""
-    try:
-        return _ctx_only.decode(data).ctx
-    except msgspec.DecodeError:
-        return None
 
 
 def _pinned_flags(

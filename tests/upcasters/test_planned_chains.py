@@ -64,7 +64,7 @@ def test_planned_and_general_paths_agree(
     general = steps.upcast(name, stored, payload, current)
     assert steps.compile(current)(name, stored, payload) == general
     envelope = msgspec.msgpack.encode([stored, payload, 1, "t@1"])
-    events, _ = codec.decode_old("s", 2, name, envelope)
+    events, _, _ = codec.decode_old("s", 2, name, envelope)
     want = [msgspec.convert(p, Current if t == "Tick" else Half) for t, p in general]
     assert events == want
 
