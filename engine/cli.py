@@ -8,12 +8,11 @@ with their password.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -181,18 +180,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     app: str = args.app or os.environ.get("NONSTOP_APP") or DEFAULT_APP
     out = _console()
     try:
+        ctx = CliContext(out=out, store_url=store_url, app=app, load_app=load_app)
         handler = getattr(args, "run", None)
         if handler is not None:
-            ctx = CliContext(out=out, store_url=store_url, app=app, load_app=load_app)
             return int(handler(ctx, args))
         if args.command == "instances":
-            return _instances(out, store_url, app, args)
+            return _instances(ctx, args)
         if args.command == "show":
-            return _show(out, store_url, app, args.instance_id)
+            return _show(ctx, args.instance_id)
         if args.command == "history":
             if args.raw:
                 return _history_raw(store_url, args.instance_id)
-            return _history(out, store_url, app, args.instance_id)
+            return _history(ctx, args.instance_id)
         if args.command == "demo":
             from engine.demo import DEFAULT_STORE, run_demo
 
@@ -252,34 +251,12 @@ def _scrub(message: str, url: str) -> str:
     return message
 
 
-def _app_registry(app: str, store_url: str) -> WorkflowRegistry:
-    """The app's registry plus the versions deployed in the store (hot loaded)."""
-    from engine.deploy import with_deployed
-
-    return with_deployed(load_app(app), store_url)
-
-
-def _with_engine(
-    store_url: str, app: str, job: Callable[[Engine], Coroutine[Any, Any, T]]
-) -> T:
-    registry = _app_registry(app, store_url)
-
-    async def run() -> T:
-        engine = Engine(store_url, registry)
-        try:
-            return await job(engine)
-        finally:
-            await engine.close()
-
-    return asyncio.run(run())
-
-
-def _instances(out: Console, store_url: str, app: str, args: Any) -> int:
+def _instances(ctx: CliContext, args: Any) -> int:
     from projections.instances import InstancesReadModel
 
-    registry = _app_registry(app, store_url)
+    out, store_url = ctx.out, ctx.store_url
     # The built-in projection, brought up to date first: never stale, no log scan.
-    with InstancesReadModel(store_url, registry) as model:
+    with InstancesReadModel(store_url, ctx.registry()) as model:
         found = model.instances(
             workflow=args.workflow, version=args.version, status=args.status
         )
@@ -308,11 +285,12 @@ def _instances(out: Console, store_url: str, app: str, args: Any) -> int:
     return 0
 
 
-def _show(out: Console, store_url: str, app: str, instance_id: str) -> int:
+def _show(ctx: CliContext, instance_id: str) -> int:
     async def job(engine: Engine) -> tuple[InstanceInfo, list[RecordedEvent]]:
         return await engine.get(instance_id), await engine.history(instance_id)
 
-    info, events = _with_engine(store_url, app, job)
+    out = ctx.out
+    info, events = ctx.with_engine(job)
     head = Table(title=Text(f"Instance {info.instance_id}"), show_header=False)
     head.add_column("field", style="bold", no_wrap=True)
     head.add_column("value")
@@ -326,9 +304,9 @@ def _show(out: Console, store_url: str, app: str, instance_id: str) -> int:
     return 0
 
 
-def _history(out: Console, store_url: str, app: str, instance_id: str) -> int:
-    events = _with_engine(store_url, app, lambda e: e.history(instance_id))
-    out.print(_history_table(instance_id, events))
+def _history(ctx: CliContext, instance_id: str) -> int:
+    events = ctx.with_engine(lambda e: e.history(instance_id))
+    ctx.out.print(_history_table(instance_id, events))
     return 0
 
 
