@@ -44,7 +44,7 @@ from bench.harness import (
     store_url,
     timed,
 )
-from engine.events import RecordedEvent
+from engine.core.events import RecordedEvent
 from engine.store import EventStore, open_store
 from projections import ALL, Projection, Runner, Tx
 

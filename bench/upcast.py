@@ -47,7 +47,7 @@ from engine import (
     WorkflowRegistry,
     open_store,
 )
-from engine.events import Metadata, Started, now_micros
+from engine.core.events import Metadata, Started, now_micros
 from engine.store import EventStore, NewRecord
 from upcasters import UpcasterRegistry
 

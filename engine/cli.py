@@ -1,6 +1,6 @@
 """The ``nonstop`` command line: list, show and inspect instances; run the demo.
 
-Every :class:`~engine.errors.NonstopError` ends the command with one line on
+Every :class:`~engine.core.errors.NonstopError` ends the command with one line on
 stderr (``nonstop: error: ...``) and exit code 2; store URLs are never printed
 with their password.
 """
@@ -23,18 +23,19 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import GROUPS, CliContext
-from engine.errors import (
+from engine.core.errors import (
+    AppLoadError,
     EventDecodeError,
     NonstopError,
     UnknownEventType,
     UnknownInstance,
     UnknownWorkflow,
 )
-from engine.events import RecordedEvent, Started
+from engine.core.events import RecordedEvent, Started
+from engine.core.workflow import WorkflowRegistry
 from engine.loading import import_object
 from engine.runtime import Engine, InstanceInfo
 from engine.store import DEFAULT_URL, open_store, redact
-from engine.workflow import WorkflowRegistry
 
 __all__ = ["DEFAULT_APP", "AppLoadError", "load_app", "main"]
 
@@ -44,19 +45,6 @@ DEFAULT_APP = "examples.orders:registry"
 T = TypeVar("T")
 _json = msgspec.json.Encoder()
 _raw_decoder = msgspec.msgpack.Decoder()
-
-
-class AppLoadError(NonstopError, ValueError):
-    """The ``--app`` value does not name a workflow registry."""
-
-    def __init__(self, spec: str, reason: str) -> None:
-        self.spec = spec
-        self.reason = reason
-        super().__init__(
-            f"cannot load the app {spec!r}: {reason}. Pass --app MODULE:ATTRIBUTE "
-            "(or set NONSTOP_APP) naming a WorkflowRegistry or a function "
-            "returning one"
-        )
 
 
 _NEEDS_APP = (AppLoadError, EventDecodeError, UnknownEventType, UnknownWorkflow)

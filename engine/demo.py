@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from engine.errors import NonstopError
+from engine.core.errors import NonstopError
 from engine.runtime import Engine, InstanceInfo
 from engine.store import redact
 

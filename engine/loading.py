@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import NonstopError
+from engine.core.errors import NonstopError
 
 __all__ = ["import_object"]
 

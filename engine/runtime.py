@@ -15,18 +15,17 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import dropwhile, groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from engine.errors import (
+from engine.core.errors import (
     CommandRejected,
     ConcurrencyConflict,
     ConflictRetriesExhausted,
-    EventDecodeError,
     InstanceExists,
     MigrationError,
     NonstopError,
@@ -35,9 +34,8 @@ from engine.errors import (
     UnknownWorkflow,
     WorkflowCodeError,
 )
-from engine.events import (
+from engine.core.events import (
     RESERVED_STREAM_PREFIX,
-    SYSTEM_TYPES,
     EventCodec,
     Metadata,
     Migrated,
@@ -46,6 +44,9 @@ from engine.events import (
     is_reserved_stream,
     now_micros,
 )
+from engine.core.replay import Instance as _Instance
+from engine.core.replay import InstanceInfo, Replay, checked
+from engine.core.workflow import Context, Status, Workflow, WorkflowRegistry
 from engine.snapshots import snapshot_state, state_schemas, usable
 from engine.store import (
     DeadLetter,
@@ -57,9 +58,8 @@ from engine.store import (
     Tracking,
     open_store,
 )
-from engine.workflow import Context, Status, Workflow, WorkflowRegistry
 
-if TYPE_CHECKING:  # upcasters imports engine.errors: no import cycle at run time
+if TYPE_CHECKING:  # upcasters imports engine.core.errors: no import cycle at run time
     from upcasters import UpcasterRegistry
 
 __all__ = [
@@ -75,28 +75,6 @@ _STARTED = "nonstop.Started"
 _MIGRATED = "nonstop.Migrated"
 _FIRST_PAGE = 256
 _encoder = msgspec.msgpack.Encoder()
-
-
-# msgspec structs rather than frozen dataclasses: a batch makes one request
-# and one result per message, and a frozen dataclass costs ten times as much
-# to construct.
-class InstanceInfo(msgspec.Struct, frozen=True):
-    """Where one instance stands."""
-
-    instance_id: str
-    """Instance id (its stream id)."""
-    workflow: str
-    """Workflow name."""
-    version: int
-    """The version it is pinned to."""
-    state: Any
-    """Current state."""
-    position: int
-    """Position of its last event."""
-    status: Status
-    """running, completed or failed."""
-    applied: bool = True
-    """False when a repeated command id was answered without applying it again."""
 
 
 class Start(msgspec.Struct, frozen=True):
@@ -156,32 +134,6 @@ class Router(Protocol):
         """Value of flag ``name`` (kind ``flag`` or ``variant``) for ``key``."""
 
 
-@dataclass(slots=True)
-class _Instance:
-    """A cached, fully folded instance."""
-
-    workflow: Workflow[Any]
-    state: Any
-    position: int
-    commands: dict[str, int] = field(default_factory=dict)
-    key: str | None = None
-    """The routing key given at start (flags bucket on it, else on the id)."""
-    flags: dict[str, Any] | None = None
-    """Flag values evaluated so far, pinned for the instance's life."""
-
-    def info(self, instance_id: str, *, applied: bool = True) -> InstanceInfo:
-        wf = self.workflow
-        return InstanceInfo(
-            instance_id,
-            wf.name,
-            wf.version,
-            self.state,
-            self.position,
-            wf.status(self.state),
-            applied,
-        )
-
-
 class _SnapshotBody(msgspec.Struct, array_like=True):
     state: msgspec.Raw
     commands: dict[str, int]
@@ -237,6 +189,7 @@ class Engine:
         """Event and snapshot-state upcaster chains (checked here)."""
         self.codec.use_upcasters(self.upcasters)
         self.upcasters.check_states(state_schemas(registry))
+        self._replay = Replay(self.codec, registry.get)
         self.cache_size = cache_size
         self.max_batch = max_batch
         self.max_attempts = max_attempts
@@ -886,23 +839,11 @@ class Engine:
 
     def _load_stream(self, instance_id: str, records: Iterator[RecordRow]) -> _Instance:
         """Fold the records of a stream from its first one (which must be there)."""
-        _, first, _, name, data = next(records)
-        if name != _STARTED:
-            raise EventDecodeError(
-                instance_id,
-                first,
-                name,
-                "the stream does not begin with nonstop.Started",
-            )
-        payloads, command_id = self.codec.decode_payloads(
-            instance_id, first, name, data
-        )
-        started: Started = payloads[0]
+        started, command_id = self._replay.started(instance_id, next(records))
         wf = self.registry.get(started.workflow, started.version)
         inst = self._from_snapshot(instance_id, wf) if wf.snapshot_every else None
         if inst is None:
-            commands = {command_id: 1} if command_id is not None else {}
-            inst = _Instance(wf, wf.initial(), 1, commands, started.routing_key)
+            inst = self._replay.begin(started, command_id)
         else:  # skip the events the snapshot includes
             inst.key = started.routing_key
             done = inst.position
@@ -934,84 +875,11 @@ class Engine:
     def _fold(
         self, instance_id: str, inst: _Instance, records: Iterable[RecordRow]
     ) -> _Instance:
-        wf = inst.workflow
-        evolve = wf.evolve
-        types = self.codec.types._by_name.get
-        decode = self.codec.decode_old
-        decode_error = msgspec.DecodeError
-        system = SYSTEM_TYPES
-        state = inst.state
-        position = inst.position
-        # New ids go to a fresh dict: the cached instance must not see ids of
-        # events past its own position (a repeat would be answered stale).
-        found: dict[str, int] = {}
-        flags = inst.flags
-        try:
-            for _, position, _, name, data in records:
-                if name in system:
-                    if name == _MIGRATED:
-                        wf, state = self._migrated(instance_id, position, data)
-                        evolve = wf.evolve
-                    continue
-                # Fast path: the current schema decodes in one typed pass. The
-                # test of stored_schema(data) == et.schema, inlined (hot loop).
-                et = types(name)
-                if (
-                    et is not None
-                    and len(data) > 1
-                    and data[0] & 0xF0 == 0x90
-                    and data[1] == et.schema < 0x80
-                ):
-                    try:
-                        env = et.decoder.decode(data)
-                    except decode_error:
-                        pass  # decode_old below reports it with its coordinates
-                    else:
-                        state = evolve(state, env.data)
-                        if env.command_id is not None:
-                            found[env.command_id] = position
-                        if env.ctx is not None:
-                            flags = _pinned_flags(flags, env.ctx)
-                        continue
-                payloads, command_id, recorded = decode(
-                    instance_id, position, name, data
-                )
-                if recorded:
-                    flags = _pinned_flags(flags, recorded)
-                for p in payloads:
-                    state = evolve(state, p)
-                if command_id is not None:
-                    found[command_id] = position
-        except NonstopError:
-            raise
-        except Exception as exc:  # evolve is user code
-            raise WorkflowCodeError(
-                wf.ref, instance_id, f"evolve (replaying position {position})", exc
-            ) from exc
-        if position == inst.position:
-            return inst
-        commands = {**inst.commands, **found} if found else inst.commands
-        # _Instance(...) rather than replace(): replace() is slow here.
-        return _Instance(wf, state, position, commands, inst.key, flags)
-
-    def _migrated(
-        self, instance_id: str, position: int, data: bytes
-    ) -> tuple[Workflow[Any], Any]:
-        """The version and state a ``nonstop.Migrated`` event switches to."""
-        payloads, _ = self.codec.decode_payloads(instance_id, position, _MIGRATED, data)
-        m: Migrated = payloads[0]
-        wf = self.registry.get(m.workflow, m.to_version)
-        try:
-            state = msgspec.msgpack.decode(m.state, type=wf.state_type)
-        except msgspec.DecodeError as exc:
-            raise EventDecodeError(
-                instance_id, position, _MIGRATED, f"state does not fit {wf.ref}: {exc}"
-            ) from None
-        return wf, state
+        return self._replay.fold(instance_id, inst, records)
 
     def _history(self, instance_id: str) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
-        for rec in self.store.iter_stream(instance_id):
+        for rec in checked(instance_id, self.store.iter_stream(instance_id)):
             out.extend(
                 self.codec.decode(
                     instance_id, rec.position, rec.global_position, rec.type, rec.data
@@ -1045,16 +913,6 @@ async def _call_in_thread(fn: Callable[[], object]) -> None:
 
 
 _stream_of = itemgetter(0)
-
-
-def _pinned_flags(
-    flags: dict[str, Any] | None, recorded: list[Any]
-) -> dict[str, Any] | None:
-    """``flags`` plus the first flag evaluations found in a recorded context."""
-    for item in recorded:
-        if item[0] == "flag" and (flags is None or item[1][0] not in flags):
-            flags = {**(flags or {}), item[1][0]: item[1][1]}
-    return flags
 
 
 def _encode_input(value: Any) -> bytes:

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from engine.errors import ConcurrencyConflict, NonstopError
+from engine.core.errors import ConcurrencyConflict, NonstopError, SnapshotMigrationError
+from engine.core.workflow import Workflow, WorkflowRegistry, parse_ref
 from engine.store import Tracking
-from engine.workflow import Workflow, WorkflowRegistry, parse_ref
 
-if TYPE_CHECKING:  # upcasters imports engine.errors: no import cycle at run time
+if TYPE_CHECKING:  # upcasters imports engine.core.errors: no import cycle at run time
     from engine.runtime import Engine
     from upcasters.chain import UpcasterRegistry
 
@@ -51,10 +51,6 @@ __all__ = [
 log = logging.getLogger("nonstop.snapshots")
 Verdict = Literal["current", "upcast", "stale"]
 _STARTED = "nonstop.Started"
-
-
-class SnapshotMigrationError(NonstopError, ValueError):
-    """A snapshot migration was asked for with bad settings."""
 
 
 def parse_key(key: str) -> tuple[str, str, int]:

@@ -11,11 +11,11 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from engine.errors import NonstopError
-from engine.events import RecordedEvent
+from engine.core.errors import NonstopError
+from engine.core.events import RecordedEvent
+from engine.core.workflow import Status, WorkflowRegistry
 from engine.runtime import Engine, InstanceInfo, Send, Start
 from engine.store import EventStore, Tracking
-from engine.workflow import Status, WorkflowRegistry
 
 __all__ = ["SyncEngine"]
 

@@ -7,15 +7,15 @@ switches reads to a new build (blue/green) once it has caught up. Readers query
 the views ``<name>_<table>``, which always point at the serving build.
 """
 
-from projections._api import ALL, BatchHandler, Handler, Projection, Setup
-from projections._db import Database, Dialect, Tx, open_database
-from projections._errors import (
+from engine.core.errors import (
     ProjectionDefinitionError,
     ProjectionError,
     ProjectionStateError,
     ReadModelUnavailable,
     UnknownProjection,
 )
+from projections._api import ALL, BatchHandler, Handler, Projection, Setup
+from projections._db import Database, Dialect, Tx, open_database
 from projections._meta import Failure
 from projections._runner import (
     ProjectionStatus,

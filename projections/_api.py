@@ -6,9 +6,9 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from engine.events import RecordedEvent
+from engine.core.errors import ProjectionDefinitionError
+from engine.core.events import RecordedEvent
 from projections._db import Tx
-from projections._errors import ProjectionDefinitionError
 
 __all__ = ["ALL", "BatchHandler", "Handler", "Projection", "Setup"]
 

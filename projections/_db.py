@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg
 from psycopg import sql as pgsql
 
+from engine.core.errors import ReadModelUnavailable
 from engine.store import redact
-from projections._errors import ReadModelUnavailable
 
 __all__ = ["Database", "Dialect", "Tx", "open_database", "pg_conninfo"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.events import now_micros
+from engine.core.events import now_micros
 from projections._db import Database, Tx
 
 __all__ = [

@@ -20,18 +20,18 @@ from typing import Any
 import msgspec
 import psycopg
 
-from engine.errors import StoreUnavailable
-from engine.events import Envelope, EventCodec, now_micros
+from engine.core.errors import (
+    ProjectionDefinitionError,
+    ProjectionStateError,
+    ReadModelUnavailable,
+    StoreUnavailable,
+    UnknownProjection,
+)
+from engine.core.events import Envelope, EventCodec, now_micros
 from engine.store import EventStore, Record, open_store
 from projections import _meta
 from projections._api import Projection
 from projections._db import Database, Tx, open_database, pg_conninfo
-from projections._errors import (
-    ProjectionDefinitionError,
-    ProjectionStateError,
-    ReadModelUnavailable,
-    UnknownProjection,
-)
 from projections._meta import BUILDS, SERVING, SKIPS, Build, Failure
 
 __all__ = [

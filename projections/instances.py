@@ -14,15 +14,19 @@ from typing import Any
 
 import msgspec
 
-from engine.errors import NonstopError
-from engine.events import SYSTEM_TYPES, EventCodec, RecordedEvent, is_reserved_stream
+from engine.core.errors import NonstopError, ProjectionStateError
+from engine.core.events import (
+    SYSTEM_TYPES,
+    EventCodec,
+    RecordedEvent,
+    is_reserved_stream,
+)
+from engine.core.workflow import Status, Workflow, WorkflowRegistry
 from engine.runtime import InstanceInfo
 from engine.stats import StatsSource, VersionStats
 from engine.store import EventStore
-from engine.workflow import Status, Workflow, WorkflowRegistry
 from projections._api import ALL, Projection
 from projections._db import Database, Tx
-from projections._errors import ProjectionStateError
 from projections._runner import Runner, resume, status
 
 __all__ = ["NAME", "InstancesReadModel", "instances_projection"]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from engine.errors import NonstopError
+from engine.core.errors import UpcastChainError
 
 __all__ = [
     "Emit",
@@ -61,10 +61,6 @@ class Upcaster:
     """Schema version it reads; it produces ``from_version + 1``."""
     fn: Callable[[Payload], UpcastResult]
     """The pure function."""
-
-
-class UpcastChainError(NonstopError, ValueError):
-    """Upcaster chains are inconsistent (a gap, a duplicate, a wrong end)."""
 
 
 @dataclass

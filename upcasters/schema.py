@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.errors import NonstopError
+from engine.core.errors import SchemaLockError
 from upcasters.chain import UpcasterRegistry
 
 __all__ = [
@@ -40,10 +40,6 @@ __all__ = [
 
 LOCK_FORMAT = 1
 Kind = Literal["safe", "mixed-fleet-unsafe", "breaking"]
-
-
-class SchemaLockError(NonstopError, ValueError):
-    """A schema lock file is missing or malformed."""
 
 
 def _type_name(tp: Any) -> str:

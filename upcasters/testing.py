@@ -29,8 +29,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import NonstopError
-from engine.events import EventCodec, EventTypeRegistry, default_event_types
+from engine.core.errors import NonstopError, UnsupportedFieldType
+from engine.core.events import EventCodec, EventTypeRegistry, default_event_types
 from upcasters.chain import UpcasterRegistry, default_upcasters
 from upcasters.schema import read_lock
 
@@ -43,10 +43,6 @@ __all__ = [
 
 Lock = Mapping[str, Any] | Path | str
 Strategy = st.SearchStrategy[Any]
-
-
-class UnsupportedFieldType(NonstopError, ValueError):
-    """A locked field type has no built-in strategy; pass one in ``overrides``."""
 
 
 def payloads(

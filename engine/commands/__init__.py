@@ -3,7 +3,7 @@
 Each module named in :data:`GROUPS` exports ``register(sub)``, which adds its
 subcommands to the top-level ``argparse`` subparsers and sets
 ``run=handler`` on each, where ``handler(ctx: CliContext, args) -> int`` returns
-the exit code. A :class:`~engine.errors.NonstopError` raised by a handler is
+the exit code. A :class:`~engine.core.errors.NonstopError` raised by a handler is
 printed as one line (``nonstop: error: ...``) and exits with code 2.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from engine.workflow import WorkflowRegistry
+from engine.core.workflow import WorkflowRegistry
 
 __all__ = ["GROUPS", "CliContext"]
 

@@ -20,6 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.core.errors import MapperLoadError
+from engine.core.workflow import WorkflowRegistry
 from engine.deploy import (
     Deployments,
     DeployView,
@@ -28,11 +30,9 @@ from engine.deploy import (
     migrate_instances,
 )
 from engine.deploy.view import DeploymentState
-from engine.errors import NonstopError
 from engine.loading import import_object
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats
-from engine.workflow import WorkflowRegistry
 
 __all__ = ["MapperLoadError", "register", "stats_source"]
 
@@ -342,16 +342,6 @@ def _mapper(spec: str) -> Any:
     if not callable(target):
         raise MapperLoadError(spec, f"{attr} is not callable")
     return target
-
-
-class MapperLoadError(NonstopError, ValueError):
-    """The ``--mapper`` value does not name a function."""
-
-    def __init__(self, spec: str, reason: str) -> None:
-        super().__init__(
-            f"cannot load the mapper {spec!r}: {reason}. Pass MODULE:ATTRIBUTE "
-            "naming a function old_state -> new_state"
-        )
 
 
 # --------------------------------------------------------------------- flags

@@ -20,24 +20,11 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
-from engine.errors import NonstopError
+from engine.core.errors import ProjectionsLoadError
 from engine.loading import import_object
 from engine.store import open_store
 
 __all__ = ["ProjectionsLoadError", "load_projections", "register"]
-
-
-class ProjectionsLoadError(NonstopError, ValueError):
-    """``--projections`` does not name projections."""
-
-    def __init__(self, spec: str, reason: str) -> None:
-        self.spec = spec
-        self.reason = reason
-        super().__init__(
-            f"cannot load projections from {spec!r}: {reason}. Pass --projections "
-            "MODULE:ATTRIBUTE naming a Projection, a list of them, or a function "
-            "returning either"
-        )
 
 
 def load_projections(spec: str) -> list[Any]:

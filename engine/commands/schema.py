@@ -18,9 +18,9 @@ from typing import Any
 from rich.text import Text
 
 from engine.commands import CliContext
-from engine.events import SYSTEM_TYPES, EventTypeRegistry, default_event_types
+from engine.core.events import SYSTEM_TYPES, EventTypeRegistry, default_event_types
+from engine.core.workflow import WorkflowRegistry, parse_ref
 from engine.snapshots import state_schemas
-from engine.workflow import WorkflowRegistry, parse_ref
 from upcasters import (
     Change,
     SchemaLockError,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.deploy.errors import (
+from engine.core.errors import (
     DeployConflict,
     DeployError,
     DeploySourceError,
     FlagError,
     RetireRefused,
 )
+from engine.core.workflow import WorkflowRegistry
 from engine.deploy.flags import Flag, FlagKind
 from engine.deploy.migrate import MigrationReport, MigrationResult, migrate_instances
 from engine.deploy.registry import Deployments, default_user, load_source
@@ -25,7 +26,6 @@ from engine.deploy.stats import ScanStats, engine_stats
 from engine.deploy.view import AuditEntry, Deployment, DeploymentState, DeployView
 from engine.runtime import Engine
 from engine.store import EventStore, open_store
-from engine.workflow import WorkflowRegistry
 
 __all__ = [
     "BUCKETS",

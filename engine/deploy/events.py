@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.events import event
+from engine.core.events import event
 
 __all__ = [
     "DEPLOY_STREAM_PREFIX",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine.deploy.errors import FlagError
+from engine.core.errors import FlagError
 from engine.deploy.routing import BUCKETS, bucket
 
 __all__ = ["Flag", "FlagKind"]

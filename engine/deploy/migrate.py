@@ -11,9 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine.deploy.errors import DeployError
+from engine.core.errors import DeployError, NonstopError
 from engine.deploy.view import DeployView
-from engine.errors import NonstopError
 from engine.runtime import Engine
 
 __all__ = ["MigrationReport", "MigrationResult", "migrate_instances"]

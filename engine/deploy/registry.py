@@ -19,13 +19,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.deploy.errors import (
+from engine.core.errors import (
+    ConcurrencyConflict,
     DeployConflict,
     DeployError,
     DeploySourceError,
     FlagError,
+    NonstopError,
     RetireRefused,
 )
+from engine.core.events import EventCodec, Metadata, now_micros
+from engine.core.workflow import Workflow, WorkflowRegistry
 from engine.deploy.events import (
     FLAGS_STREAM,
     REGISTRY_TYPES,
@@ -39,12 +43,9 @@ from engine.deploy.events import (
 from engine.deploy.flags import Flag, FlagKind
 from engine.deploy.routing import Routing, percent_to_bp
 from engine.deploy.view import DeployView
-from engine.errors import ConcurrencyConflict, NonstopError
-from engine.events import EventCodec, Metadata, now_micros
 from engine.loading import import_object
 from engine.stats import StatsSource
 from engine.store import EventStore, NewRecord, open_store
-from engine.workflow import Workflow, WorkflowRegistry
 
 __all__ = ["Deployments", "default_user", "load_source"]
 

@@ -15,7 +15,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from engine.deploy.errors import DeployError
+from engine.core.errors import DeployError
 
 __all__ = ["BUCKETS", "Routing", "bucket", "percent_to_bp"]
 

@@ -11,11 +11,11 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from engine.events import EventCodec
+from engine.core.events import EventCodec
+from engine.core.workflow import WorkflowRegistry
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats
 from engine.store import EventStore
-from engine.workflow import WorkflowRegistry
 
 __all__ = ["ScanStats", "engine_stats"]
 

@@ -3,14 +3,14 @@
 Also the launcher of the Tansu test broker. See ``docs/kafka.md``.
 """
 
-from engine.kafka.broker import TansuBroker
-from engine.kafka.errors import (
+from engine.core.errors import (
     AlreadyReplayed,
     BrokerUnavailable,
     DeadLetterNotFound,
     MappingError,
     MappingLoadError,
 )
+from engine.kafka.broker import TansuBroker
 from engine.kafka.publisher import Publisher
 from engine.kafka.worker import Mapping, Message, Worker, WorkerStats, load_mapping
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from engine.kafka.errors import BrokerUnavailable
+from engine.core.errors import BrokerUnavailable
 
 __all__ = ["TansuBroker", "find_tansu", "free_port", "wait_for_port"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from engine.kafka.errors import AlreadyReplayed, BrokerUnavailable, DeadLetterNotFound
+from engine.core.errors import AlreadyReplayed, BrokerUnavailable, DeadLetterNotFound
 from engine.store import EventStore, StoredDeadLetter
 
 __all__ = ["REPLAY_OF", "find_letters", "message_id", "replay"]

@@ -22,8 +22,8 @@ import msgspec
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from engine.events import EventCodec, RecordedEvent
-from engine.kafka.errors import BrokerUnavailable
+from engine.core.errors import BrokerUnavailable
+from engine.core.events import EventCodec, RecordedEvent
 from engine.kafka.worker import TRANSIENT
 from engine.store import EventStore, Tracking
 

@@ -45,14 +45,16 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
-from engine.errors import (
+from engine.core.errors import (
+    BrokerUnavailable,
     ConcurrencyConflict,
     ConflictRetriesExhausted,
+    MappingError,
+    MappingLoadError,
     NonstopError,
     StoreUnavailable,
 )
 from engine.kafka.deadletters import REPLAY_OF, message_id
-from engine.kafka.errors import BrokerUnavailable, MappingError, MappingLoadError
 from engine.loading import import_object
 from engine.runtime import Engine, InstanceInfo, Send, Start
 from engine.store import DeadLetter, Tracking

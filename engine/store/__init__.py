@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.errors import StoreUnavailable
+from engine.core.errors import StoreUnavailable
 from engine.store.base import (
     EventStore,
     NewRecord,

@@ -22,7 +22,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.persistence import Tracking as _ESTracking
 
-from engine.errors import ConcurrencyConflict, StoreUnavailable
+from engine.core.errors import ConcurrencyConflict, StoreUnavailable
 from engine.store.deadletters import DeadLetter, StoredDeadLetter
 
 __all__ = [

@@ -31,7 +31,7 @@ from eventsourcing.utils import retry
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from engine.events import now_micros
+from engine.core.events import now_micros
 
 __all__ = [
     "TABLE",

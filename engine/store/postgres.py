@@ -16,7 +16,7 @@ from eventsourcing.postgres import (
 from psycopg import sql
 from psycopg.rows import RowMaker, tuple_row
 
-from engine.errors import StoreUnavailable
+from engine.core.errors import StoreUnavailable
 from engine.store.base import NewRecord, Record, RecorderStore, RecordRow, redact
 from engine.store.deadletters import PostgresRecorder
 

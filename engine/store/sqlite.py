@@ -12,7 +12,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from engine.errors import StoreUnavailable
+from engine.core.errors import StoreUnavailable
 from engine.store.base import Record, RecorderStore, RecordRow
 from engine.store.deadletters import SQLiteRecorder
 

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, EventDecodeError, open_store
-from engine.events import EventCodec, EventTypeRegistry, Metadata, Started
+from engine.core.events import EventCodec, EventTypeRegistry, Metadata, Started
+from engine.core.workflow import Context, Status, Workflow, WorkflowRegistry
 from engine.store import EventStore, NewRecord
-from engine.workflow import Context, Status, Workflow, WorkflowRegistry
 from upcasters import UpcasterRegistry
 
 TYPE = "tests.batched.Bumped"

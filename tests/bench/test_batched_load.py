@@ -7,7 +7,7 @@ import gc
 import pytest
 
 from bench.counter import encoded_stream, registry
-from engine import Engine, EventDecodeError, UnknownInstance, open_store
+from engine import CorruptStream, Engine, UnknownInstance, open_store
 from engine.store import NewRecord
 
 
@@ -74,7 +74,7 @@ def test_load_many_leaves_the_collector_as_it_found_it(
         try:
             assert engine._load_many_sync(["a"])["a"].position == 3
             assert gc.isenabled() is enabled
-            with pytest.raises(EventDecodeError):  # also when a load fails
+            with pytest.raises(CorruptStream):  # also when a load fails
                 engine._load_many_sync(["a", "bad"])
             assert gc.isenabled() is enabled
         finally:

@@ -7,13 +7,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.errors import (
+from engine.core.errors import (
     DuplicateRegistration,
     EventDecodeError,
     UnknownEventType,
     WorkflowDefinitionError,
 )
-from engine.events import (
+from engine.core.events import (
     SYSTEM_TYPES,
     Envelope,
     EventCodec,

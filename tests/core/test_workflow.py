@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import (
+from engine.core.errors import (
     DuplicateRegistration,
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
-from engine.workflow import Context, Workflow, WorkflowRegistry, fold, parse_ref
+from engine.core.workflow import Context, Workflow, WorkflowRegistry, fold, parse_ref
 
 
 class Count(msgspec.Struct, frozen=True):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine import MigrationError
+from engine.core.errors import UnknownWorkflow
 from engine.deploy import DeployError, Deployments, migrate_instances, open_engine
-from engine.errors import UnknownWorkflow
 from tests.deploy import flows
 
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, Send, Start, open_store
-from engine.errors import StoreUnavailable
+from engine.core.errors import StoreUnavailable
 from engine.kafka.worker import Worker
 from engine.store import DeadLetter, EventStore, NewRecord, Tracking
 from tests.kafka import tally

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from engine import event
-from engine.events import EventCodec, Metadata, Started, now_micros
+from engine.core.events import EventCodec, Metadata, Started, now_micros
 from engine.store import EventStore, NewRecord, open_store
 from projections import Database, Projection, Tx, open_database
 from tests.conftest import _fresh_pg

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import EventDecodeError
-from engine.events import (
+from engine.core.errors import EventDecodeError
+from engine.core.events import (
     Envelope,
     EventCodec,
     EventTypeRegistry,

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from engine import Engine, Workflow, WorkflowRegistry
+from engine.core.workflow import Status
 from engine.stats import StatsSource, VersionStats
-from engine.workflow import Status
 from projections import ProjectionStateError
 from projections.instances import InstancesReadModel
 from tests.projections.conftest import Added, Log
@@ -107,7 +107,7 @@ def test_counts_per_version(urls, store, db, log: Log):
     reg = registry(1, 2)
     log.add("one", 0, 5)
     # An instance pinned to version 2 (its Started names it).
-    from engine.events import EventCodec, Metadata, Started
+    from engine.core.events import EventCodec, Metadata, Started
     from engine.store import NewRecord
 
     codec = EventCodec()

@@ -226,7 +226,7 @@ async def test_failed_instance_rejects_commands(
 ) -> None:
     engine.registry.set_current("orders", 2)
     # The fraud score comes from ctx.random(): force a score above the limit.
-    monkeypatch.setattr("engine.workflow._random.random", lambda: 0.99)
+    monkeypatch.setattr("engine.core.workflow._random.random", lambda: 0.99)
     await engine.start("orders", PlaceOrder("o", 10), instance_id="o")
     assert (await engine.send("o", CheckFraud())).status == "failed"
     with pytest.raises(CommandRejected, match="failed"):

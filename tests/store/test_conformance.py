@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.errors import ConcurrencyConflict
+from engine.core.errors import ConcurrencyConflict
 from engine.store import EventStore, NewRecord, Snapshot, Tracking, open_store
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import NonstopError, StoreUnavailable
+from engine.core.errors import NonstopError, StoreUnavailable
 from engine.store import open_store, redact
 from engine.store.memory import MemoryStore
 from engine.store.sqlite import SQLiteStore

@@ -23,7 +23,7 @@ from engine import (
     WorkflowRegistry,
     event,
 )
-from engine.events import Started
+from engine.core.events import Started
 from upcasters import state_upcaster
 
 NAME = "upcasters_test_tally"

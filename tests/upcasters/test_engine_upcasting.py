@@ -16,7 +16,7 @@ from engine import (
     Workflow,
     WorkflowRegistry,
 )
-from engine.events import Metadata, Started
+from engine.core.events import Metadata, Started
 from engine.store import NewRecord, open_store
 from upcasters import UpcastChainError, UpcasterRegistry
 

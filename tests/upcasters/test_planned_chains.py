@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import EventCodec, EventDecodeError, EventTypeRegistry
-from engine.events import Metadata
+from engine.core.events import Metadata
 from upcasters import Emit, UpcasterRegistry
 
 

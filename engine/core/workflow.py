@@ -13,7 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from engine.errors import (
+from engine.core.errors import (
     DuplicateRegistration,
     UnknownWorkflow,
     WorkflowDefinitionError,

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from engine.errors import (
+from engine.core.errors import (
     DuplicateRegistration,
     EventDecodeError,
     UnknownEventType,
     WorkflowDefinitionError,
 )
 
-if TYPE_CHECKING:  # upcasters imports engine.errors: no import cycle at run time
+if TYPE_CHECKING:  # upcasters imports engine.core.errors: no import cycle at run time
     from upcasters.chain import UpcasterRegistry
 
 __all__ = [
