@@ -1,9 +1,10 @@
 """The built-in projection: every instance with its workflow, version and status.
 
-It folds each instance with its pinned version's reducer, as the engine does,
-and keeps one row per instance (``nonstop_instances_by_id``): workflow, version,
-status, position, when it started and its encoded state. ``nonstop instances``
-and the deployments' drain counts read it instead of scanning the log.
+It folds each instance with the core replay step
+(:class:`engine.core.replay.Replay`, the rule the engine replays with), and keeps
+one row per instance (``nonstop_instances_by_id``): workflow, version, status,
+position, when it started and its encoded state. ``nonstop instances`` and the
+deployments' drain counts read it instead of scanning the log.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import msgspec
 
 from engine.core.errors import NonstopError, ProjectionStateError
 from engine.core.events import (
-    SYSTEM_TYPES,
     EventCodec,
     RecordedEvent,
     is_reserved_stream,
 )
-from engine.core.workflow import Status, Workflow, WorkflowRegistry
-from engine.runtime import InstanceInfo
+from engine.core.replay import Instance, InstanceInfo, Replay
+from engine.core.workflow import Status, WorkflowRegistry
 from engine.stats import StatsSource, VersionStats
 from engine.store import EventStore
 from projections._api import ALL, Projection
@@ -34,17 +34,13 @@ __all__ = ["NAME", "InstancesReadModel", "instances_projection"]
 NAME = "nonstop_instances"
 """The projection's name; readers query the view ``nonstop_instances_by_id``."""
 VIEW = f"{NAME}_by_id"
-_STARTED = "nonstop.Started"
-_MIGRATED = "nonstop.Migrated"
 _CHUNK = 500
 _COLUMNS = "instance_id, workflow, version, status, position, started_us, state"
 
 
 @dataclass(slots=True)
 class _Row:
-    wf: Workflow[Any]
-    state: Any
-    position: int
+    inst: Instance
     started_global: int
     started_us: int
 
@@ -57,6 +53,7 @@ def instances_projection(registry: WorkflowRegistry) -> Projection:
     has instances.
     """
     p = Projection(NAME, version=1, tables=["by_id"])
+    replay = Replay(EventCodec(), registry.get)
 
     @p.setup
     def create(tx: Tx) -> None:
@@ -76,7 +73,7 @@ def instances_projection(registry: WorkflowRegistry) -> Projection:
         rows = _load(tx, registry, {e.stream_id for e in events})
         dirty: set[str] = set()
         for e in events:
-            _apply(registry, rows, e)
+            _apply(replay, rows, e)
             dirty.add(e.stream_id)
         tx.executemany(
             f"INSERT INTO {tx.table('by_id')} (instance_id, workflow, version, status, "
@@ -104,40 +101,28 @@ def _load(tx: Tx, registry: WorkflowRegistry, ids: set[str]) -> dict[str, _Row]:
         ):
             wf = registry.get(wf_name, version)
             state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
-            out[iid] = _Row(wf, state, pos, g, us)
+            out[iid] = _Row(Instance(wf, state, pos), g, us)
     return out
 
 
-def _apply(registry: WorkflowRegistry, rows: dict[str, _Row], e: RecordedEvent) -> None:
-    iid = e.stream_id
-    if e.type == _STARTED:
-        wf = registry.get(e.event.workflow, e.event.version)
-        rows[iid] = _Row(wf, wf.initial(), e.position, e.global_position, e.recorded_at)
-        return
-    row = rows.get(iid)
-    if row is None:
-        raise ProjectionStateError(
-            f"instance {iid!r} has no nonstop.Started before position {e.position}"
-        )
-    if e.type == _MIGRATED:
-        wf = registry.get(row.wf.name, e.event.to_version)
-        row.wf = wf
-        row.state = msgspec.msgpack.decode(e.event.state, type=wf.state_type)
-    elif e.type not in SYSTEM_TYPES:
-        row.state = row.wf.evolve(row.state, e.event)
-    row.position = e.position
+def _apply(replay: Replay, rows: dict[str, _Row], e: RecordedEvent) -> None:
+    row = rows.get(e.stream_id)
+    inst = replay.apply(None if row is None else row.inst, e)
+    if row is None or inst is not row.inst:  # a start
+        rows[e.stream_id] = _Row(inst, e.global_position, e.recorded_at)
 
 
 def _params(iid: str, r: _Row) -> tuple[Any, ...]:
+    inst = r.inst
     return (
         iid,
-        r.wf.name,
-        r.wf.version,
-        r.wf.status(r.state),
-        r.position,
+        inst.workflow.name,
+        inst.workflow.version,
+        inst.workflow.status(inst.state),
+        inst.position,
         r.started_global,
         r.started_us,
-        msgspec.msgpack.encode(r.state),
+        msgspec.msgpack.encode(inst.state),
     )
 
 

@@ -22,6 +22,7 @@ import msgspec
 from engine.core.errors import (
     DuplicateRegistration,
     EventDecodeError,
+    EventFromNewerCode,
     UnknownEventType,
     WorkflowDefinitionError,
 )
@@ -578,6 +579,10 @@ class EventCodec:
                 stream_id, position, type_name, f"not a nonstop envelope ({exc})"
             ) from None
         et = self.types._by_name.get(type_name)
+        if et is not None and header.schema > et.schema:
+            raise EventFromNewerCode(
+                stream_id, position, type_name, header.schema, et.schema
+            )
         if et is not None and header.schema == et.schema:
             items: list[tuple[str, Any]] = [(type_name, payload)]
         elif self._upcast is not None:
