@@ -12,7 +12,7 @@ reports both peaks. The data is generated once per run by the server
   folded in pages, never loaded whole) against ``eventsourcing``'s
   ``Application.repository.get`` of the same counter as an aggregate;
 - many instances of 10 events: nonstop loads them 1,000 per query
-  (``Engine._load_many_sync``), ``eventsourcing`` one ``repository.get`` each;
+  (``Engine.loader.load_many_sync``), ``eventsourcing`` one ``repository.get`` each;
   both keep every rebuilt state (a dict of all instances).
 
 In a full run ``eventsourcing`` replays a tenth of the long stream
@@ -125,7 +125,7 @@ def _nonstop_many(schema: str, count: int) -> int:
     events = 0
     try:
         for i in range(0, count, BATCH):
-            for iid, inst in engine._load_many_sync(ids[i : i + BATCH]).items():
+            for iid, inst in engine.loader.load_many_sync(ids[i : i + BATCH]).items():
                 states[iid] = inst.state
                 events += inst.position
     finally:

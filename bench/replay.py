@@ -2,7 +2,7 @@
 
 For each instance a fresh Engine (empty cache) reads its stream and folds it
 with the workflow's reducer: exactly what ``Engine.get`` does on a cache miss.
-The measurement calls the engine's load path (``Engine._load_sync``) in a loop
+The measurement calls the engine's load path (``Engine.loader.load_sync``) in a loop
 on one thread, so the figure is replay itself, without the per-call thread hop
 of the async API (that is measured separately, as ``Engine.get`` from 64
 tasks). Baselines read the same rows: a raw driver SELECT of each instance's
@@ -39,12 +39,12 @@ DESCRIPTION = """\
   rebuilds the state of many short instances from PostgreSQL and SQLite: read each
   stream, decode every event (typed msgpack), fold it with the reducer. *Batched*
   calls the engine's load path for 1,000 instances per query
-  (`Engine._load_many_sync`), against the raw driver's SELECT of the same rows
+  (`Engine.loader.load_many_sync`), against the raw driver's SELECT of the same rows
   (all columns, no decoding: what bounds any replay) and `eventsourcing`'s
   `Application.repository.get` of the same counter as an aggregate, one per
   instance, timed on 2,000 of them (also shown: its recorder's `select_events`
   per instance and its notification log). *One by one* calls the load path of a
-  cold `Engine.get` (`Engine._load_sync`, one query per instance) in a loop on one
+  cold `Engine.get` (`Engine.loader.load_sync`, one query per instance) in a loop on one
   thread, and shows the async API (`Engine.get` from 64 tasks, which adds a thread
   hop per call) beside it. The *long stream* figure rebuilds one instance with
   many events (read in pages of 10,000)."""
@@ -87,7 +87,7 @@ def _engine_contenders(
 
     def load_each() -> tuple[int, float]:
         engine = Engine(store, reg)
-        load = engine._load_sync
+        load = engine.loader.load_sync
 
         def go() -> int:
             events = 0
@@ -105,7 +105,7 @@ def _engine_contenders(
         def go() -> int:
             events = 0
             for i in range(0, len(ids), BATCH):
-                loaded = engine._load_many_sync(ids[i : i + BATCH])
+                loaded = engine.loader.load_many_sync(ids[i : i + BATCH])
                 assert len(loaded) == len(ids[i : i + BATCH])
                 for inst in loaded.values():
                     events += inst.position
@@ -133,7 +133,7 @@ def _engine_contenders(
 
     def long_one() -> tuple[int, float]:
         engine = Engine(store, reg)
-        return timed(lambda: engine._load_sync(LONG_ID).position)
+        return timed(lambda: engine.loader.load_sync(LONG_ID).position)
 
     return {
         "each": Contender("nonstop Engine load, one instance at a time", load_each),

@@ -179,7 +179,7 @@ def _replay(
         engine = make()
         events = 0
         for i in range(0, len(ids), BATCH):
-            loaded = engine._load_many_sync(ids[i : i + BATCH])
+            loaded = engine.loader.load_many_sync(ids[i : i + BATCH])
             for inst in loaded.values():
                 events += inst.position
         assert inst.state.value == STREAM_LEN - 1, inst.state

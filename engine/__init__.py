@@ -240,7 +240,7 @@ _WHERE: dict[str, str] = {
     "WorkflowRegistry": "engine.core.workflow",
     "fold": "engine.core.workflow",
     "Engine": "engine.runtime",
-    "InstanceInfo": "engine.runtime",
+    "InstanceInfo": "engine.core.replay",
     "Router": "engine.runtime",
     "Send": "engine.runtime",
     "Start": "engine.runtime",

@@ -37,7 +37,7 @@ from engine.loading import import_object
 from engine.runtime import Engine, InstanceInfo
 from engine.store import DEFAULT_URL, open_store, redact
 
-__all__ = ["DEFAULT_APP", "AppLoadError", "load_app", "main"]
+__all__ = ["DEFAULT_APP", "load_app", "main"]
 
 DEFAULT_APP = "examples.orders:registry"
 """Where workflow definitions come from when neither --app nor NONSTOP_APP is set."""

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
@@ -33,12 +33,12 @@ from engine.core.workflow import Workflow, WorkflowRegistry, parse_ref
 from engine.store import Tracking
 
 if TYPE_CHECKING:  # upcasters imports engine.core.errors: no import cycle at run time
-    from engine.runtime import Engine
+    from engine.store import EventStore
     from upcasters.chain import UpcasterRegistry
 
 __all__ = [
     "MigrationProgress",
-    "SnapshotMigrationError",
+    "SnapshotHost",
     "classify",
     "migrate_snapshots",
     "migration_name",
@@ -47,6 +47,28 @@ __all__ = [
     "state_schemas",
     "usable",
 ]
+
+
+class SnapshotHost(Protocol):
+    """What :func:`migrate_snapshots` needs of an engine (``Engine`` is one)."""
+
+    @property
+    def store(self) -> EventStore:
+        """The event store."""
+
+    @property
+    def registry(self) -> WorkflowRegistry:
+        """The workflow versions."""
+
+    @property
+    def upcasters(self) -> UpcasterRegistry:
+        """The snapshot-state upcasters."""
+
+    async def write_snapshot(
+        self, instance_id: str, *, after: int = 0, replace: bool = False
+    ) -> int | None:
+        """Save a snapshot of an instance now."""
+
 
 log = logging.getLogger("nonstop.snapshots")
 Verdict = Literal["current", "upcast", "stale"]
@@ -165,7 +187,7 @@ class MigrationProgress:
 
 
 async def migrate_snapshots(
-    engine: Engine,
+    engine: SnapshotHost,
     *,
     batch: int = 100,
     rate: float | None = None,
@@ -232,7 +254,7 @@ async def migrate_snapshots(
 _Outcome = Literal["written", "current", "skipped", "failed"]
 
 
-async def _one(engine: Engine, instance_id: str) -> _Outcome:
+async def _one(engine: SnapshotHost, instance_id: str) -> _Outcome:
     def check() -> _Outcome | None:
         snap = engine.store.load_snapshot(instance_id)
         if snap is None:

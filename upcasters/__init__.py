@@ -7,9 +7,9 @@ runs them on every read of an old event or snapshot. :mod:`upcasters.testing`
 has hypothesis strategies and assertions for your own tests.
 """
 
+from engine.core.errors import SchemaLockError, UpcastChainError
 from upcasters.chain import (
     Emit,
-    UpcastChainError,
     Upcaster,
     UpcasterRegistry,
     UpcastResult,
@@ -19,7 +19,6 @@ from upcasters.chain import (
 )
 from upcasters.schema import (
     Change,
-    SchemaLockError,
     compare,
     describe,
     describe_type,

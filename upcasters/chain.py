@@ -23,7 +23,6 @@ from engine.core.errors import UpcastChainError
 
 __all__ = [
     "Emit",
-    "UpcastChainError",
     "UpcastResult",
     "Upcaster",
     "UpcasterRegistry",

@@ -29,7 +29,6 @@ from upcasters.chain import UpcasterRegistry
 __all__ = [
     "LOCK_FORMAT",
     "Change",
-    "SchemaLockError",
     "compare",
     "describe",
     "describe_type",

@@ -35,7 +35,6 @@ from upcasters.chain import UpcasterRegistry, default_upcasters
 from upcasters.schema import read_lock
 
 __all__ = [
-    "UnsupportedFieldType",
     "assert_upcasts",
     "payloads",
     "stored_payloads",

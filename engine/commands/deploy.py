@@ -34,7 +34,7 @@ from engine.loading import import_object
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats
 
-__all__ = ["MapperLoadError", "register", "stats_source"]
+__all__ = ["register", "stats_source"]
 
 
 @contextmanager

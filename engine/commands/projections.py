@@ -24,7 +24,7 @@ from engine.core.errors import ProjectionsLoadError
 from engine.loading import import_object
 from engine.store import open_store
 
-__all__ = ["ProjectionsLoadError", "load_projections", "register"]
+__all__ = ["load_projections", "register"]
 
 
 def load_projections(spec: str) -> list[Any]:

@@ -74,6 +74,11 @@ class Envelope(msgspec.Struct, Generic[T], array_like=True, frozen=True, gc=Fals
     """Id of the message that directly caused it."""
     ctx: list[Any] | None = None
     """Values the decider read from its context, in the order read."""
+    key: str | None = None
+    """Idempotency key of the decision, on its first event, when the command
+    came without a caller's command id (which is the key otherwise). After a
+    commit in doubt the engine reads the stored bytes back to recognise its own
+    write; replay ignores it, so it never grows the instance's command ids."""
 
 
 class Metadata(msgspec.Struct, frozen=True):
@@ -394,8 +399,12 @@ class EventCodec:
         *,
         recorded_at: int,
         ctx: list[Any] | None = None,
+        key: str | None = None,
     ) -> tuple[str, bytes]:
-        """Encode one event; returns its type name and envelope bytes."""
+        """Encode one event; returns its type name and envelope bytes.
+
+        ``ctx`` and ``key`` go with the first event of a decision only.
+        """
         et = self.types.of(obj)
         env = Envelope(  # positional: twice as fast as keywords (once per event)
             et.schema,
@@ -406,6 +415,7 @@ class EventCodec:
             meta.correlation_id,
             meta.causation_id,
             ctx,
+            key,
         )
         return et.name, _encoder.encode(env)
 

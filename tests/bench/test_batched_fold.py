@@ -1,6 +1,7 @@
 """The batched load folds every event as the one-by-one load does.
 
-``Engine._load_many_sync`` reads many streams in chunks (``EventStore.iter_streams``)
+``Engine.loader.load_many_sync`` reads many streams in chunks
+(``EventStore.iter_streams``)
 and folds each stream straight from its rows. These tests write streams whose
 expected result is computed independently: order-sensitive states, command ids,
 recorded flags, and events one schema version behind (upcast on read).
@@ -118,13 +119,13 @@ def _write(store: EventStore, streams: dict[str, list[Spec]]) -> dict[str, Expec
 
 
 def _check(engine: Engine, ids: list[str], expected: dict[str, Expected]) -> None:
-    loaded = engine._load_many_sync(ids)
+    loaded = engine.loader.load_many_sync(ids)
     assert set(loaded) == {sid for sid in ids if sid in expected}
     for sid, inst in loaded.items():
         want = expected[sid]
         got = Expected(inst.state.seen, inst.position, inst.commands, inst.flags)
         assert got == want, sid
-        one = engine._load_sync(sid)
+        one = engine.loader.load_sync(sid)
         assert (one.state, one.position, one.commands, one.flags) == (
             inst.state,
             inst.position,
@@ -215,10 +216,10 @@ def test_batched_fold_names_stream_and_position(sqlite_url: str, bad: bytes) -> 
         engine = _engine(store)
         store.append([NewRecord("bad", 5, TYPE, bad)])
         with pytest.raises(EventDecodeError) as info:
-            engine._load_many_sync(["good", "bad"])
+            engine.loader.load_many_sync(["good", "bad"])
         assert (info.value.stream_id, info.value.position) == ("bad", 5)
         assert "'bad'" in str(info.value)
         assert "position 5" in str(info.value)
-        assert engine._load_many_sync(["good"])["good"].state.seen == (1, 1)
+        assert engine.loader.load_many_sync(["good"])["good"].state.seen == (1, 1)
     finally:
         store.close()

@@ -36,15 +36,15 @@ def test_load_many_matches_load(store_url: str) -> None:
             [r for n, sid in enumerate(ids) for r in encoded_stream(sid, n + 1)]
         )
         engine = Engine(store, registry())
-        many = engine._load_many_sync([*ids, "missing"])
+        many = engine.loader.load_many_sync([*ids, "missing"])
         assert set(many) == set(ids)
         for n, sid in enumerate(ids):
-            one = engine._load_sync(sid)
+            one = engine.loader.load_sync(sid)
             assert many[sid].state == one.state
             assert many[sid].state.value == n
             assert many[sid].position == one.position == n + 1
         with pytest.raises(UnknownInstance):
-            engine._load_sync("missing")
+            engine.loader.load_sync("missing")
     finally:
         store.close()
 
@@ -72,10 +72,10 @@ def test_load_many_leaves_the_collector_as_it_found_it(
         if not enabled:
             gc.disable()
         try:
-            assert engine._load_many_sync(["a"])["a"].position == 3
+            assert engine.loader.load_many_sync(["a"])["a"].position == 3
             assert gc.isenabled() is enabled
             with pytest.raises(CorruptStream):  # also when a load fails
-                engine._load_many_sync(["a", "bad"])
+                engine.loader.load_many_sync(["a", "bad"])
             assert gc.isenabled() is enabled
         finally:
             gc.enable()

@@ -23,9 +23,9 @@ def test_filled_streams_rebuild_in_both_formats() -> None:
             assert fill_nonstop(schema, ["one"], 1) == 1
             engine = Engine(store, registry())
             for sid in ids:
-                inst = engine._load_sync(sid)
+                inst = engine.loader.load_sync(sid)
                 assert (inst.position, inst.state.value) == (7, 6)
-            assert engine._load_sync("one").state.value == 0
+            assert engine.loader.load_sync("one").state.value == 0
             oids = es_ids(5, seed=3)
             assert len(set(oids) | set(es_ids(5))) == 10  # seeds do not collide
             assert fill_es(app, schema, oids, 7) == 35

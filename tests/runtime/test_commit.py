@@ -10,6 +10,7 @@ import pytest
 from engine import (
     CommandRejected,
     ConcurrencyConflict,
+    ConflictRetriesExhausted,
     Engine,
     EventStore,
     InstanceExists,
@@ -181,7 +182,7 @@ async def test_batch_with_stale_tracking_writes_nothing(
         tracking=Tracking("p", 10),
     )
     before = store.last_global_position()
-    with pytest.raises(ConcurrencyConflict):
+    with pytest.raises(ConflictRetriesExhausted) as err:
         await engine.handle_batch(
             [
                 Send("a", Pay(1)),
@@ -189,6 +190,7 @@ async def test_batch_with_stale_tracking_writes_nothing(
             ],
             tracking=Tracking("p", 10),
         )
+    assert isinstance(err.value.__cause__, ConcurrencyConflict)
     assert store.last_global_position() == before
     assert store.tracking_position("p") == 10
     assert (await engine.get("a")).state.stage == "placed"
@@ -291,7 +293,7 @@ async def test_snapshot_is_written_and_used(store_url: str, store: EventStore) -
     assert store.load_snapshot("c") is None
     await first.send("c", Increment())  # 4: snapshot
     await first.send("c", Increment(5))  # 5
-    await asyncio.gather(*first._background)
+    await asyncio.gather(*first.loader.background)
     snap = store.load_snapshot("c")
     assert snap is not None
     assert snap.position == 4
@@ -375,7 +377,7 @@ async def test_snapshot_keeps_command_ids(store: EventStore) -> None:
     await first.start("counter", Begin(), instance_id="c", command_id="s")
     await first.send("c", Increment(), command_id="i1")
     await first.send("c", Increment(), command_id="i2")  # 4: snapshot
-    await asyncio.gather(*first._background)
+    await asyncio.gather(*first.loader.background)
     assert store.load_snapshot("c") is not None
     second = Engine(store, counter.registry(snapshot_every=2))
     again = await second.send("c", Increment(), command_id="i1")

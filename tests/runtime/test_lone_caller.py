@@ -72,7 +72,7 @@ async def test_callers_during_a_lone_write_share_the_next_commit() -> None:
     lone = asyncio.create_task(engine.send("lone", Pay(3)))
     await asyncio.to_thread(store.entered.wait, 10)
     queued = [asyncio.create_task(engine.send(iid, Pay(3))) for iid in ids]
-    while len(engine._pending) < len(ids):  # every caller has queued its records
+    while engine.committer.queued < len(ids):  # every caller has queued its records
         await asyncio.sleep(0)
     store.release.set()
     infos = await asyncio.gather(lone, *queued)

@@ -12,10 +12,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine import Engine, WorkflowRegistry, open_store
+from engine import Engine, SnapshotMigrationError, WorkflowRegistry, open_store
 from engine.snapshots import (
     MigrationProgress,
-    SnapshotMigrationError,
     classify,
     migrate_snapshots,
     migration_name,

@@ -10,11 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import EventTypeRegistry
+from engine import EventTypeRegistry, UnsupportedFieldType
 from examples.orders import _release1, release2
 from upcasters import UpcasterRegistry, describe
 from upcasters.testing import (
-    UnsupportedFieldType,
     assert_upcasts,
     payloads,
     stored_payloads,

@@ -1,0 +1,447 @@
+"""The ``Engine`` facade: start, send and get workflow instances.
+
+It composes the runtime's parts: :class:`~engine.runtime.locks.InstanceLocks`
+(commands to one instance are serial), the
+:class:`~engine.runtime.loader.InstanceLoader` (cache, replay, snapshots), the
+:class:`~engine.runtime.decider.Decider` (decide and encode) and the
+:class:`~engine.runtime.committer.GroupCommitter` (group commit, commits in
+doubt). The facade holds the retry loops: a conflict with another writer drops
+the cached instance, reloads it and decides again, up to ``max_attempts``.
+
+Cancellation: locks are taken in ``async with`` blocks (several on one
+``AsyncExitStack``); appends are tasks the committer owns, shielded from the
+caller's cancel and awaited by :meth:`Engine.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.core.errors import (
+    ConcurrencyConflict,
+    ConflictRetriesExhausted,
+    InstanceExists,
+    NonstopError,
+    StoreUnavailable,
+)
+from engine.core.events import EventCodec, RecordedEvent
+from engine.core.replay import Instance, InstanceInfo
+from engine.core.workflow import Status, WorkflowRegistry
+from engine.runtime.committer import GroupCommitter
+from engine.runtime.decider import Decided, Decider
+from engine.runtime.loader import InstanceLoader
+from engine.runtime.locks import InstanceLocks
+from engine.runtime.requests import Router, Send, Start
+from engine.snapshots import state_schemas
+from engine.store import DeadLetter, EventStore, NewRecord, Tracking, open_store
+
+if TYPE_CHECKING:  # upcasters imports engine.core: no import cycle at run time
+    from upcasters import UpcasterRegistry
+
+__all__ = ["Engine"]
+
+DeadLetterMaker = Callable[[list[InstanceInfo | NonstopError]], Sequence[DeadLetter]]
+"""Builds the dead letters of a batch from its results."""
+
+
+class Engine:
+    """Runs workflow instances on an event store.
+
+    Args:
+        store: An open :class:`EventStore` or a store URL.
+        registry: The workflow definitions this engine can run.
+        codec: Event codec (the default registry of event types when omitted).
+        upcasters: Upcaster chains, checked against the codec's event types and
+            applied to every older event read (the process-wide default when
+            omitted).
+        cache_size: Instances kept folded in memory.
+        max_batch: Most records one group commit writes.
+        max_attempts: Tries of one command against concurrent writers.
+        router: Chooses versions of new instances and evaluates flags (see
+            :mod:`engine.deploy`); ``WorkflowRegistry.current_version`` when
+            omitted.
+    """
+
+    def __init__(
+        self,
+        store: EventStore | str,
+        registry: WorkflowRegistry,
+        *,
+        codec: EventCodec | None = None,
+        upcasters: UpcasterRegistry | None = None,
+        cache_size: int = 10_000,
+        max_batch: int = 1_000,
+        max_attempts: int = 8,
+        router: Router | None = None,
+    ) -> None:
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.registry = registry
+        self.router = router
+        if router is not None:
+            router.attach(registry)
+        self._refreshing: asyncio.Task[None] | None = None
+        self.codec = codec if codec is not None else EventCodec()
+        from upcasters import default_upcasters
+
+        self.upcasters = upcasters if upcasters is not None else default_upcasters()
+        """Event and snapshot-state upcaster chains (checked here)."""
+        self.codec.use_upcasters(self.upcasters)
+        self.upcasters.check_states(state_schemas(registry))
+        self.max_attempts = max_attempts
+        self.locks = InstanceLocks()
+        """Per-instance locks."""
+        self.loader = InstanceLoader(
+            self.store,
+            registry,
+            self.codec,
+            self.upcasters,
+            router=router,
+            cache_size=cache_size,
+        )
+        """Cache, replay and snapshots."""
+        self.decider = Decider(registry, self.codec, router)
+        """Decides commands."""
+        self.committer = GroupCommitter(self.store, max_batch=max_batch)
+        """Group commit and commits in doubt."""
+
+    @property
+    def commits(self) -> int:
+        """Transactions written (for monitoring)."""
+        return self.committer.commits
+
+    # ----------------------------------------------------------------- public
+
+    async def start(
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        instance_id: str | None = None,
+        version: int | None = None,
+        command_id: str | None = None,
+        routing_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> InstanceInfo:
+        """Start an instance pinned to ``version`` (the current one by default).
+
+        Raises:
+            UnknownWorkflow: no such workflow or version is registered.
+            InstanceExists: ``instance_id`` is taken (by another start command).
+            CommandRejected: the decider refused the input; nothing was written.
+        """
+        req = Start(
+            workflow,
+            input,
+            instance_id or uuid.uuid4().hex,
+            version,
+            command_id,
+            routing_key,
+            correlation_id,
+        )
+        return await self._run(req)
+
+    async def send(
+        self,
+        instance_id: str,
+        command: Any,
+        *,
+        command_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> InstanceInfo:
+        """Decide ``command`` under the instance's pinned version and append.
+
+        A command id already applied to this instance is answered with the
+        current state and ``applied=False``; it is not applied twice.
+
+        Raises:
+            UnknownInstance: no such instance.
+            CommandRejected: the decider refused it; nothing was written.
+            ConflictRetriesExhausted: other writers kept winning the race.
+        """
+        return await self._run(
+            Send(instance_id, command, command_id, correlation_id, causation_id)
+        )
+
+    async def get(self, instance_id: str) -> InstanceInfo:
+        """Current state of an instance, caught up with the store.
+
+        Raises:
+            UnknownInstance: no such instance.
+            CorruptStream: its stream has a gap or no start.
+        """
+        async with self.locks.hold(instance_id):
+            inst = await self.loader.current(instance_id)
+            return inst.info(instance_id)
+
+    async def write_snapshot(
+        self, instance_id: str, *, after: int = 0, replace: bool = False
+    ) -> int | None:
+        """Save a snapshot of an instance at its last position, now.
+
+        Used to migrate snapshots to the current state schema. It takes no lock
+        and leaves the cache alone: a snapshot of positions 1..N stays true
+        whatever is appended after N.
+
+        Args:
+            instance_id: the instance.
+            after: write nothing unless the instance has an event past this
+                position.
+            replace: overwrite a snapshot already stored at that position (an
+                old-schema snapshot of an instance with no event since).
+
+        Returns:
+            The position saved, or None when the workflow takes no snapshots or
+            the instance has no event past ``after``.
+
+        Raises:
+            UnknownInstance: no such instance.
+        """
+        inst = self.loader.cached(instance_id)
+        if inst is None:
+            inst = await asyncio.to_thread(self.loader.load_sync, instance_id)
+        if not inst.workflow.snapshot_every or inst.position <= after:
+            return None
+        await asyncio.to_thread(
+            self.loader.snapshot, instance_id, inst, replace=replace
+        )
+        return inst.position
+
+    async def history(self, instance_id: str) -> list[RecordedEvent]:
+        """Every event of an instance with its metadata, decoded (and upcast).
+
+        Raises:
+            UnknownInstance: no such instance.
+            CorruptStream: its stream has a gap or no start.
+        """
+        return await asyncio.to_thread(self.loader.history_sync, instance_id)
+
+    async def instances(
+        self,
+        *,
+        workflow: str | None = None,
+        version: int | None = None,
+        status: Status | None = None,
+    ) -> list[InstanceInfo]:
+        """Instances in start order, filtered by workflow, version and status."""
+        return await asyncio.to_thread(
+            self.loader.instances_sync, workflow, version, status
+        )
+
+    async def handle_batch(
+        self,
+        items: Sequence[Start | Send],
+        *,
+        tracking: Tracking | None = None,
+        dead_letters: DeadLetterMaker | None = None,
+    ) -> list[InstanceInfo | NonstopError]:
+        """Decide many requests and commit them all in one transaction.
+
+        Requests for one instance apply in order. A request that fails (rejected,
+        unknown instance...) yields its error in the result list and writes
+        nothing; the others commit together, with ``tracking`` if given, and with
+        the dead letters ``dead_letters(results)`` returns (a Kafka worker's
+        record of the requests that failed). ``StoreUnavailable`` is raised,
+        never listed.
+
+        Raises:
+            ConflictRetriesExhausted: other writers kept winning the race.
+            StoreUnavailable: the store failed.
+        """
+        await self._refresh_routing()
+        ids = {_target(i) for i in items}
+        for attempt in range(1, self.max_attempts + 1):
+            async with self.locks.hold_all(ids):
+                results, records, touched = await self._decide_batch(items)
+                letters = dead_letters(results) if dead_letters is not None else ()
+                try:
+                    await self.committer.write(
+                        records, tracking=tracking, dead_letters=letters
+                    )
+                except ConcurrencyConflict as exc:
+                    for i in ids:
+                        self.loader.forget(i)
+                    if attempt == self.max_attempts:
+                        raise ConflictRetriesExhausted(
+                            exc.conflicts[0][0] if exc.conflicts else min(ids),
+                            attempt,
+                        ) from exc
+                    continue
+                for iid, inst in touched.items():
+                    self.loader.remember(iid, inst)
+                return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def migrate(
+        self,
+        instance_id: str,
+        version: int,
+        mapper: Callable[[Any], Any],
+        *,
+        dry_run: bool = False,
+        by: str = "",
+        reason: str = "",
+    ) -> InstanceInfo:
+        """Move a running instance to another version of its workflow.
+
+        ``mapper(old_state)`` returns the state under ``version``. One
+        ``nonstop.Migrated`` event holding it is appended at the next stream
+        position; replay folds with the old reducer up to it and the new one
+        after it. A dry run writes nothing and answers what the instance would
+        become (with ``applied=False``).
+
+        Raises:
+            UnknownInstance: no such instance.
+            UnknownWorkflow: ``version`` is not registered.
+            MigrationError: the instance is not running, already on ``version``,
+                or the mapper failed or returned a state that does not fit.
+            ConflictRetriesExhausted: other writers kept winning the race.
+        """
+        for _ in range(self.max_attempts):
+            async with self.locks.hold(instance_id):
+                inst = await self.loader.current(instance_id)
+                new, record = self.decider.migration(
+                    instance_id, inst, version, mapper, by, reason
+                )
+                if dry_run:
+                    return new.info(instance_id, applied=False)
+                try:
+                    await self.committer.commit([record])
+                except ConcurrencyConflict:
+                    self.loader.forget(instance_id)
+                    continue
+                self.loader.remember(instance_id, new)
+                return new.info(instance_id)
+        raise ConflictRetriesExhausted(instance_id, self.max_attempts)
+
+    async def close(self) -> None:
+        """Finish pending writes and background snapshots, then close the store.
+
+        Cancelling it leaves the writes running; a later ``close`` waits again.
+        """
+        await self.committer.close()
+        await self.loader.close()
+        await asyncio.to_thread(self.store.close)
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------- internals
+
+    async def _refresh_routing(self) -> None:
+        """Re-read routing when due; concurrent callers share one refresh."""
+        router = self.router
+        if router is None or not router.refresh_due():
+            return
+        task = self._refreshing
+        if task is None or task.done():
+            task = asyncio.create_task(_call_in_thread(router.refresh))
+            self._refreshing = task
+        await asyncio.shield(task)
+
+    async def _run(self, req: Start | Send) -> InstanceInfo:
+        iid = _target(req)
+        await self._refresh_routing()
+        async with self.locks.hold(iid):
+            for _ in range(self.max_attempts):
+                outcome: Decided | InstanceInfo
+                if isinstance(req, Start):
+                    outcome = self.decider.start(req)
+                else:
+                    inst = self.loader.cached(iid) or await self.loader.load(iid)
+                    outcome = self.decider.send(inst, req)
+                if isinstance(outcome, InstanceInfo):
+                    return outcome
+                new, records = outcome
+                try:
+                    if records:
+                        await self.committer.commit(records)
+                except ConcurrencyConflict:
+                    self.loader.forget(iid)
+                    if isinstance(req, Start):
+                        return await self._existing_start(req)
+                    continue
+                self.loader.remember(iid, new)
+                return new.info(iid)
+        raise ConflictRetriesExhausted(iid, self.max_attempts)
+
+    async def _existing_start(self, req: Start) -> InstanceInfo:
+        iid = _target(req)
+        inst = await self.loader.load(iid)
+        if req.command_id is not None and req.command_id in inst.commands:
+            return inst.info(iid, applied=False)
+        raise InstanceExists(iid)
+
+    async def _decide_batch(
+        self, items: Sequence[Start | Send]
+    ) -> tuple[list[InstanceInfo | NonstopError], list[NewRecord], dict[str, Instance]]:
+        results: list[InstanceInfo | NonstopError] = []
+        records: list[NewRecord] = []
+        touched: dict[str, Instance] = {}
+        owned: set[str] = set()  # instances whose commands dict this batch made
+        loader = self.loader
+        for item in items:
+            iid = _target(item)
+            outcome: Decided | InstanceInfo | NonstopError
+            try:
+                if isinstance(item, Start):
+                    if iid in touched or await self._exists(iid):
+                        results.append(await self._start_again(item, touched))
+                        continue
+                    outcome = self.decider.start(item)
+                    before = None
+                else:
+                    inst = touched.get(iid) or loader.cached(iid)
+                    if inst is None:
+                        inst = await loader.load(iid)
+                    outcome = self.decider.send(inst, item, owned=iid in owned)
+                    before = inst.commands
+            except StoreUnavailable:
+                raise  # transient: the whole batch fails, no request is refused
+            except NonstopError as exc:
+                results.append(exc)
+                continue
+            if isinstance(outcome, InstanceInfo):
+                results.append(outcome)
+                continue
+            new, recs = outcome
+            if new.commands is not before:  # a copy: this batch owns it now
+                owned.add(iid)
+            touched[iid] = new
+            records.extend(recs)
+            results.append(new.info(iid))
+        return results, records, touched
+
+    async def _start_again(
+        self, req: Start, touched: dict[str, Instance]
+    ) -> InstanceInfo | NonstopError:
+        """A batch's start of an existing instance: a repeat, or a taken id."""
+        iid = _target(req)
+        if req.command_id is None:
+            return InstanceExists(iid)
+        inst = (
+            touched.get(iid) or self.loader.cached(iid) or await self.loader.load(iid)
+        )
+        if req.command_id in inst.commands:
+            return inst.info(iid, applied=False)
+        return InstanceExists(iid)
+
+    async def _exists(self, instance_id: str) -> bool:
+        if self.loader.cached(instance_id) is not None:
+            return True
+        return await asyncio.to_thread(self.store.stream_position, instance_id) > 0
+
+
+def _target(item: Start | Send) -> str:
+    assert item.instance_id is not None
+    return item.instance_id
+
+
+async def _call_in_thread(fn: Callable[[], object]) -> None:
+    await asyncio.to_thread(fn)
