@@ -1,21 +1,28 @@
 """A synchronous facade over :class:`~engine.runtime.Engine`.
 
 The async engine is the only implementation: the facade runs it on an event
-loop in a background thread and waits for each call.
+loop in a background thread and waits for each call. Every public coroutine
+method of ``Engine`` has a twin here with the same signature (a test checks
+it), each one line that forwards its arguments.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.core.errors import NonstopError
-from engine.core.events import RecordedEvent
+from engine.core.events import EventCodec, RecordedEvent
+from engine.core.replay import InstanceInfo
 from engine.core.workflow import Status, WorkflowRegistry
-from engine.runtime import Engine, InstanceInfo, Send, Start
+from engine.runtime import Engine, Router, Send, Start
+from engine.runtime.engine import DeadLetterMaker
 from engine.store import EventStore, Tracking
+
+if TYPE_CHECKING:  # upcasters imports engine.core: no import cycle at run time
+    from upcasters import UpcasterRegistry
 
 __all__ = ["SyncEngine"]
 
@@ -26,29 +33,96 @@ class SyncEngine:
     """Blocking twin of :class:`Engine`; same arguments, same methods."""
 
     def __init__(
-        self, store: EventStore | str, registry: WorkflowRegistry, **options: Any
+        self,
+        store: EventStore | str,
+        registry: WorkflowRegistry,
+        *,
+        codec: EventCodec | None = None,
+        upcasters: UpcasterRegistry | None = None,
+        cache_size: int = 10_000,
+        max_batch: int = 1_000,
+        max_attempts: int = 8,
+        router: Router | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="nonstop-engine", daemon=True
         )
         self._thread.start()
-        self.engine = self._call(_make(store, registry, options))
+
+        async def make() -> Engine:
+            return Engine(
+                store,
+                registry,
+                codec=codec,
+                upcasters=upcasters,
+                cache_size=cache_size,
+                max_batch=max_batch,
+                max_attempts=max_attempts,
+                router=router,
+            )
+
+        self.engine = self._call(make())
+        """The async engine it drives (on its own loop thread)."""
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def start(self, workflow: str, input: Any, **options: Any) -> InstanceInfo:
+    def start(
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        instance_id: str | None = None,
+        version: int | None = None,
+        command_id: str | None = None,
+        routing_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> InstanceInfo:
         """See :meth:`Engine.start`."""
-        return self._call(self.engine.start(workflow, input, **options))
+        return self._call(
+            self.engine.start(
+                workflow,
+                input,
+                instance_id=instance_id,
+                version=version,
+                command_id=command_id,
+                routing_key=routing_key,
+                correlation_id=correlation_id,
+            )
+        )
 
-    def send(self, instance_id: str, command: Any, **options: Any) -> InstanceInfo:
+    def send(
+        self,
+        instance_id: str,
+        command: Any,
+        *,
+        command_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> InstanceInfo:
         """See :meth:`Engine.send`."""
-        return self._call(self.engine.send(instance_id, command, **options))
+        return self._call(
+            self.engine.send(
+                instance_id,
+                command,
+                command_id=command_id,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            )
+        )
 
     def get(self, instance_id: str) -> InstanceInfo:
         """See :meth:`Engine.get`."""
         return self._call(self.engine.get(instance_id))
+
+    def write_snapshot(
+        self, instance_id: str, *, after: int = 0, replace: bool = False
+    ) -> int | None:
+        """See :meth:`Engine.write_snapshot`."""
+        return self._call(
+            self.engine.write_snapshot(instance_id, after=after, replace=replace)
+        )
 
     def history(self, instance_id: str) -> list[RecordedEvent]:
         """See :meth:`Engine.history`."""
@@ -67,10 +141,35 @@ class SyncEngine:
         )
 
     def handle_batch(
-        self, items: Sequence[Start | Send], *, tracking: Tracking | None = None
+        self,
+        items: Sequence[Start | Send],
+        *,
+        tracking: Tracking | None = None,
+        dead_letters: DeadLetterMaker | None = None,
     ) -> list[InstanceInfo | NonstopError]:
         """See :meth:`Engine.handle_batch`."""
-        return self._call(self.engine.handle_batch(items, tracking=tracking))
+        return self._call(
+            self.engine.handle_batch(
+                items, tracking=tracking, dead_letters=dead_letters
+            )
+        )
+
+    def migrate(
+        self,
+        instance_id: str,
+        version: int,
+        mapper: Callable[[Any], Any],
+        *,
+        dry_run: bool = False,
+        by: str = "",
+        reason: str = "",
+    ) -> InstanceInfo:
+        """See :meth:`Engine.migrate`."""
+        return self._call(
+            self.engine.migrate(
+                instance_id, version, mapper, dry_run=dry_run, by=by, reason=reason
+            )
+        )
 
     def close(self) -> None:
         """Close the engine and stop its loop thread."""
@@ -86,9 +185,3 @@ class SyncEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-async def _make(
-    store: EventStore | str, registry: WorkflowRegistry, options: dict[str, Any]
-) -> Engine:
-    return Engine(store, registry, **options)
