@@ -7,7 +7,8 @@ from typing import Any
 import msgspec
 
 from engine import Context, Status, Workflow, WorkflowRegistry, event
-from engine.core.events import EventCodec, Metadata, Started, now_micros
+from engine.core.codec import EventCodec
+from engine.core.events import Metadata, Started, now_micros
 from engine.store import NewRecord
 
 __all__ = [

@@ -12,182 +12,82 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.core.errors import (
-        AlreadyReplayed as AlreadyReplayed,
+    from engine.core.codec import (
+        EventCodec,
     )
     from engine.core.errors import (
-        AppLoadError as AppLoadError,
-    )
-    from engine.core.errors import (
-        BrokerUnavailable as BrokerUnavailable,
-    )
-    from engine.core.errors import (
-        CommandRejected as CommandRejected,
-    )
-    from engine.core.errors import (
-        CommitInDoubt as CommitInDoubt,
-    )
-    from engine.core.errors import (
-        ConcurrencyConflict as ConcurrencyConflict,
-    )
-    from engine.core.errors import (
-        ConflictRetriesExhausted as ConflictRetriesExhausted,
-    )
-    from engine.core.errors import (
-        CorruptStream as CorruptStream,
-    )
-    from engine.core.errors import (
-        DeadLetterNotFound as DeadLetterNotFound,
-    )
-    from engine.core.errors import (
-        DeployConflict as DeployConflict,
-    )
-    from engine.core.errors import (
-        DeployError as DeployError,
-    )
-    from engine.core.errors import (
-        DeploySourceError as DeploySourceError,
-    )
-    from engine.core.errors import (
-        DuplicateRegistration as DuplicateRegistration,
-    )
-    from engine.core.errors import (
-        EventDecodeError as EventDecodeError,
-    )
-    from engine.core.errors import (
-        EventFromNewerCode as EventFromNewerCode,
-    )
-    from engine.core.errors import (
-        FlagError as FlagError,
-    )
-    from engine.core.errors import (
-        InstanceExists as InstanceExists,
-    )
-    from engine.core.errors import (
-        MapperLoadError as MapperLoadError,
-    )
-    from engine.core.errors import (
-        MappingError as MappingError,
-    )
-    from engine.core.errors import (
-        MappingLoadError as MappingLoadError,
-    )
-    from engine.core.errors import (
-        MigrationError as MigrationError,
-    )
-    from engine.core.errors import (
-        NonstopError as NonstopError,
-    )
-    from engine.core.errors import (
-        ProjectionDefinitionError as ProjectionDefinitionError,
-    )
-    from engine.core.errors import (
-        ProjectionError as ProjectionError,
-    )
-    from engine.core.errors import (
-        ProjectionsLoadError as ProjectionsLoadError,
-    )
-    from engine.core.errors import (
-        ProjectionStateError as ProjectionStateError,
-    )
-    from engine.core.errors import (
-        ReadModelUnavailable as ReadModelUnavailable,
-    )
-    from engine.core.errors import (
-        RetireRefused as RetireRefused,
-    )
-    from engine.core.errors import (
-        SchemaLockError as SchemaLockError,
-    )
-    from engine.core.errors import (
-        SnapshotMigrationError as SnapshotMigrationError,
-    )
-    from engine.core.errors import (
-        StoreUnavailable as StoreUnavailable,
-    )
-    from engine.core.errors import (
-        UnknownEventType as UnknownEventType,
-    )
-    from engine.core.errors import (
-        UnknownInstance as UnknownInstance,
-    )
-    from engine.core.errors import (
-        UnknownProjection as UnknownProjection,
-    )
-    from engine.core.errors import (
-        UnknownWorkflow as UnknownWorkflow,
-    )
-    from engine.core.errors import (
-        UnsupportedFieldType as UnsupportedFieldType,
-    )
-    from engine.core.errors import (
-        UpcastChainError as UpcastChainError,
-    )
-    from engine.core.errors import (
-        WorkflowCodeError as WorkflowCodeError,
-    )
-    from engine.core.errors import (
-        WorkflowDefinitionError as WorkflowDefinitionError,
+        AlreadyReplayed,
+        AppLoadError,
+        BrokerUnavailable,
+        CommandRejected,
+        CommitInDoubt,
+        ConcurrencyConflict,
+        ConflictRetriesExhausted,
+        CorruptStream,
+        DeadLetterNotFound,
+        DeployConflict,
+        DeployError,
+        DeploySourceError,
+        DuplicateRegistration,
+        EventDecodeError,
+        EventFromNewerCode,
+        FlagError,
+        InstanceExists,
+        MapperLoadError,
+        MappingError,
+        MappingLoadError,
+        MigrationError,
+        NonstopError,
+        ProjectionDefinitionError,
+        ProjectionError,
+        ProjectionsLoadError,
+        ProjectionStateError,
+        ReadModelUnavailable,
+        RetireRefused,
+        SchemaLockError,
+        SnapshotMigrationError,
+        StoreUnavailable,
+        UnknownEventType,
+        UnknownInstance,
+        UnknownProjection,
+        UnknownWorkflow,
+        UnsupportedFieldType,
+        UpcastChainError,
+        WorkflowCodeError,
+        WorkflowDefinitionError,
     )
     from engine.core.events import (
-        EventCodec as EventCodec,
+        EventTypeRegistry,
+        RecordedEvent,
+        event,
     )
-    from engine.core.events import (
-        EventTypeRegistry as EventTypeRegistry,
-    )
-    from engine.core.events import (
-        RecordedEvent as RecordedEvent,
-    )
-    from engine.core.events import (
-        event as event,
+    from engine.core.replay import (
+        InstanceInfo,
     )
     from engine.core.workflow import (
-        Context as Context,
-    )
-    from engine.core.workflow import (
-        Status as Status,
-    )
-    from engine.core.workflow import (
-        Workflow as Workflow,
-    )
-    from engine.core.workflow import (
-        WorkflowRegistry as WorkflowRegistry,
-    )
-    from engine.core.workflow import (
-        fold as fold,
+        Context,
+        Status,
+        Workflow,
+        WorkflowRegistry,
+        fold,
     )
     from engine.deploy import (
-        Deployments as Deployments,
-    )
-    from engine.deploy import (
-        open_engine as open_engine,
+        Deployments,
+        open_engine,
     )
     from engine.runtime import (
-        Engine as Engine,
-    )
-    from engine.runtime import (
-        InstanceInfo as InstanceInfo,
-    )
-    from engine.runtime import (
-        Router as Router,
-    )
-    from engine.runtime import (
-        Send as Send,
-    )
-    from engine.runtime import (
-        Start as Start,
+        Engine,
+        Router,
+        Send,
+        Start,
     )
     from engine.store import (
-        EventStore as EventStore,
-    )
-    from engine.store import (
-        Tracking as Tracking,
-    )
-    from engine.store import (
-        open_store as open_store,
+        EventStore,
+        Tracking,
+        open_store,
     )
     from engine.sync import (
-        SyncEngine as SyncEngine,
+        SyncEngine,
     )
 
 _WHERE: dict[str, str] = {
@@ -230,17 +130,17 @@ _WHERE: dict[str, str] = {
     "UpcastChainError": "engine.core.errors",
     "WorkflowCodeError": "engine.core.errors",
     "WorkflowDefinitionError": "engine.core.errors",
-    "EventCodec": "engine.core.events",
     "EventTypeRegistry": "engine.core.events",
     "RecordedEvent": "engine.core.events",
     "event": "engine.core.events",
+    "EventCodec": "engine.core.codec",
     "Context": "engine.core.workflow",
     "Status": "engine.core.workflow",
     "Workflow": "engine.core.workflow",
     "WorkflowRegistry": "engine.core.workflow",
     "fold": "engine.core.workflow",
-    "Engine": "engine.runtime",
     "InstanceInfo": "engine.core.replay",
+    "Engine": "engine.runtime",
     "Router": "engine.runtime",
     "Send": "engine.runtime",
     "Start": "engine.runtime",
@@ -294,10 +194,10 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "WorkflowCodeError",
     "WorkflowDefinitionError",
     # events
-    "EventCodec",
     "EventTypeRegistry",
     "RecordedEvent",
     "event",
+    "EventCodec",
     # workflows
     "Context",
     "Status",
@@ -305,12 +205,11 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "WorkflowRegistry",
     "fold",
     # runtime
-    "Engine",
     "InstanceInfo",
+    "Engine",
     "Router",
     "Send",
     "Start",
-    # sync facade
     "SyncEngine",
     # storage
     "EventStore",

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from engine.core.codec import EventCodec
 from engine.core.errors import NonstopError
-from engine.core.events import EventCodec, RecordedEvent
+from engine.core.events import RecordedEvent
 from engine.core.replay import InstanceInfo
 from engine.core.workflow import Status, WorkflowRegistry
 from engine.runtime import Engine, Router, Send, Start

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import psycopg
 
+from engine.core.codec import EventCodec
 from engine.core.errors import (
     ProjectionDefinitionError,
     ProjectionStateError,
@@ -27,7 +28,7 @@ from engine.core.errors import (
     StoreUnavailable,
     UnknownProjection,
 )
-from engine.core.events import Envelope, EventCodec, now_micros
+from engine.core.events import Envelope, now_micros
 from engine.store import EventStore, Record, open_store
 from projections import _meta
 from projections._api import Projection

@@ -15,12 +15,9 @@ from typing import Any
 
 import msgspec
 
+from engine.core.codec import EventCodec
 from engine.core.errors import NonstopError, ProjectionStateError
-from engine.core.events import (
-    EventCodec,
-    RecordedEvent,
-    is_reserved_stream,
-)
+from engine.core.events import RecordedEvent, is_reserved_stream
 from engine.core.replay import Instance, InstanceInfo, Replay
 from engine.core.workflow import Status, WorkflowRegistry
 from engine.stats import StatsSource, VersionStats

@@ -29,8 +29,9 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.core.codec import EventCodec
 from engine.core.errors import NonstopError, UnsupportedFieldType
-from engine.core.events import EventCodec, EventTypeRegistry, default_event_types
+from engine.core.events import EventTypeRegistry, default_event_types
 from upcasters.chain import UpcasterRegistry, default_upcasters
 from upcasters.schema import read_lock
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from engine.core.codec import EventCodec
 from engine.core.errors import (
     CorruptStream,
     EventDecodeError,
@@ -28,13 +29,7 @@ from engine.core.errors import (
     UnknownInstance,
     WorkflowCodeError,
 )
-from engine.core.events import (
-    SYSTEM_TYPES,
-    EventCodec,
-    Migrated,
-    RecordedEvent,
-    Started,
-)
+from engine.core.events import SYSTEM_TYPES, Migrated, RecordedEvent, Started
 from engine.core.workflow import Status, Workflow
 
 __all__ = [

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from engine.core.codec import EventCodec
 from engine.core.errors import (
     ConcurrencyConflict,
     DeployConflict,
@@ -28,7 +29,7 @@ from engine.core.errors import (
     NonstopError,
     RetireRefused,
 )
-from engine.core.events import EventCodec, Metadata, now_micros
+from engine.core.events import Metadata, now_micros
 from engine.core.workflow import Workflow, WorkflowRegistry
 from engine.deploy.events import (
     FLAGS_STREAM,

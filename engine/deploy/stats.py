@@ -11,7 +11,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from engine.core.events import EventCodec
+from engine.core.codec import EventCodec
 from engine.core.workflow import WorkflowRegistry
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats

@@ -22,8 +22,9 @@ import msgspec
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
+from engine.core.codec import EventCodec
 from engine.core.errors import BrokerUnavailable
-from engine.core.events import EventCodec, RecordedEvent
+from engine.core.events import RecordedEvent
 from engine.kafka.worker import TRANSIENT
 from engine.store import EventStore, Tracking
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from engine.core.codec import EventCodec
 from engine.core.errors import (
     CommandRejected,
     MigrationError,
@@ -27,7 +28,6 @@ from engine.core.errors import (
 )
 from engine.core.events import (
     RESERVED_STREAM_PREFIX,
-    EventCodec,
     Metadata,
     Migrated,
     Started,

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from engine.core.codec import EventCodec
 from engine.core.errors import (
     ConcurrencyConflict,
     ConflictRetriesExhausted,
@@ -27,7 +28,7 @@ from engine.core.errors import (
     NonstopError,
     StoreUnavailable,
 )
-from engine.core.events import EventCodec, RecordedEvent
+from engine.core.events import RecordedEvent
 from engine.core.replay import Instance, InstanceInfo
 from engine.core.workflow import Status, WorkflowRegistry
 from engine.runtime.committer import GroupCommitter

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from engine.core.codec import EventCodec
 from engine.core.errors import UnknownInstance, UnknownWorkflow
-from engine.core.events import EventCodec, RecordedEvent
+from engine.core.events import RecordedEvent
 from engine.core.replay import STARTED, Instance, InstanceInfo, Replay, checked
 from engine.core.workflow import Status, Workflow, WorkflowRegistry
 from engine.runtime.requests import Router

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, EventDecodeError, open_store
-from engine.core.events import EventCodec, EventTypeRegistry, Metadata, Started
+from engine.core.codec import EventCodec
+from engine.core.events import EventTypeRegistry, Metadata, Started
 from engine.core.workflow import Context, Status, Workflow, WorkflowRegistry
 from engine.store import EventStore, NewRecord
 from upcasters import UpcasterRegistry
@@ -199,7 +200,9 @@ def test_iter_streams_yields_whole_streams_in_order(store_url: str) -> None:
                     assert (position, name) == (1, "nonstop.Started")
                 else:
                     assert position == last[1] + 1
-                assert data[:1] == b"\x98"  # the envelope bytes, not a placeholder
+                assert (
+                    data[0] & 0xF0 == 0x90
+                )  # the envelope (an array), not a placeholder
                 last = (sid, position)
         assert sorted(seen) == sorted(lengths)  # every stream has its Started
         assert list(store.iter_streams([])) == []

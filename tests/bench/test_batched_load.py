@@ -53,7 +53,7 @@ def test_long_stream_loads_past_the_first_page(sqlite_url: str) -> None:
     store = open_store(sqlite_url)
     try:
         store.append(encoded_stream("long", 1_000))
-        inst = Engine(store, registry())._load_sync("long")
+        inst = Engine(store, registry()).loader.load_sync("long")
         assert inst.position == 1_000
         assert inst.state.value == 999
     finally:

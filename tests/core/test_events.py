@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from engine.core.codec import EventCodec
 from engine.core.errors import (
     DuplicateRegistration,
     EventDecodeError,
@@ -16,7 +17,6 @@ from engine.core.errors import (
 from engine.core.events import (
     SYSTEM_TYPES,
     Envelope,
-    EventCodec,
     EventTypeRegistry,
     Metadata,
     Started,

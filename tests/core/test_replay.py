@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import CorruptStream, EventFromNewerCode, WorkflowRegistry
-from engine.core.events import EventCodec, Metadata, Migrated, Started
+from engine.core.codec import EventCodec
+from engine.core.events import Metadata, Migrated, Started
 from engine.core.replay import (
     Instance,
     RecordRow,

@@ -9,7 +9,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from engine import Engine, open_store
-from engine.core.events import EventCodec, EventTypeRegistry, Metadata, Started
+from engine.core.codec import EventCodec
+from engine.core.events import EventTypeRegistry, Metadata, Started
 from engine.kafka.publisher import EVENT_ID, Publisher
 from engine.store import NewRecord
 from tests.kafka import tally

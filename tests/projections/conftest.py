@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from engine import event
-from engine.core.events import EventCodec, Metadata, Started, now_micros
+from engine.core.codec import EventCodec
+from engine.core.events import Metadata, Started, now_micros
 from engine.store import EventStore, NewRecord, open_store
 from projections import Database, Projection, Tx, open_database
 from tests.conftest import _fresh_pg

@@ -16,14 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.core.codec import EventCodec
 from engine.core.errors import EventDecodeError
-from engine.core.events import (
-    Envelope,
-    EventCodec,
-    EventTypeRegistry,
-    Metadata,
-    RecordedEvent,
-)
+from engine.core.events import Envelope, EventTypeRegistry, Metadata, RecordedEvent
 from engine.store import EventStore, NewRecord, Record
 from projections import ALL, Projection, Runner, Tx, status
 from tests.projections.conftest import Log

@@ -107,7 +107,8 @@ def test_counts_per_version(urls, store, db, log: Log):
     reg = registry(1, 2)
     log.add("one", 0, 5)
     # An instance pinned to version 2 (its Started names it).
-    from engine.core.events import EventCodec, Metadata, Started
+    from engine.core.codec import EventCodec
+    from engine.core.events import Metadata, Started
     from engine.store import NewRecord
 
     codec = EventCodec()

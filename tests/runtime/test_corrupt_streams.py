@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from engine import CorruptStream, Engine, EventStore, open_store
-from engine.core.events import EventCodec, Metadata, Started
+from engine.core.codec import EventCodec
+from engine.core.events import Metadata, Started
 from engine.store import NewRecord
 from projections.instances import InstancesReadModel
 from tests.runtime.counter import Incremented, registry

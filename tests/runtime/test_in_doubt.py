@@ -23,7 +23,8 @@ from engine import (
     Tracking,
     open_store,
 )
-from engine.core.events import EventCodec, Metadata
+from engine.core.codec import EventCodec
+from engine.core.events import Metadata
 from engine.store import NewRecord
 from tests.runtime.counter import Begin, Increment, Incremented, registry
 

@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from engine import CommandRejected, ConcurrencyConflict, EventStore, open_store
-from engine.core.events import Envelope, EventCodec
+from engine.core.codec import EventCodec
+from engine.core.events import Envelope
 from engine.core.replay import Instance
 from engine.runtime.committer import GroupCommitter
 from engine.runtime.decider import Decider
