@@ -7,6 +7,9 @@ catch :class:`NonstopError` or a precise subclass without importing an edge.
 Every error names the offending value and says what to do about it. Each one
 pickles with its fields and its message (see :meth:`NonstopError.__reduce__`):
 errors cross process boundaries (worker pools, multiprocessing tests) intact.
+
+It is longer than most modules on purpose: one module for the whole tree, so
+no error is defined twice and ``engine`` exports them all from one place.
 """
 
 from __future__ import annotations
