@@ -7,6 +7,6 @@ It imports nothing but msgspec and the standard library (a test keeps it so):
 it. See ``docs/architecture.md`` for the layers.
 """
 
-from engine.core import errors, events, workflow
+from engine.core import codec, errors, events, replay, workflow
 
-__all__ = ["errors", "events", "workflow"]
+__all__ = ["codec", "errors", "events", "replay", "workflow"]
