@@ -221,6 +221,7 @@ class GroupCommitter:
             writer = self._writer
             if writer is not None and not writer.done():
                 await asyncio.wait([writer])
+            await asyncio.sleep(0)  # let done callbacks start the next writer
 
     def _inline_done(self, task: asyncio.Task[None]) -> None:
         self._inline = None

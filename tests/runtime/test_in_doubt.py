@@ -184,3 +184,25 @@ async def test_a_doubt_that_lasts_reaches_the_caller(inner: EventStore) -> None:
         with pytest.raises(CommitInDoubt):
             await engine.send("y", Increment(1))
     assert len(inner.read_stream("y")) == 2
+
+
+async def test_a_hundred_doubts_per_entry_point_never_apply_twice() -> None:
+    inner = open_store("memory://")
+    doubtful = Doubtful(inner, committed=False, doubts=0)
+    async with asyncio.timeout(60), _engine(doubtful) as engine:
+        for i in range(100):
+            doubtful.committed = i % 2 == 0
+            doubtful.doubts = 1
+            await engine.start("counter", Begin(0), instance_id=f"s{i}")
+            doubtful.doubts = 1
+            info = await engine.send(f"s{i}", Increment(1))
+            assert (info.applied, info.position) == (True, 3)
+            doubtful.doubts = 1
+            (batched,) = await engine.handle_batch(
+                [Send(f"s{i}", Increment(1))], tracking=Tracking("t", i + 1)
+            )
+            assert isinstance(batched, InstanceInfo) and batched.position == 4
+    for i in range(100):
+        assert len(inner.read_stream(f"s{i}")) == 4
+    assert inner.tracking_position("t") == 100
+    inner.close()
