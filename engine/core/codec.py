@@ -27,7 +27,7 @@ from engine.core.events import (
 if TYPE_CHECKING:  # upcasters imports engine.core: no import cycle at run time
     from upcasters.chain import UpcasterRegistry
 
-__all__ = ["EventCodec"]
+__all__ = ["EventCodec", "dropped"]
 
 _encoder = msgspec.msgpack.Encoder()
 _plain_envelope = msgspec.msgpack.Decoder(Envelope[Any])
@@ -204,6 +204,8 @@ class EventCodec:
                 )
             ]
         header, items = self._slow(stream_id, position, type_name, data)
+        if not items:
+            _note_drop(stream_id, position)
         return [
             _recorded(
                 stream_id,
@@ -355,3 +357,27 @@ def _recorded(
         causation_id=env.causation_id,
         ctx=env.ctx,
     )
+
+
+# Events an upcaster dropped, as the most recent run of positions per stream
+# (bounded): a reader of decoded events tells such a hole from a gap in the
+# stored positions. Decoding is lazy and in order, so a drop is noted just
+# before the reader sees the stream's next event.
+_DROPS: dict[str, tuple[int, int]] = {}
+_MAX_DROPS = 4096
+
+
+def _note_drop(stream_id: str, position: int) -> None:
+    run = _DROPS.pop(stream_id, None)
+    if run is not None and run[1] == position - 1:
+        _DROPS[stream_id] = (run[0], position)
+    else:
+        _DROPS[stream_id] = (position, position)
+    if len(_DROPS) > _MAX_DROPS:
+        del _DROPS[next(iter(_DROPS))]
+
+
+def dropped(stream_id: str, first: int, last: int) -> bool:
+    """Whether an upcaster dropped every event of positions ``first..last``."""
+    run = _DROPS.get(stream_id)
+    return run is not None and run[0] <= first and run[1] >= last

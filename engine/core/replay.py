@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from engine.core.codec import EventCodec
+from engine.core.codec import EventCodec, dropped
 from engine.core.errors import (
     CorruptStream,
     EventDecodeError,
@@ -294,7 +294,8 @@ class Replay:
         The step :meth:`fold` takes per row, for events already decoded (the
         instances read model). ``inst`` is updated in place and returned; a
         ``nonstop.Started`` returns a new instance. Events an upcaster split
-        from one record share its position.
+        from one record share its position; positions an upcaster dropped
+        are not a gap (:func:`engine.core.codec.dropped`).
 
         Raises:
             CorruptStream: no ``nonstop.Started`` first, or a gap in positions.
@@ -307,7 +308,9 @@ class Replay:
             return self.begin(e.event, e.command_id)
         if inst is None:
             raise _no_start(sid, e.position, e.type)
-        if e.position > inst.position + 1:
+        if e.position > inst.position + 1 and not dropped(
+            sid, inst.position + 1, e.position - 1
+        ):
             raise _gap(sid, e.position, inst.position)
         if e.type == MIGRATED:
             inst.workflow, inst.state = self._switch(sid, e.position, e.event)

@@ -155,3 +155,33 @@ def test_an_event_of_a_newer_schema_says_it_was_written_by_newer_code() -> None:
     assert "written by newer code (schema 3; this code knows schema 1)" in str(
         err.value
     )
+
+
+def test_positions_an_upcaster_dropped_are_not_a_gap() -> None:
+    from engine.core.events import Envelope, EventTypeRegistry
+    from upcasters import UpcasterRegistry
+
+    class Noted(msgspec.Struct, frozen=True):
+        text: str
+
+    types = EventTypeRegistry()
+    types.register(Incremented, "tests.counter.Incremented")
+    types.register(Noted, "tests.replay.Noted", schema=2)
+    steps = UpcasterRegistry()
+    steps.add("tests.replay.Noted", 1, lambda payload: [])  # schema 1: dropped
+    codec = EventCodec(types)
+    codec.use_upcasters(steps)
+    old = msgspec.msgpack.encode(Envelope(1, {"text": "x"}, 0, "counter@1"))
+    rows = _rows("d", [_started(), Incremented(1)])
+    rows += [
+        ("d", 3, 7, "tests.replay.Noted", old),
+        ("d", 4, 8, "tests.replay.Noted", old),
+    ]
+    rows += [("d", *r[1:]) for r in _rows("d", [Incremented(2)], first=5)]
+    replay = Replay(codec, _registry().get)
+    inst: Instance | None = None
+    for e in codec.decode_many(rows):
+        inst = replay.apply(inst, e)
+    assert inst is not None
+    assert (inst.state, inst.position) == (Count(3), 5)
+    assert replay.replay("d", rows).state == Count(3)
