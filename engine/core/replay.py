@@ -236,14 +236,16 @@ class Replay:
         decode_error = msgspec.DecodeError
         system = SYSTEM_TYPES
         state = inst.state
-        last = position = inst.position
+        position = inst.position
         found: dict[str, int] = {}
         flags = inst.flags
         try:
-            for _, position, _, name, data in rows:
-                if position != last + 1:
-                    raise _gap(stream_id, position, last)
-                last = position
+            # enumerate counts in C: one comparison per row checks the gaps.
+            for expected, (_, position, _, name, data) in enumerate(
+                rows, inst.position + 1
+            ):
+                if position != expected:
+                    raise _gap(stream_id, position, expected - 1)
                 if name in system:
                     if name == MIGRATED:
                         wf, state = self._migrated(stream_id, position, data)
@@ -282,11 +284,11 @@ class Replay:
             raise WorkflowCodeError(
                 wf.ref, stream_id, f"evolve (replaying position {position})", exc
             ) from exc
-        if last == inst.position:
+        if position == inst.position:
             return inst
         commands = {**inst.commands, **found} if found else inst.commands
         # Instance(...) rather than replace(): replace() is slow here.
-        return Instance(wf, state, last, commands, inst.key, flags)
+        return Instance(wf, state, position, commands, inst.key, flags)
 
     def apply(self, inst: Instance | None, e: RecordedEvent) -> Instance:
         """Fold one decoded event into ``inst`` (``None`` before the start).
