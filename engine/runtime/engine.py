@@ -270,7 +270,9 @@ class Engine:
                         self.loader.forget(i)
                     if attempt == self.max_attempts:
                         raise ConflictRetriesExhausted(
-                            exc.conflicts[0][0] if exc.conflicts else min(ids),
+                            exc.conflicts[0][0]
+                            if exc.conflicts
+                            else ",".join(sorted(ids)),
                             attempt,
                         ) from exc
                     continue
