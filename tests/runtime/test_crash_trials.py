@@ -46,7 +46,8 @@ def _acks(path: Path) -> list[str]:
 
 
 async def _wait_for(path: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
-    """Until ``path`` holds ``count`` acknowledgements after ``ready`` (60 s at most)."""
+    """Until ``path`` holds ``count`` acknowledgements after ``ready`` (60 s max)."""
+
     async def reached() -> bool:
         lines = _acks(path)
         return "ready" in lines and len(lines) - lines.index("ready") - 1 >= count
@@ -99,8 +100,14 @@ async def test_sigkill_during_group_commits_loses_and_doubles_nothing(
     for trial in range(TRIALS):
         acks = tmp_path / f"acks-{trial}.txt"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.runtime.crash_child", url, str(acks),
-             f"t{trial}"],
+            [
+                sys.executable,
+                "-m",
+                "tests.runtime.crash_child",
+                url,
+                str(acks),
+                f"t{trial}",
+            ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
