@@ -12,7 +12,8 @@ import asyncio
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,9 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.positions: dict[str, int] = {}
         """The position of each projection's serving (else newest) build."""
+        self.behind: dict[str, int] = {}
+        """The position of each projection's furthest-behind active build (a
+        rebuild's new build while it catches up)."""
 
     # ------------------------------------------------------------- catch-up
 
@@ -171,11 +175,25 @@ class Runner:
                 self._builds(tx, p)
         self._prepared = True
 
-    def catch_up(self, names: Sequence[str] | None = None) -> int:
+    def catch_up(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        progress: Callable[[str, int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
         """Apply every stored event to the projections (all, or ``names``).
 
         Builds that catch up are switched to. A failing handler stops its
         projection (see :func:`status`); the others go on.
+
+        Args:
+            names: The projections to catch up (all when omitted).
+            progress: Called with a projection's name and the position of its
+                furthest-behind build (see :attr:`behind`) after each batch.
+            stop: When set (from a signal handler, say), the batch in flight
+                commits and catch-up returns early; the positions reached are
+                in :attr:`positions`.
 
         Returns:
             The number of events applied.
@@ -185,9 +203,11 @@ class Runner:
         chosen = self._chosen(names)
         total = 0
         for p in chosen:
-            while True:
+            while stop is None or not stop.is_set():
                 n, again = self._round(p)
                 total += n
+                if progress is not None:
+                    progress(p.name, self.behind.get(p.name, 0))
                 if not again:
                     break
         return total
@@ -264,6 +284,8 @@ class Runner:
         shown = [b for b in live if b.state == "serving"] or live
         if shown:
             self.positions[p.name] = shown[0].position
+        if live:
+            self.behind[p.name] = min(b.position for b in live)
         return done, again
 
     def _read(self, p: Projection, after: int) -> tuple[int, list[Record]]:

@@ -2,7 +2,9 @@
 
 ``worker`` applies messages as commands with exactly-once effect until SIGTERM
 or SIGINT, then finishes its batch in flight and leaves the group. ``publish``
-relays committed events to a topic. ``deadletters list`` shows the messages a
+relays committed events to a topic; ``publish skip POS`` passes over an event it
+cannot read (with a recorded reason) and ``publish skips`` lists those.
+``deadletters list`` shows the messages a
 worker gave up on; ``deadletters replay ID...`` produces them again to their
 topic.
 """
@@ -61,15 +63,32 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.set_defaults(run=_worker)
 
-    p = sub.add_parser("publish", help="relay committed events to a Kafka topic")
-    _kafka(p)
-    p.add_argument("--topic", required=True, metavar="T", help="topic to produce to")
+    p = sub.add_parser(
+        "publish",
+        help="relay committed events to a Kafka topic",
+        description="Relay committed events to a Kafka topic (needs --kafka and "
+        "--topic); `publish skip` and `publish skips` manage events it cannot read.",
+    )
+    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap server")
+    p.add_argument("--topic", metavar="T", help="topic to produce to")
     p.add_argument(
         "--once",
         action="store_true",
         help="publish what is committed now, then exit (default: run until SIGTERM)",
     )
     p.set_defaults(run=_publish)
+    acts = p.add_subparsers(dest="action", metavar="[ACTION]")
+    q = acts.add_parser(
+        "skip", help="pass over an event the publisher cannot read, with a reason"
+    )
+    q.add_argument("position", type=_positive, metavar="POS", help="global position")
+    q.add_argument("--topic", required=True, metavar="T", help="the publisher's topic")
+    q.add_argument("--reason", required=True, help="why it is skipped (recorded)")
+    q.add_argument("--by", metavar="WHO", help="who skips it (default: $USER)")
+    q.set_defaults(run=_skip)
+    q = acts.add_parser("skips", help="the events skipped by a publisher")
+    q.add_argument("--topic", required=True, metavar="T", help="the publisher's topic")
+    q.set_defaults(run=_skips)
 
     p = sub.add_parser("deadletters", help="list or replay Kafka dead letters")
     dl = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -151,6 +170,11 @@ def _publish(ctx: CliContext, args: Any) -> int:
     from engine.kafka.publisher import Publisher
     from engine.runtime import Engine
 
+    missing = [o for o in ("kafka", "topic") if not getattr(args, o)]
+    if missing:
+        from engine.core.errors import PublishUsageError
+
+        raise PublishUsageError(" and ".join(f"--{o}" for o in missing))
     registry = ctx.registry()
 
     async def run() -> int:
@@ -171,6 +195,57 @@ def _publish(ctx: CliContext, args: Any) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _skip(ctx: CliContext, args: Any) -> int:
+    from engine.core.codec import EventCodec
+    from engine.deploy.registry import default_user
+    from engine.kafka.publisher import Publisher
+    from engine.store import open_store
+
+    store = open_store(ctx.store_url)
+    try:
+        pub = Publisher(store, EventCodec(), "", args.topic)
+        rec = pub.skip(args.position, args.reason, by=args.by or default_user())
+    finally:
+        store.close()
+    ctx.out.print(
+        Text(
+            f"{pub.name} will pass over global position {args.position} "
+            f"(stream {rec.stream_id!r} position {rec.position}, {rec.type}): "
+            f"{args.reason}"
+        )
+    )
+    return 0
+
+
+def _skips(ctx: CliContext, args: Any) -> int:
+    from engine.core.codec import EventCodec
+    from engine.kafka.publisher import Publisher
+    from engine.store import open_store
+
+    store = open_store(ctx.store_url)
+    try:
+        skips = Publisher(store, EventCodec(), "", args.topic).skips()
+    finally:
+        store.close()
+    table = Table(title=f"Skips of publisher:{args.topic}")
+    for col in ("global position", "event", "skipped at (UTC)", "by", "reason"):
+        table.add_column(col, no_wrap=col != "reason")
+    for r in skips:
+        e = r.event
+        stamp = datetime.fromtimestamp(r.recorded_at / 1e6, tz=UTC)
+        table.add_row(
+            str(e.global_position),
+            Text(f"{e.stream_id}:{e.position} {e.type}"),
+            stamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            Text(e.by),
+            Text(e.reason),
+        )
+    if skips:
+        ctx.out.print(table)
+    ctx.out.print(f"{len(skips)} skipped" if skips else "no skips")
+    return 0
 
 
 def _list(ctx: CliContext, args: Any) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.commands.progress import INTERRUPTED, bar, interruptible, rate
 from engine.core.errors import ProjectionsLoadError
 from engine.loading import import_object
 from engine.store import open_store
@@ -208,16 +211,65 @@ def _positive(text: str) -> int:
     return value
 
 
+def _catch_up(ctx: CliContext, runner: Any, names: Sequence[str]) -> int | None:
+    """Catch ``names`` up with a progress bar; None when Ctrl-C stopped it.
+
+    Returns:
+        The events applied, or None after an interrupt (the batch in flight
+        committed; where each projection stopped is printed).
+    """
+    runner.prepare()
+    head = runner.store.last_global_position()
+    started = time.monotonic()
+    with interruptible() as stop, bar(ctx.out) as progress:
+        tasks = {n: progress.add_task(n, total=max(head, 1), rate="") for n in names}
+        first: dict[str, int] = {}
+
+        def show(name: str, position: int) -> None:
+            done = position - first.setdefault(name, position)
+            progress.update(
+                tasks[name],
+                completed=min(position, head),
+                rate=rate(done, time.monotonic() - started, "events"),
+            )
+
+        n = runner.catch_up(names, progress=show, stop=stop)
+        if stop.is_set():
+            for name in names:
+                at = runner.behind.get(name, 0)
+                ctx.out.print(
+                    Text(
+                        f"{name}: stopped at global position {at} of {head} "
+                        "(Ctrl-C; the batch in flight was committed); run it "
+                        "again to go on"
+                    )
+                )
+            return None
+    return int(n)
+
+
 def _run(ctx: CliContext, args: Any) -> int:
     code = _code(ctx, args)
+    names = [p.name for p in code]
     with _runner(ctx, args, code) as runner:
-        if args.once:
-            n = runner.catch_up()
-            ctx.out.print(f"applied {n} events to {len(code)} projections")
-        else:
-            names = ", ".join(p.name for p in code)
-            ctx.out.print(f"following {runner.store.url} for {names} (Ctrl-C stops)")
-            asyncio.run(runner.run())
+        n = _catch_up(ctx, runner, names)
+        if n is None:
+            return INTERRUPTED
+        ctx.out.print(f"applied {n} events to {len(code)} projections")
+        if not args.once:
+            shown = ", ".join(names)
+            ctx.out.print(f"following {runner.store.url} for {shown} (Ctrl-C stops)")
+
+            async def follow() -> None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await runner.run(stop)
+
+            asyncio.run(follow())
+            at = ", ".join(f"{k} at {v}" for k, v in sorted(runner.positions.items()))
+            ctx.out.print(Text(f"stopped following: {at}"))
         return _status(ctx, args)
 
 
@@ -232,7 +284,13 @@ def _rebuild(ctx: CliContext, args: Any) -> int:
     ctx.out.print(f"{args.name}: new build {build} requested")
     if code:
         with _runner(ctx, args, code) as runner:
-            n = runner.catch_up()
+            n = _catch_up(ctx, runner, [args.name])
+        if n is None:
+            ctx.out.print(
+                f"{args.name}: build {build} goes on where it stopped at the next "
+                "`nonstop projections run` (reads stay on the serving build)"
+            )
+            return INTERRUPTED
         ctx.out.print(f"{args.name}: built {build} from {n} events")
     else:
         ctx.out.print(

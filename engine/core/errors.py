@@ -44,9 +44,12 @@ __all__ = [
     "ProjectionError",
     "ProjectionStateError",
     "ProjectionsLoadError",
+    "PublishBlocked",
+    "PublishUsageError",
     "ReadModelUnavailable",
     "RetireRefused",
     "SchemaLockError",
+    "SkipRefused",
     "SnapshotMigrationError",
     "StoreUnavailable",
     "UnknownEventType",
@@ -423,6 +426,46 @@ class AlreadyReplayed(NonstopError, ValueError):
         super().__init__(
             f"dead letter {letter_id} was already replayed to {topic!r}; "
             "`nonstop deadletters list --all` shows it"
+        )
+
+
+class PublishBlocked(NonstopError):
+    """The publisher cannot publish an event; everything before it is published."""
+
+    def __init__(
+        self, publisher: str, global_position: int, where: str, reason: str
+    ) -> None:
+        self.publisher = publisher
+        self.global_position = global_position
+        self.where = where
+        self.reason = reason
+        super().__init__(
+            f"{publisher} stopped at global position {global_position} ({where}): "
+            f"{reason}. Everything before it is published. Fix the code that "
+            "reads it, or skip it with `nonstop publish skip "
+            f"{global_position} --topic TOPIC --reason WHY`"
+        )
+
+
+class SkipRefused(NonstopError, ValueError):
+    """``publish skip`` named a position that cannot be skipped."""
+
+    def __init__(self, publisher: str, global_position: int, reason: str) -> None:
+        self.publisher = publisher
+        self.global_position = global_position
+        self.reason = reason
+        super().__init__(
+            f"cannot skip global position {global_position} for {publisher}: {reason}"
+        )
+
+
+class PublishUsageError(NonstopError, ValueError):
+    """``nonstop publish`` without the options it needs."""
+
+    def __init__(self, missing: str) -> None:
+        self.missing = missing
+        super().__init__(
+            f"publish needs {missing}: nonstop publish --kafka HOST:PORT --topic T"
         )
 
 

@@ -8,6 +8,13 @@ stored as the publisher's tracking record. Delivery is at-least-once: a crash
 after the acknowledgement and before the tracking write publishes the page
 again, with the same ``nonstop-event-id`` header (``<stream>:<position>``), by
 which consumers deduplicate.
+
+An event that cannot be read (a corrupt row, a type or schema this code does
+not know) stops the publisher *at* it: the events before it are published and
+tracked, and :class:`PublishBlocked` names its global position. An operator
+either fixes the code or skips it (:meth:`Publisher.skip`, ``nonstop publish
+skip``); a skip is a ``nonstop.PublishSkipped`` event with its reason in the
+publisher's reserved stream, so the skips are listed and audited.
 """
 
 from __future__ import annotations
@@ -23,12 +30,19 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from engine.core.codec import EventCodec
-from engine.core.errors import BrokerUnavailable
-from engine.core.events import RecordedEvent
+from engine.core.errors import BrokerUnavailable, PublishBlocked, SkipRefused
+from engine.core.events import Metadata, RecordedEvent, event, now_micros
 from engine.kafka.worker import TRANSIENT
-from engine.store import EventStore, Tracking
+from engine.store import EventStore, NewRecord, Record, Tracking
 
-__all__ = ["EVENT_ID", "PublishedEvent", "Publisher", "event_id"]
+__all__ = [
+    "EVENT_ID",
+    "PublishSkipped",
+    "PublishedEvent",
+    "Publisher",
+    "event_id",
+    "skip_stream",
+]
 
 log = logging.getLogger("nonstop.kafka")
 EVENT_ID = "nonstop-event-id"
@@ -61,6 +75,37 @@ class PublishedEvent(msgspec.Struct, frozen=True):
     """Correlation id."""
     data: Any
     """The event, as JSON."""
+
+
+@event("nonstop.PublishSkipped")
+class PublishSkipped(msgspec.Struct, frozen=True):
+    """An operator told ``publisher`` to pass over the event at a global position."""
+
+    publisher: str
+    """The publisher's tracking name (``publisher:<topic>``)."""
+    global_position: int
+    """The skipped event's global position."""
+    stream_id: str
+    """Its stream."""
+    position: int
+    """Its position in the stream."""
+    type: str
+    """Its stored type name."""
+    reason: str
+    """Why it was skipped."""
+    by: str = ""
+    """Who skipped it."""
+
+
+_Message = tuple[str, bytes, list[tuple[str, bytes]]]
+"""A message to produce: key (the stream id), JSON value, headers."""
+_SKIPS_PREFIX = "nonstop.publisher:"
+_skips_codec = EventCodec()  # the default types: whatever codec a publisher uses
+
+
+def skip_stream(publisher: str) -> str:
+    """The reserved stream holding the skips of ``publisher``."""
+    return f"{_SKIPS_PREFIX}{publisher}"
 
 
 def event_id(ev: RecordedEvent, index: int = 0) -> str:
@@ -152,23 +197,94 @@ class Publisher:
             raise BrokerUnavailable(self.bootstrap, str(exc)) from None
         return producer
 
-    async def _page(self, producer: AIOKafkaProducer) -> int:
-        """Produce one page; store the position once the broker has acked it.
+    def skip(self, global_position: int, reason: str, *, by: str = "") -> Record:
+        """Record that the event at ``global_position`` is not to be published.
+
+        Only a position the publisher has not passed yet can be skipped, once.
 
         Returns:
-            0 when there was nothing new, else a positive number.
+            The skipped event's record (as stored, not decoded).
+
+        Raises:
+            SkipRefused: no reason, no event there, already published or skipped.
+            ConcurrencyConflict: another skip was recorded at the same moment.
         """
-        after = await asyncio.to_thread(self.store.tracking_position, self.name)
-        rows = await asyncio.to_thread(
-            self.store.read_all, after=after or 0, limit=self.page
-        )
-        if not rows:
-            return 0
-        futures = []
-        for rec in rows:
-            decoded = self.codec.decode(
-                rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
+        if not reason.strip():
+            raise SkipRefused(self.name, global_position, "give a --reason")
+        done = self.store.tracking_position(self.name) or 0
+        if global_position <= done:
+            raise SkipRefused(
+                self.name,
+                global_position,
+                f"the publisher is already past it (at {done})",
             )
+        rows = self.store.read_all(after=global_position - 1, limit=1)
+        if not rows or rows[0].global_position != global_position:
+            raise SkipRefused(self.name, global_position, "no event is stored there")
+        if global_position in self._skipped():
+            raise SkipRefused(self.name, global_position, "it is already skipped")
+        rec = rows[0]
+        stream = skip_stream(self.name)
+        e = PublishSkipped(
+            self.name,
+            global_position,
+            rec.stream_id,
+            rec.position,
+            rec.type,
+            reason,
+            by,
+        )
+        name, data = _skips_codec.encode(e, Metadata(stream), recorded_at=now_micros())
+        at = self.store.stream_position(stream) + 1
+        self.store.append([NewRecord(stream, at, name, data)])
+        return rec
+
+    def skips(self) -> list[RecordedEvent]:
+        """The skips recorded for this publisher, oldest first."""
+        out: list[RecordedEvent] = []
+        for rec in self.store.read_stream(skip_stream(self.name)):
+            out.extend(
+                _skips_codec.decode(
+                    rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
+                )
+            )
+        return out
+
+    def _skipped(self) -> set[int]:
+        return {e.event.global_position for e in self.skips()}
+
+    def _messages(
+        self, rows: list[Record]
+    ) -> tuple[list[_Message], int, PublishBlocked | None]:
+        """The messages of ``rows`` up to the first unreadable event not skipped.
+
+        Returns:
+            The messages (key, value, headers), the global position they cover,
+            and the :class:`PublishBlocked` error of the event that stopped them.
+        """
+        out: list[_Message] = []
+        covered = rows[0].global_position - 1
+        skipped: set[int] | None = None
+        for rec in rows:
+            if rec.stream_id.startswith(_SKIPS_PREFIX):  # operators' records
+                covered = rec.global_position
+                continue
+            try:
+                decoded = self.codec.decode(
+                    rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
+                )
+            except Exception as exc:  # a bad row, or an upcaster (user code)
+                if skipped is None:
+                    skipped = self._skipped()
+                if rec.global_position in skipped:
+                    covered = rec.global_position
+                    continue
+                where = f"stream {rec.stream_id!r} position {rec.position}, {rec.type}"
+                return (
+                    out,
+                    covered,
+                    PublishBlocked(self.name, rec.global_position, where, str(exc)),
+                )
             for i, ev in enumerate(decoded):
                 eid = event_id(ev, i)
                 value = _json.encode(
@@ -191,15 +307,37 @@ class Publisher:
                     ("nonstop-type", ev.type.encode()),
                     ("nonstop-schema", str(ev.schema).encode()),
                 ]
-                futures.append(
-                    await producer.send(
-                        self.topic, value, key=ev.stream_id.encode(), headers=headers
-                    )
-                )
-        await asyncio.gather(*futures)  # every message acked before we move on
-        last = rows[-1].global_position
-        await asyncio.to_thread(
-            self.store.append, [], tracking=Tracking(self.name, last)
+                out.append((ev.stream_id, value, headers))
+            covered = rec.global_position
+        return out, covered, None
+
+    async def _page(self, producer: AIOKafkaProducer) -> int:
+        """Produce one page; store the position once the broker has acked it.
+
+        Returns:
+            0 when there was nothing new, else a positive number.
+
+        Raises:
+            PublishBlocked: an event cannot be read; what precedes it in the
+                page is published and tracked first.
+        """
+        after = await asyncio.to_thread(self.store.tracking_position, self.name)
+        rows = await asyncio.to_thread(
+            self.store.read_all, after=after or 0, limit=self.page
         )
+        if not rows:
+            return 0
+        messages, covered, blocked = self._messages(rows)
+        futures = [
+            await producer.send(self.topic, value, key=key.encode(), headers=headers)
+            for key, value, headers in messages
+        ]
+        await asyncio.gather(*futures)  # every message acked before we move on
+        if covered > (after or 0):
+            await asyncio.to_thread(
+                self.store.append, [], tracking=Tracking(self.name, covered)
+            )
         self.published += len(futures)
+        if blocked is not None:
+            raise blocked
         return max(len(futures), 1)
