@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--canary", metavar="PCT", type=float, help="share of new instances (0-100)"
     )
+    _replace_arg(p)
     _audit_args(p)
     p.set_defaults(run=_deploy)
 
@@ -72,6 +73,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--percent", metavar="PCT", type=float, default=100.0, help="(default: 100)"
     )
+    _replace_arg(p)
     _audit_args(p)
     p.set_defaults(run=_promote)
 
@@ -134,6 +136,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q.set_defaults(run=_flags_kill)
 
 
+def _replace_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="let this canary take the place of an active one (which drains)",
+    )
+
+
 def _audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", metavar="WHO", help="who makes the change (default: $USER)")
     p.add_argument("--reason", metavar="WHY", default="", help="why (kept in audit)")
@@ -148,43 +158,56 @@ def _registry(ctx: CliContext) -> Deployments:
 
 def _deploy(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        routing = reg.deploy(
+        reg.deploy(
             args.workflow,
             args.version,
             args.source,
             canary=args.canary,
             by=args.by,
             reason=args.reason,
+            replace=args.replace,
         )
-    ctx.out.print(
-        Text(f"deployed {args.workflow}@{args.version}; routing {routing.describe()}")
-    )
+        took = _took_effect(reg, args.workflow)
+    ctx.out.print(Text(f"deployed {args.workflow}@{args.version}; {took}"))
     return 0
 
 
 def _promote(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        routing = reg.promote(
+        reg.promote(
             args.workflow,
             args.version,
             percent=args.percent,
             by=args.by,
             reason=args.reason,
+            replace=args.replace,
         )
-    ctx.out.print(Text(f"promoted; {args.workflow} routing {routing.describe()}"))
+        took = _took_effect(reg, args.workflow)
+    ctx.out.print(Text(f"promoted; {args.workflow} {took}"))
     return 0
 
 
 def _rollback(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        routing = reg.rollback(args.workflow, by=args.by, reason=args.reason)
+        reg.rollback(args.workflow, by=args.by, reason=args.reason)
+        took = _took_effect(reg, args.workflow)
     ctx.out.print(
         Text(
-            f"rolled back; {args.workflow} routing {routing.describe()} "
+            f"rolled back; {args.workflow} {took} "
             "(running instances keep their version)"
         )
     )
     return 0
+
+
+def _took_effect(reg: Deployments, workflow: str) -> str:
+    """The routing of ``workflow`` as read back from the store now."""
+    wd = reg.refresh().workflow(workflow)
+    routing = wd.effective()
+    said = f"routing {routing.describe() if routing else 'none'}"
+    if wd.replaced is not None:
+        said += f" (replaced canary v{wd.replaced}, which now drains)"
+    return said
 
 
 def _retire(ctx: CliContext, args: argparse.Namespace) -> int:

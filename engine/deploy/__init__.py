@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.deploy.errors import (
+    CanaryActive,
     DeployConflict,
     DeployError,
     DeploySourceError,
@@ -30,6 +31,7 @@ from engine.workflow import WorkflowRegistry
 __all__ = [
     "BUCKETS",
     "AuditEntry",
+    "CanaryActive",
     "DeployConflict",
     "DeployError",
     "DeploySourceError",

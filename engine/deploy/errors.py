@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.errors import NonstopError
 
 __all__ = [
+    "CanaryActive",
     "DeployConflict",
     "DeployError",
     "DeploySourceError",
@@ -35,7 +36,11 @@ class RetireRefused(DeployError):
 
 
 class DeployConflict(DeployError):
-    """Concurrent registry writers kept winning the race."""
+    """Another change of the same registry stream won the race; nothing written."""
+
+
+class CanaryActive(DeployError):
+    """A canary is asked for while another one is active (pass ``replace``)."""
 
 
 class FlagError(NonstopError, ValueError):
