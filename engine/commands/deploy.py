@@ -323,7 +323,6 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
     mapper = _mapper(args.mapper) if args.mapper else None
     with _registry(ctx) as reg:
         registry = _loaded(ctx, reg)
-        view = reg.view
 
         async def job() -> Any:
             engine = Engine(reg.store, registry)
@@ -335,9 +334,10 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
                 mapper,
                 instance_ids=args.instance,
                 dry_run=args.dry_run,
-                registry=view,
+                registry=reg,
                 by=args.by or default_user(),
                 reason=args.reason,
+                mapper_name=args.mapper or "",
             )
 
         report = asyncio.run(job())
