@@ -176,19 +176,37 @@ class Deployments:
         """
         self._apply(self.store.read_stream(INDEX_STREAM))
         streams = [FLAGS_STREAM, *sorted(self._view.streams)]
-        rows = [row for chunk in self.store.iter_streams(streams) for row in chunk]
-        rows.sort(key=lambda row: row[2])  # global order, for the audit trail
-        self._apply(rows)
+        decoded = self._decode(
+            row for chunk in self.store.iter_streams(streams) for row in chunk
+        )
+        # The global order for the audit trail; an adapter whose stream reads
+        # omit the global position (memory) falls back on the recording time.
+        decoded.sort(key=lambda d: (d[2], d[3]))
+        self._fold_decoded(decoded)
 
     def _apply(self, rows: Iterable[RecordRow]) -> None:
-        view = self._view
+        self._fold_decoded(self._decode(rows))
+
+    def _decode(
+        self, rows: Iterable[RecordRow]
+    ) -> list[tuple[str, int, int, int, Any]]:
+        out: list[tuple[str, int, int, int, Any]] = []
         for stream_id, position, global_position, type_, data in rows:
-            if position <= view.positions.get(stream_id, 0):
-                continue  # read twice (a cold read racing a write)
             for e in self.codec.decode(
                 stream_id, position, global_position, type_, data
             ):
-                view.apply(stream_id, position, global_position, e.recorded_at, e.event)
+                out.append(
+                    (stream_id, position, global_position, e.recorded_at, e.event)
+                )
+        return out
+
+    def _fold_decoded(self, decoded: list[tuple[str, int, int, int, Any]]) -> None:
+        view = self._view
+        held = dict(view.positions)
+        for stream_id, position, global_position, at, event in decoded:
+            if position <= held.get(stream_id, 0):
+                continue  # read twice (a cold read racing a write)
+            view.apply(stream_id, position, global_position, at, event)
 
     def reindex(self) -> list[str]:
         """List every workflow stream in the index (stores written before it).
