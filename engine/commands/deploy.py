@@ -14,12 +14,14 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.commands.instances import print_json
 from engine.deploy import (
     Deployments,
     DeployView,
@@ -84,6 +86,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("versions", help="deployed versions with routing and counts")
     p.add_argument("workflow", metavar="W", nargs="?")
+    _json_arg(p)
     p.set_defaults(run=_versions)
 
     p = sub.add_parser("retire", help="retire a version no instance runs on")
@@ -112,11 +115,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("audit", help="who changed deployments and flags, when, why")
     p.add_argument("subject", metavar="W", nargs="?", help="a workflow or flag:NAME")
+    _json_arg(p)
     p.set_defaults(run=_audit)
 
     p = sub.add_parser("flags", help="feature flags: list, set, kill")
     inner = p.add_subparsers(dest="flags_command", metavar="ACTION", required=True)
     q = inner.add_parser("list", help="every flag with its definition")
+    _json_arg(q)
     q.set_defaults(run=_flags_list)
     q = inner.add_parser("set", help="define or change a flag")
     q.add_argument("name", metavar="NAME")
@@ -134,6 +139,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--revive", action="store_true", help="undo a kill")
     _audit_args(q)
     q.set_defaults(run=_flags_kill)
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def _replace_arg(p: argparse.ArgumentParser) -> None:
@@ -227,25 +236,21 @@ def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
                 (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
             }
         view = reg.view
-    ctx.out.print(_versions_table(view, counts, args.workflow))
+    rows = _version_rows(view, counts, args.workflow)
+    if args.json:
+        print_json(rows)
+    else:
+        ctx.out.print(_versions_table(rows))
     return 0
 
 
-def _versions_table(
+def _version_rows(
     view: DeployView,
     counts: dict[tuple[str, int], VersionStats],
     only: str | None,
-) -> Table:
-    table = Table(title="versions")
-    for name in ("workflow", "version", "state", "routing", "running", "completed"):
-        table.add_column(
-            name, justify="right" if name in ("running", "completed") else "left"
-        )
-    table.add_column("failed", justify="right")
-    table.add_column("oldest in-flight", justify="right")
-    table.add_column("source")
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     names = sorted({w for w, _ in counts} | set(view.workflows))
-    now = time.time() * 1e6
     for name in names:
         if only is not None and name != only:
             continue
@@ -259,19 +264,49 @@ def _versions_table(
             state: DeploymentState | str = d.state if d else "not deployed"
             if state == "draining" and running == 0:
                 state = "drained"
-            share = routing.share_bp(version) if routing else 0
-            oldest = c.oldest_running_started_us if c else None
-            table.add_row(
-                name,
-                str(version),
-                _state(str(state)),
-                f"{share / 100:g} %" if share else "-",
-                str(running),
-                str(c.completed if c else 0),
-                str(c.failed if c else 0),
-                _age((now - oldest) / 1e6) if oldest else "-",
-                Text(d.source if d else ""),
+            rows.append(
+                {
+                    "workflow": name,
+                    "version": version,
+                    "state": state,
+                    "share_percent": (routing.share_bp(version) if routing else 0)
+                    / 100,
+                    "running": running,
+                    "completed": c.completed if c else 0,
+                    "failed": c.failed if c else 0,
+                    "oldest_running_started_us": c.oldest_running_started_us
+                    if c
+                    else None,
+                    "source": d.source if d else None,
+                }
             )
+    return rows
+
+
+def _versions_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="versions")
+    for name in ("workflow", "version", "state", "routing", "running", "completed"):
+        table.add_column(
+            name, justify="right" if name in ("running", "completed") else "left"
+        )
+    table.add_column("failed", justify="right")
+    table.add_column("oldest in-flight", justify="right")
+    table.add_column("source")
+    now = time.time() * 1e6
+    for r in rows:
+        share = r["share_percent"]
+        oldest = r["oldest_running_started_us"]
+        table.add_row(
+            r["workflow"],
+            str(r["version"]),
+            _state(str(r["state"])),
+            f"{share:g} %" if share else "-",
+            str(r["running"]),
+            str(r["completed"]),
+            str(r["failed"]),
+            _age((now - oldest) / 1e6) if oldest else "-",
+            Text(r["source"] or ""),
+        )
     return table
 
 
@@ -301,15 +336,36 @@ def _loaded(ctx: CliContext, reg: Deployments) -> WorkflowRegistry:
     return registry
 
 
+def _iso(micros: int) -> str:
+    stamp = datetime.fromtimestamp(micros / 1e6, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _audit(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
         view = reg.refresh()
+    entries = [
+        a for a in view.audit if args.subject is None or a.subject == args.subject
+    ]
+    if args.json:
+        print_json(
+            [
+                {
+                    "at": _iso(a.at),
+                    "subject": a.subject,
+                    "action": a.action,
+                    "detail": a.detail,
+                    "by": a.by,
+                    "reason": a.reason,
+                }
+                for a in entries
+            ]
+        )
+        return 0
     table = Table(title="audit")
     for col in ("when (UTC)", "subject", "action", "detail", "by", "reason"):
         table.add_column(col)
-    for a in view.audit:
-        if args.subject is not None and a.subject != args.subject:
-            continue
+    for a in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.at / 1e6))
         table.add_row(when, a.subject, a.action, Text(a.detail), a.by, Text(a.reason))
     ctx.out.print(table)
@@ -383,6 +439,22 @@ class MapperLoadError(NonstopError, ValueError):
 def _flags_list(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
         view = reg.refresh()
+    if args.json:
+        print_json(
+            [
+                {
+                    "flag": name,
+                    "kind": f.kind,
+                    "enabled": f.enabled,
+                    "percent": f.percent_bp / 100,
+                    "variants": {v: w / 100 for v, w in f.variants},
+                    "killed": f.killed,
+                    "value": f.describe(),
+                }
+                for name, f in sorted(view.flags.items())
+            ]
+        )
+        return 0
     table = Table(title="flags")
     for col in ("flag", "kind", "value", "killed"):
         table.add_column(col)
