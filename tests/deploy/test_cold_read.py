@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engine.deploy import Deployments
+from engine.deploy import DeployError, Deployments
 from engine.deploy.events import FLAGS_STREAM, INDEX_STREAM, deploy_stream
-from engine.store import NewRecord, Record
+from engine.store import NewRecord, Record, open_store
 from engine.store.memory import MemoryStore
 
 SRC = "tests.deploy.flows"
@@ -128,3 +130,57 @@ def test_reindex_lists_streams_written_before_the_index() -> None:
     assert Deployments(legacy).reindex() == [deploy_stream("jobs")]
     assert Deployments(legacy).refresh().route("jobs", "k") == 1
     assert Deployments(legacy).reindex() == []
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["deploy", "canary", "promote", "rollback", "flag", "other"]),
+        st.sampled_from([1, 2, 4, 6]),
+        st.integers(min_value=0, max_value=100),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=_ops)
+def test_a_cold_read_folds_what_a_follower_folded(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, int]]
+) -> None:
+    """Law: reading the registry by stream gives the view folded event by event.
+
+    On SQLite, whose stream reads carry the global position (the memory
+    store's do not, and orders a cold read's audit by recording time).
+    """
+    path = tmp_path_factory.mktemp("law") / "events.db"
+    store = open_store(f"sqlite:///{path}")
+    writer, follower = Deployments(store), Deployments(store)
+    for n, (op, version, share) in enumerate(ops):
+        try:
+            if op == "deploy":
+                writer.deploy("jobs", version, f"{SRC}:v{version}")
+            elif op == "canary":
+                writer.deploy(
+                    "jobs", version, f"{SRC}:v{version}", canary=share, replace=True
+                )
+            elif op == "promote":
+                writer.promote("jobs", version, percent=share, replace=True)
+            elif op == "rollback":
+                writer.rollback("jobs")
+            elif op == "flag":
+                writer.set_flag(f"f{version}", "percentage", percent=share)
+            else:
+                writer.deploy(f"w{version}", 1, f"{SRC}:v1", check=False)
+        except DeployError:
+            pass  # refused: nothing written
+        store.append([NewRecord(f"i-{n}", 1, "app.Happened", b"x")])
+        follower.refresh()
+    cold = Deployments(store).refresh()
+    followed = follower.refresh()
+    assert cold.workflows == followed.workflows
+    assert cold.flags == followed.flags
+    assert cold.positions == followed.positions
+    assert [(a.subject, a.action, a.detail) for a in cold.audit] == [
+        (a.subject, a.action, a.detail) for a in followed.audit
+    ]
+    store.close()
