@@ -172,3 +172,19 @@ def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], url: str) -> 
         capsys, url, "deploy", "jobs", "1", "--source", f"{SRC}:v1", "--canary", "200"
     )
     assert code == 2 and "between 0 and 100" in err
+
+
+def test_a_second_canary_needs_replace_and_is_named(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    nonstop(capsys, url, "deploy", "jobs", "1", "--source", f"{SRC}:v1")
+    argv = ["deploy", "jobs", "2", "--source", f"{SRC}:v2", "--canary", "10"]
+    assert nonstop(capsys, url, *argv)[0] == 0
+    argv = ["deploy", "jobs", "4", "--source", f"{SRC}:v4", "--canary", "20"]
+    code, _, err = nonstop(capsys, url, *argv)
+    assert code == 2 and "already has a canary: v2 at 10 %" in err
+    code, out, _ = nonstop(capsys, url, *argv, "--replace", "--reason", "v2 slow")
+    assert code == 0
+    assert "routing v1: 80 %, v4: 20 % (replaced canary v2, which now drains)" in out
+    code, out, _ = nonstop(capsys, url, "audit", "jobs")
+    assert "replaces canary v2" in out and "v2 slow" in out
