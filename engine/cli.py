@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import GROUPS, CliContext
+from engine.commands.instances import event_json, info_json, print_json, readable
 from engine.core.errors import (
     AppLoadError,
     EventDecodeError,
@@ -31,7 +32,7 @@ from engine.core.errors import (
     UnknownInstance,
     UnknownWorkflow,
 )
-from engine.core.events import RecordedEvent, Started
+from engine.core.events import RecordedEvent
 from engine.core.workflow import WorkflowRegistry
 from engine.loading import import_object
 from engine.runtime import Engine, InstanceInfo
@@ -112,12 +113,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=["running", "completed", "failed"],
         help="only instances with this status",
     )
+    _listing_args(p, full=False)
 
     p = sub.add_parser("show", help="an instance's state and history")
     p.add_argument("instance_id", metavar="ID")
+    _listing_args(p)
 
     p = sub.add_parser("history", help="an instance's events")
     p.add_argument("instance_id", metavar="ID")
+    _listing_args(p)
     p.add_argument(
         "--raw",
         action="store_true",
@@ -157,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _listing_args(p: argparse.ArgumentParser, *, full: bool = True) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    if full:
+        p.add_argument("--full", action="store_true", help="long payloads whole")
+
+
 # ----------------------------------------------------------------- commands
 
 
@@ -175,11 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "instances":
             return _instances(ctx, args)
         if args.command == "show":
-            return _show(ctx, args.instance_id)
+            return _show(ctx, args.instance_id, args.json, args.full)
         if args.command == "history":
             if args.raw:
                 return _history_raw(store_url, args.instance_id)
-            return _history(ctx, args.instance_id)
+            return _history(ctx, args.instance_id, args.json, args.full)
         if args.command == "demo":
             from engine.demo import DEFAULT_STORE, run_demo
 
@@ -248,6 +258,9 @@ def _instances(ctx: CliContext, args: Any) -> int:
         found = model.instances(
             workflow=args.workflow, version=args.version, status=args.status
         )
+    if args.json:
+        print_json([info_json(i) for i in found])
+        return 0
     table = Table(title=Text(f"Instances in {redact(store_url)}"))
     table.add_column("instance id", no_wrap=True)
     table.add_column("workflow", no_wrap=True)
@@ -273,28 +286,34 @@ def _instances(ctx: CliContext, args: Any) -> int:
     return 0
 
 
-def _show(ctx: CliContext, instance_id: str) -> int:
+def _show(ctx: CliContext, instance_id: str, as_json: bool, full: bool) -> int:
     async def job(engine: Engine) -> tuple[InstanceInfo, list[RecordedEvent]]:
         return await engine.get(instance_id), await engine.history(instance_id)
 
     out = ctx.out
     info, events = ctx.with_engine(job)
+    if as_json:
+        print_json({**info_json(info), "history": [event_json(e) for e in events]})
+        return 0
     head = Table(title=Text(f"Instance {info.instance_id}"), show_header=False)
     head.add_column("field", style="bold", no_wrap=True)
-    head.add_column("value")
+    head.add_column("value", overflow="fold" if full else "ellipsis")
     head.add_row("workflow", f"{info.workflow}@{info.version}")
     head.add_row("status", _status(info.status))
     head.add_row("position", str(info.position))
     for name, value in _fields(info.state):
-        head.add_row(Text(f"state.{name}"), Text(_text(value)))
+        head.add_row(Text(f"state.{name}"), Text(readable(value, full=full)))
     out.print(head)
-    out.print(_history_table(instance_id, events))
+    out.print(_history_table(instance_id, events, full))
     return 0
 
 
-def _history(ctx: CliContext, instance_id: str) -> int:
+def _history(ctx: CliContext, instance_id: str, as_json: bool, full: bool) -> int:
     events = ctx.with_engine(lambda e: e.history(instance_id))
-    ctx.out.print(_history_table(instance_id, events))
+    if as_json:
+        print_json([event_json(e) for e in events])
+        return 0
+    ctx.out.print(_history_table(instance_id, events, full))
     return 0
 
 
@@ -326,7 +345,9 @@ def _history_raw(store_url: str, instance_id: str) -> int:
 # --------------------------------------------------------------- rendering
 
 
-def _history_table(instance_id: str, events: list[RecordedEvent]) -> Table:
+def _history_table(
+    instance_id: str, events: list[RecordedEvent], full: bool = False
+) -> Table:
     table = Table(title=Text(f"History of {instance_id}"))
     table.add_column("pos", justify="right")
     table.add_column("global", justify="right")
@@ -335,7 +356,7 @@ def _history_table(instance_id: str, events: list[RecordedEvent]) -> Table:
     table.add_column("schema", justify="right")
     table.add_column("workflow", no_wrap=True)
     table.add_column("command id", no_wrap=True)
-    table.add_column("payload")
+    table.add_column("payload", overflow="fold" if full else "ellipsis")
     for e in events:
         schema = str(e.schema)
         if e.stored_schema != e.schema:
@@ -348,7 +369,7 @@ def _history_table(instance_id: str, events: list[RecordedEvent]) -> Table:
             schema,
             Text(e.workflow),
             Text(e.command_id or ""),
-            Text(_payload(e.event)),
+            Text(readable(e.event, full=full)),
         )
     return table
 
@@ -379,15 +400,6 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return _json.encode(msgspec.to_builtins(value)).decode()
-
-
-def _payload(obj: Any) -> str:
-    if isinstance(obj, Started):
-        plain = msgspec.to_builtins(obj)
-        with contextlib.suppress(msgspec.DecodeError):
-            plain["input"] = _raw_decoder.decode(obj.input)
-        return _text(plain)
-    return _text(obj)
 
 
 if __name__ == "__main__":  # pragma: no cover

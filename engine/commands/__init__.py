@@ -23,6 +23,7 @@ __all__ = ["GROUPS", "CliContext"]
 GROUPS = (
     "engine.commands.schema",
     "engine.commands.snapshots",
+    "engine.commands.instances",
     "engine.commands.deploy",
     "engine.commands.projections",
     "engine.commands.kafka",

@@ -14,12 +14,14 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.commands.instances import print_json
 from engine.core.errors import MapperLoadError
 from engine.core.workflow import WorkflowRegistry
 from engine.deploy import (
@@ -63,6 +65,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--canary", metavar="PCT", type=float, help="share of new instances (0-100)"
     )
+    _replace_arg(p)
     _audit_args(p)
     p.set_defaults(run=_deploy)
 
@@ -72,6 +75,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--percent", metavar="PCT", type=float, default=100.0, help="(default: 100)"
     )
+    _replace_arg(p)
     _audit_args(p)
     p.set_defaults(run=_promote)
 
@@ -82,6 +86,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("versions", help="deployed versions with routing and counts")
     p.add_argument("workflow", metavar="W", nargs="?")
+    _json_arg(p)
     p.set_defaults(run=_versions)
 
     p = sub.add_parser("retire", help="retire a version no instance runs on")
@@ -110,11 +115,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("audit", help="who changed deployments and flags, when, why")
     p.add_argument("subject", metavar="W", nargs="?", help="a workflow or flag:NAME")
+    _json_arg(p)
     p.set_defaults(run=_audit)
 
     p = sub.add_parser("flags", help="feature flags: list, set, kill")
     inner = p.add_subparsers(dest="flags_command", metavar="ACTION", required=True)
     q = inner.add_parser("list", help="every flag with its definition")
+    _json_arg(q)
     q.set_defaults(run=_flags_list)
     q = inner.add_parser("set", help="define or change a flag")
     q.add_argument("name", metavar="NAME")
@@ -134,6 +141,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q.set_defaults(run=_flags_kill)
 
 
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _replace_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="let this canary take the place of an active one (which drains)",
+    )
+
+
 def _audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", metavar="WHO", help="who makes the change (default: $USER)")
     p.add_argument("--reason", metavar="WHY", default="", help="why (kept in audit)")
@@ -148,43 +167,56 @@ def _registry(ctx: CliContext) -> Deployments:
 
 def _deploy(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        routing = reg.deploy(
+        reg.deploy(
             args.workflow,
             args.version,
             args.source,
             canary=args.canary,
             by=args.by,
             reason=args.reason,
+            replace=args.replace,
         )
-    ctx.out.print(
-        Text(f"deployed {args.workflow}@{args.version}; routing {routing.describe()}")
-    )
+        took = _took_effect(reg, args.workflow)
+    ctx.out.print(Text(f"deployed {args.workflow}@{args.version}; {took}"))
     return 0
 
 
 def _promote(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        routing = reg.promote(
+        reg.promote(
             args.workflow,
             args.version,
             percent=args.percent,
             by=args.by,
             reason=args.reason,
+            replace=args.replace,
         )
-    ctx.out.print(Text(f"promoted; {args.workflow} routing {routing.describe()}"))
+        took = _took_effect(reg, args.workflow)
+    ctx.out.print(Text(f"promoted; {args.workflow} {took}"))
     return 0
 
 
 def _rollback(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        routing = reg.rollback(args.workflow, by=args.by, reason=args.reason)
+        reg.rollback(args.workflow, by=args.by, reason=args.reason)
+        took = _took_effect(reg, args.workflow)
     ctx.out.print(
         Text(
-            f"rolled back; {args.workflow} routing {routing.describe()} "
+            f"rolled back; {args.workflow} {took} "
             "(running instances keep their version)"
         )
     )
     return 0
+
+
+def _took_effect(reg: Deployments, workflow: str) -> str:
+    """The routing of ``workflow`` as read back from the store now."""
+    wd = reg.refresh().workflow(workflow)
+    routing = wd.effective()
+    said = f"routing {routing.describe() if routing else 'none'}"
+    if wd.replaced is not None:
+        said += f" (replaced canary v{wd.replaced}, which now drains)"
+    return said
 
 
 def _retire(ctx: CliContext, args: argparse.Namespace) -> int:
@@ -204,25 +236,21 @@ def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
                 (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
             }
         view = reg.view
-    ctx.out.print(_versions_table(view, counts, args.workflow))
+    rows = _version_rows(view, counts, args.workflow)
+    if args.json:
+        print_json(rows)
+    else:
+        ctx.out.print(_versions_table(rows))
     return 0
 
 
-def _versions_table(
+def _version_rows(
     view: DeployView,
     counts: dict[tuple[str, int], VersionStats],
     only: str | None,
-) -> Table:
-    table = Table(title="versions")
-    for name in ("workflow", "version", "state", "routing", "running", "completed"):
-        table.add_column(
-            name, justify="right" if name in ("running", "completed") else "left"
-        )
-    table.add_column("failed", justify="right")
-    table.add_column("oldest in-flight", justify="right")
-    table.add_column("source")
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     names = sorted({w for w, _ in counts} | set(view.workflows))
-    now = time.time() * 1e6
     for name in names:
         if only is not None and name != only:
             continue
@@ -236,19 +264,49 @@ def _versions_table(
             state: DeploymentState | str = d.state if d else "not deployed"
             if state == "draining" and running == 0:
                 state = "drained"
-            share = routing.share_bp(version) if routing else 0
-            oldest = c.oldest_running_started_us if c else None
-            table.add_row(
-                name,
-                str(version),
-                _state(str(state)),
-                f"{share / 100:g} %" if share else "-",
-                str(running),
-                str(c.completed if c else 0),
-                str(c.failed if c else 0),
-                _age((now - oldest) / 1e6) if oldest else "-",
-                Text(d.source if d else ""),
+            rows.append(
+                {
+                    "workflow": name,
+                    "version": version,
+                    "state": state,
+                    "share_percent": (routing.share_bp(version) if routing else 0)
+                    / 100,
+                    "running": running,
+                    "completed": c.completed if c else 0,
+                    "failed": c.failed if c else 0,
+                    "oldest_running_started_us": c.oldest_running_started_us
+                    if c
+                    else None,
+                    "source": d.source if d else None,
+                }
             )
+    return rows
+
+
+def _versions_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="versions")
+    for name in ("workflow", "version", "state", "routing", "running", "completed"):
+        table.add_column(
+            name, justify="right" if name in ("running", "completed") else "left"
+        )
+    table.add_column("failed", justify="right")
+    table.add_column("oldest in-flight", justify="right")
+    table.add_column("source")
+    now = time.time() * 1e6
+    for r in rows:
+        share = r["share_percent"]
+        oldest = r["oldest_running_started_us"]
+        table.add_row(
+            r["workflow"],
+            str(r["version"]),
+            _state(str(r["state"])),
+            f"{share:g} %" if share else "-",
+            str(r["running"]),
+            str(r["completed"]),
+            str(r["failed"]),
+            _age((now - oldest) / 1e6) if oldest else "-",
+            Text(r["source"] or ""),
+        )
     return table
 
 
@@ -278,15 +336,36 @@ def _loaded(ctx: CliContext, reg: Deployments) -> WorkflowRegistry:
     return registry
 
 
+def _iso(micros: int) -> str:
+    stamp = datetime.fromtimestamp(micros / 1e6, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _audit(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
         view = reg.refresh()
+    entries = [
+        a for a in view.audit if args.subject is None or a.subject == args.subject
+    ]
+    if args.json:
+        print_json(
+            [
+                {
+                    "at": _iso(a.at),
+                    "subject": a.subject,
+                    "action": a.action,
+                    "detail": a.detail,
+                    "by": a.by,
+                    "reason": a.reason,
+                }
+                for a in entries
+            ]
+        )
+        return 0
     table = Table(title="audit")
     for col in ("when (UTC)", "subject", "action", "detail", "by", "reason"):
         table.add_column(col)
-    for a in view.audit:
-        if args.subject is not None and a.subject != args.subject:
-            continue
+    for a in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.at / 1e6))
         table.add_row(when, a.subject, a.action, Text(a.detail), a.by, Text(a.reason))
     ctx.out.print(table)
@@ -300,7 +379,6 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
     mapper = _mapper(args.mapper) if args.mapper else None
     with _registry(ctx) as reg:
         registry = _loaded(ctx, reg)
-        view = reg.view
 
         async def job() -> Any:
             engine = Engine(reg.store, registry)
@@ -312,9 +390,10 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
                 mapper,
                 instance_ids=args.instance,
                 dry_run=args.dry_run,
-                registry=view,
+                registry=reg,
                 by=args.by or default_user(),
                 reason=args.reason,
+                mapper_name=args.mapper or "",
             )
 
         report = asyncio.run(job())
@@ -350,6 +429,22 @@ def _mapper(spec: str) -> Any:
 def _flags_list(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
         view = reg.refresh()
+    if args.json:
+        print_json(
+            [
+                {
+                    "flag": name,
+                    "kind": f.kind,
+                    "enabled": f.enabled,
+                    "percent": f.percent_bp / 100,
+                    "variants": {v: w / 100 for v, w in f.variants},
+                    "killed": f.killed,
+                    "value": f.describe(),
+                }
+                for name, f in sorted(view.flags.items())
+            ]
+        )
+        return 0
     table = Table(title="flags")
     for col in ("flag", "kind", "value", "killed"):
         table.add_column(col)

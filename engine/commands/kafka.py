@@ -95,6 +95,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q = dl.add_parser("list", help="dead letters not replayed yet")
     q.add_argument("--group", metavar="G", help="only this consumer group's")
     q.add_argument("--all", action="store_true", help="include replayed ones")
+    q.add_argument("--json", action="store_true", help="print JSON for scripts")
     q.set_defaults(run=_list)
     q = dl.add_parser("replay", help="produce dead letters again to their topic")
     _kafka(q)
@@ -256,6 +257,27 @@ def _list(ctx: CliContext, args: Any) -> int:
         letters = store.dead_letters(consumer=args.group, include_replayed=args.all)
     finally:
         store.close()
+    if args.json:
+        from engine.commands.instances import print_json
+
+        print_json(
+            [
+                {
+                    "id": x.id,
+                    "group": x.letter.consumer,
+                    "topic": x.letter.topic,
+                    "partition": x.letter.partition,
+                    "offset": x.letter.offset,
+                    "recorded_at": x.recorded_at,
+                    "reason": x.letter.reason,
+                    "key": _show(x.letter.key, limit=1 << 30),
+                    "value": _show(x.letter.value, limit=1 << 30),
+                    "replayed_to": x.replayed_to,
+                }
+                for x in letters
+            ]
+        )
+        return 0
     table = Table(title="Dead letters")
     for col in ("id", "group", "from", "stored at", "reason", "key", "value"):
         table.add_column(col, no_wrap=col not in ("reason", "value"))

@@ -91,6 +91,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Exit code 1 when a projection has failed.",
     )
     db_option(q)
+    q.add_argument("--json", action="store_true", help="print JSON for scripts")
     q.set_defaults(run=_status)
 
     q = inner.add_parser("run", help="catch up, then follow the store")
@@ -162,6 +163,11 @@ def _status(ctx: CliContext, args: Any) -> int:
             rows = status(db, store)
     finally:
         store.close()
+    if getattr(args, "json", False):  # also called by `run --once`
+        from engine.commands.instances import print_json
+
+        print_json(rows)
+        return 1 if any(s.failure for s in rows) else 0
     table = Table(title=Text("Projections"))
     for col in ("name", "version", "build", "state", "position", "lag", "lag (s)"):
         table.add_column(

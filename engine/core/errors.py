@@ -21,6 +21,8 @@ __all__ = [
     "AlreadyReplayed",
     "AppLoadError",
     "BrokerUnavailable",
+    "CanaryActive",
+    "CommandInputError",
     "CommandRejected",
     "CommitInDoubt",
     "ConcurrencyConflict",
@@ -348,7 +350,11 @@ class RetireRefused(DeployError):
 
 
 class DeployConflict(DeployError):
-    """Concurrent registry writers kept winning the race."""
+    """Another change of the same registry stream won the race; nothing written."""
+
+
+class CanaryActive(DeployError):
+    """A canary is asked for while another one is active (pass ``replace``)."""
 
 
 class FlagError(NonstopError, ValueError):
@@ -523,6 +529,10 @@ class AppLoadError(NonstopError, ValueError):
             "(or set NONSTOP_APP) naming a WorkflowRegistry or a function "
             "returning one"
         )
+
+
+class CommandInputError(NonstopError, ValueError):
+    """A command name or ``--input`` the workflow cannot take."""
 
 
 class ProjectionsLoadError(NonstopError, ValueError):

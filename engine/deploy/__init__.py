@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.core.errors import (
+    CanaryActive,
     DeployConflict,
     DeployError,
     DeploySourceError,
@@ -30,6 +31,7 @@ from engine.store import EventStore, open_store
 __all__ = [
     "BUCKETS",
     "AuditEntry",
+    "CanaryActive",
     "DeployConflict",
     "DeployError",
     "DeploySourceError",

@@ -2,6 +2,9 @@
 
 They live in the same store as the instances, in reserved streams:
 ``nonstop.deploy:WORKFLOW`` per workflow and ``nonstop.flags`` for all flags.
+``nonstop.registry`` lists the workflow streams (one :class:`RegistryStream`
+each, written with a workflow's first change), so that a cold read of the
+registry reads its streams by id and never scans the global order.
 Each carries who made the change and why (the audit trail); when is the
 envelope's ``recorded_at``.
 """
@@ -15,10 +18,13 @@ from engine.core.events import event
 __all__ = [
     "DEPLOY_STREAM_PREFIX",
     "FLAGS_STREAM",
+    "INDEX_STREAM",
     "REGISTRY_TYPES",
     "Deployed",
     "DeploymentFailed",
     "FlagChanged",
+    "InstancesMigrated",
+    "RegistryStream",
     "Retired",
     "Routed",
     "deploy_stream",
@@ -28,6 +34,8 @@ DEPLOY_STREAM_PREFIX = "nonstop.deploy:"
 """Stream id prefix of a workflow's deployments."""
 FLAGS_STREAM = "nonstop.flags"
 """Stream id of every flag change."""
+INDEX_STREAM = "nonstop.registry"
+"""Stream id of the index of the registry's workflow streams."""
 
 
 def deploy_stream(workflow: str) -> str:
@@ -60,6 +68,8 @@ class Routed(msgspec.Struct, frozen=True):
     """The canary's share in basis points."""
     by: str
     reason: str = ""
+    replaced: int | None = None
+    """A canary this change took the place of (``--replace``), if any."""
 
 
 @event("nonstop.DeploymentFailed")
@@ -99,11 +109,37 @@ class FlagChanged(msgspec.Struct, frozen=True):
     reason: str = ""
 
 
+@event("nonstop.InstancesMigrated")
+class InstancesMigrated(msgspec.Struct, frozen=True):
+    """Running instances of ``workflow`` were moved from one version to another."""
+
+    workflow: str
+    from_version: int
+    to_version: int
+    migrated: int
+    """How many instances moved."""
+    failed: int
+    """How many were selected but not moved (the mapper or the write failed)."""
+    mapper: str
+    """``package.module:attr`` of the state mapper, empty for the identity."""
+    by: str
+    reason: str = ""
+
+
+@event("nonstop.RegistryStream")
+class RegistryStream(msgspec.Struct, frozen=True):
+    """``stream`` belongs to the registry (an entry of ``nonstop.registry``)."""
+
+    stream: str
+
+
 REGISTRY_TYPES = (
     "nonstop.Deployed",
     "nonstop.Routed",
     "nonstop.DeploymentFailed",
     "nonstop.Retired",
     "nonstop.FlagChanged",
+    "nonstop.InstancesMigrated",
+    "nonstop.RegistryStream",
 )
 """Type names a registry view folds (read from the global order)."""

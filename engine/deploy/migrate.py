@@ -2,7 +2,10 @@
 
 Each instance is migrated on its own (one ``nonstop.Migrated`` event, appended
 at its expected stream position): a mapper that fails for one instance writes
-nothing for it and is reported; the others proceed.
+nothing for it and is reported; the others proceed. Checked against the
+deployments registry, a target that was never deployed (or failed, or retired)
+is refused before anything is written, and the run is added to the registry's
+audit trail (``nonstop.InstancesMigrated``: counts, versions, mapper, who, why).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.core.errors import DeployError, NonstopError
+from engine.deploy.registry import Deployments
 from engine.deploy.view import DeployView
 from engine.runtime import Engine
 
@@ -65,9 +69,10 @@ async def migrate_instances(
     *,
     instance_ids: Sequence[str] | None = None,
     dry_run: bool = False,
-    registry: DeployView | None = None,
+    registry: DeployView | Deployments | None = None,
     by: str = "",
     reason: str = "",
+    mapper_name: str | None = None,
 ) -> MigrationReport:
     """Migrate the running instances of ``workflow@from_version`` to ``to_version``.
 
@@ -81,13 +86,17 @@ async def migrate_instances(
         instance_ids: Only these instances (all running ones by default); an
             id not running ``from_version`` is reported failed.
         dry_run: Report what would happen, write nothing.
-        registry: The deployments view; a target that is failed or retired
-            there is refused.
-        by: Who migrates (stored in each event).
-        reason: Why (stored in each event).
+        registry: The deployments registry (or a view of it): a target never
+            deployed there, failed or retired is refused. Given the registry
+            itself, a run that is not a dry run is also audited there.
+        by: Who migrates (stored in each event and in the audit).
+        reason: Why (stored in each event and in the audit).
+        mapper_name: How the audit names the mapper (default: its
+            ``module:qualname``).
 
     Raises:
-        DeployError: the target is the source, or failed or retired.
+        DeployError: the target is the source, or never deployed, failed or
+            retired in ``registry``.
         UnknownWorkflow: a version is not registered with the engine.
     """
     if from_version == to_version:
@@ -95,14 +104,11 @@ async def migrate_instances(
             f"cannot migrate {workflow} from v{from_version} to itself; "
             "pick another --to version"
         )
+    view = registry.refresh() if isinstance(registry, Deployments) else registry
+    if view is not None:
+        _check_target(view, workflow, to_version)
     engine.registry.get(workflow, from_version)
     engine.registry.get(workflow, to_version)
-    if registry is not None:
-        d = registry.workflow(workflow).deployments.get(to_version)
-        if d is not None and d.state in ("failed", "retired"):
-            raise DeployError(
-                f"cannot migrate to {workflow}@{to_version}: it is {d.state}"
-            )
     running = await engine.instances(
         workflow=workflow, version=from_version, status="running"
     )
@@ -130,4 +136,37 @@ async def migrate_instances(
         outcome: Outcome = "would migrate" if dry_run else "migrated"
         detail = f"{info.status} at position {info.position}: {info.state!r}"
         report.results.append(MigrationResult(iid, outcome, detail[:200]))
+    if isinstance(registry, Deployments) and not dry_run and report.results:
+        registry.record_migration(
+            workflow,
+            from_version,
+            to_version,
+            migrated=report.count("migrated"),
+            failed=report.count("failed"),
+            mapper=_name(mapper) if mapper_name is None else mapper_name,
+            by=by or None,
+            reason=reason,
+        )
     return report
+
+
+def _check_target(view: DeployView, workflow: str, version: int) -> None:
+    wd = view.workflow(workflow)
+    d = wd.deployments.get(version)
+    if d is None:
+        known = ", ".join(f"v{v}" for v in sorted(wd.deployments)) or "none"
+        raise DeployError(
+            f"cannot migrate to {workflow}@{version}: it was never deployed "
+            f"(deployed: {known}); nothing was written. Deploy it first (nonstop "
+            f"deploy {workflow} {version} --source MOD:ATTR), so that every "
+            "worker can run the migrated instances"
+        )
+    if d.state in ("failed", "retired"):
+        raise DeployError(f"cannot migrate to {workflow}@{version}: it is {d.state}")
+
+
+def _name(mapper: Callable[[Any], Any] | None) -> str:
+    if mapper is None:
+        return ""
+    module = getattr(mapper, "__module__", None) or "?"
+    return f"{module}:{getattr(mapper, '__qualname__', repr(mapper))}"

@@ -1,11 +1,17 @@
 """The deployments registry on the event store, and the router engines use.
 
-:class:`Deployments` keeps a :class:`~engine.deploy.view.DeployView` in memory
-and refreshes it from the store's global order (only the registry's event
-types) when asked, or when a start finds it older than ``poll_interval``.
-Writes go to the registry's own streams with the expected stream position, so
-two operators racing on one workflow never both win: the loser re-reads,
-re-checks its command against the new state, and tries again.
+:class:`Deployments` keeps a :class:`~engine.deploy.view.DeployView` in memory.
+The first read takes the registry's own streams by id (the index stream
+``nonstop.registry`` lists the workflow streams), so it costs the size of the
+registry, not of the log; later refreshes fold only the registry events
+written since (read from the global order after the last position seen).
+
+Writes go to the registry's own streams with the expected stream position.
+Routing changes of one workflow are serialised on its stream: when two
+operators race, the loser's append fails, nothing of it is written, and it
+raises :class:`~engine.core.errors.DeployConflict` naming the change that
+won (it never re-decides on routing it did not see). Flag changes, failure
+records and migration audits retry on the fresh state instead.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from engine.core.codec import EventCodec
 from engine.core.errors import (
+    CanaryActive,
     ConcurrencyConflict,
     DeployConflict,
     DeployError,
@@ -32,11 +39,15 @@ from engine.core.errors import (
 from engine.core.events import Metadata, now_micros
 from engine.core.workflow import Workflow, WorkflowRegistry
 from engine.deploy.events import (
+    DEPLOY_STREAM_PREFIX,
     FLAGS_STREAM,
+    INDEX_STREAM,
     REGISTRY_TYPES,
     Deployed,
     DeploymentFailed,
     FlagChanged,
+    InstancesMigrated,
+    RegistryStream,
     Retired,
     Routed,
     deploy_stream,
@@ -46,7 +57,7 @@ from engine.deploy.routing import Routing, percent_to_bp
 from engine.deploy.view import DeployView
 from engine.loading import import_object
 from engine.stats import StatsSource
-from engine.store import EventStore, NewRecord, open_store
+from engine.store import EventStore, NewRecord, RecordRow, open_store
 
 __all__ = ["Deployments", "default_user", "load_source"]
 
@@ -117,6 +128,7 @@ class Deployments:
         self._view = DeployView()
         self._lock = threading.Lock()
         self._refreshed = float("-inf")
+        self._cold_read = False
         self._registry: WorkflowRegistry | None = None
         self._load_failed: set[tuple[str, int, int]] = set()
         """Deployments (workflow, version, deployed at) that failed to load here:
@@ -151,18 +163,81 @@ class Deployments:
         head = self.store.last_global_position()
         if head <= view.seen:
             return
-        for rec in self.store.iter_all(after=view.seen, types=REGISTRY_TYPES):
+        if not self._cold_read:
+            self._fold_streams()
+            self._cold_read = True
+        else:
+            self._apply(self.store.iter_all(after=view.seen, types=REGISTRY_TYPES))
+        view.seen = head
+
+    def _fold_streams(self) -> None:
+        """Read the registry by stream: the index, then the streams it lists.
+
+        Events written meanwhile may be read here and again by the next
+        incremental refresh; :meth:`_apply` skips what a stream already holds.
+        """
+        self._apply(self.store.read_stream(INDEX_STREAM))
+        streams = [FLAGS_STREAM, *sorted(self._view.streams)]
+        decoded = self._decode(
+            row for chunk in self.store.iter_streams(streams) for row in chunk
+        )
+        # The global order for the audit trail; an adapter whose stream reads
+        # omit the global position (memory) falls back on the recording time.
+        decoded.sort(key=lambda d: (d[2], d[3]))
+        self._fold_decoded(decoded)
+
+    def _apply(self, rows: Iterable[RecordRow]) -> None:
+        self._fold_decoded(self._decode(rows))
+
+    def _decode(
+        self, rows: Iterable[RecordRow]
+    ) -> list[tuple[str, int, int, int, Any]]:
+        out: list[tuple[str, int, int, int, Any]] = []
+        for stream_id, position, global_position, type_, data in rows:
             for e in self.codec.decode(
-                rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
+                stream_id, position, global_position, type_, data
             ):
-                view.apply(
-                    rec.stream_id,
-                    rec.position,
-                    rec.global_position,
-                    e.recorded_at,
-                    e.event,
+                out.append(
+                    (stream_id, position, global_position, e.recorded_at, e.event)
                 )
-        view.seen = max(view.seen, head)
+        return out
+
+    def _fold_decoded(self, decoded: list[tuple[str, int, int, int, Any]]) -> None:
+        view = self._view
+        held = dict(view.positions)
+        for stream_id, position, global_position, at, event in decoded:
+            if position <= held.get(stream_id, 0):
+                continue  # read twice (a cold read racing a write)
+            view.apply(stream_id, position, global_position, at, event)
+
+    def reindex(self) -> list[str]:
+        """List every workflow stream in the index (stores written before it).
+
+        Scans the global order once for the registry's events and appends a
+        :class:`~engine.deploy.events.RegistryStream` for each workflow stream
+        the index lacks.
+
+        Returns:
+            The streams added to the index.
+        """
+        found: set[str] = set()
+        for rec in self.store.iter_all(after=0, types=REGISTRY_TYPES):
+            if rec.stream_id.startswith(DEPLOY_STREAM_PREFIX):
+                found.add(rec.stream_id)
+        added: list[str] = []
+        for stream in sorted(found):
+            for _ in range(_ATTEMPTS):
+                view = self.refresh()
+                if stream in view.streams:
+                    break
+                try:
+                    self._write(self._index_entry(view, stream))
+                except ConcurrencyConflict:
+                    continue
+                added.append(stream)
+                break
+        self.refresh()
+        return added
 
     def refresh_due(self) -> bool:
         """True when the view is older than ``poll_interval``."""
@@ -239,9 +314,8 @@ class Deployments:
 
     def _record_failure(self, workflow: str, version: int, error: str) -> None:
         event = DeploymentFailed(workflow, version, error, self.worker, self.worker)
-        stream = deploy_stream(workflow)
         try:
-            self._write(stream, [event], self._view.positions.get(stream, 0))
+            self._write(self._batch(self._view, deploy_stream(workflow), [event]))
         except NonstopError:  # someone else wrote first, or the store is down
             log.warning("could not record the failure of %s@%s", workflow, version)
 
@@ -257,6 +331,7 @@ class Deployments:
         by: str | None = None,
         reason: str = "",
         check: bool = True,
+        replace: bool = False,
     ) -> Routing:
         """Deploy ``workflow@version`` from ``source`` and route new instances to it.
 
@@ -264,8 +339,25 @@ class Deployments:
         percent) beside the current stable version. The first deployment of a
         workflow takes every new instance.
 
+        Args:
+            workflow: Workflow name.
+            version: The version deployed.
+            source: ``package.module:attr`` naming it.
+            canary: Its share of new instances in percent (all when None).
+            by: Who deploys (default: the login name).
+            reason: Why (kept in the audit trail).
+            check: Import ``source`` here first.
+            replace: Let a canary take the place of another active canary
+                (which then drains; the change names it in the audit trail).
+
+        Returns:
+            The routing read back from the store after the write.
+
         Raises:
             DeploySourceError: ``check`` and ``source`` does not load.
+            CanaryActive: another canary is active and ``replace`` is False.
+            DeployConflict: another change of the workflow's routing won the
+                race; nothing was written.
             DeployError: the version is deployed already (and not failed), or a
                 canary is asked for a workflow with no stable version.
         """
@@ -293,9 +385,10 @@ class Deployments:
                 )
             else:
                 routing = Routing(current.stable, version, bp)
+            replaced = _replaced_canary(workflow, current, routing, replace)
             return [
                 Deployed(workflow, version, source, user, reason),
-                _routed(workflow, "deploy", routing, user, reason),
+                _routed(workflow, "deploy", routing, user, reason, replaced),
             ]
 
         self._change(deploy_stream(workflow), make)
@@ -309,10 +402,18 @@ class Deployments:
         percent: float = 100.0,
         by: str | None = None,
         reason: str = "",
+        replace: bool = False,
     ) -> Routing:
         """Give ``version`` ``percent`` of new instances (all by default).
 
+        Returns:
+            The routing read back from the store after the write.
+
         Raises:
+            CanaryActive: ``version`` would become a canary beside another
+                active canary and ``replace`` is False.
+            DeployConflict: another change of the workflow's routing won the
+                race; nothing was written.
             DeployError: the version is not deployed, failed or retired.
         """
         bp = percent_to_bp(percent)
@@ -333,7 +434,8 @@ class Deployments:
                 routing = Routing(version)
             else:
                 routing = Routing(current.stable, version, bp)
-            return [_routed(workflow, "promote", routing, user, reason)]
+            replaced = _replaced_canary(workflow, current, routing, replace)
+            return [_routed(workflow, "promote", routing, user, reason, replaced)]
 
         self._change(deploy_stream(workflow), make)
         return self._routing(workflow)
@@ -345,7 +447,12 @@ class Deployments:
 
         Running instances are not touched: they stay on their pinned version.
 
+        Returns:
+            The routing read back from the store after the write.
+
         Raises:
+            DeployConflict: another change of the workflow's routing won the
+                race; nothing was written.
             DeployError: there is nothing to roll back to.
         """
         user = by or default_user()
@@ -495,36 +602,156 @@ class Deployments:
         return r
 
     def _change(self, stream: str, make: Callable[[DeployView], list[Any]]) -> None:
-        """Decide events against a fresh view and append them at its position."""
+        """Decide events against a fresh view and append them at its position.
+
+        A workflow stream is serialised: when its position moved under this
+        command, the command fails with :class:`DeployConflict` instead of
+        deciding again on routing its caller never saw. Other streams (flags)
+        and a race on the index alone are retried on the fresh state.
+        """
         for _ in range(_ATTEMPTS):
             view = self.refresh()
+            decided_at = view.positions.get(stream, 0)
+            audited = len(view.audit)
             events = make(view)
             try:
-                self._write(stream, events, view.positions.get(stream, 0))
+                self._write(self._batch(view, stream, events))
             except ConcurrencyConflict:
+                view = self.refresh()
+                if stream.startswith(DEPLOY_STREAM_PREFIX) and (
+                    view.positions.get(stream, 0) != decided_at
+                ):
+                    raise _lost_race(stream, view, audited) from None
                 continue
             self.refresh()
             return
         raise DeployConflict(
             f"the registry stream {stream!r} kept changing under this command "
-            f"({_ATTEMPTS} attempts); retry"
+            f"({_ATTEMPTS} attempts); nothing was written: retry"
         )
 
-    def _write(self, stream: str, events: list[Any], after: int) -> None:
+    def record_migration(
+        self,
+        workflow: str,
+        from_version: int,
+        to_version: int,
+        *,
+        migrated: int,
+        failed: int,
+        mapper: str = "",
+        by: str | None = None,
+        reason: str = "",
+    ) -> None:
+        """Add a migration of running instances to the audit trail."""
+        event = InstancesMigrated(
+            workflow,
+            from_version,
+            to_version,
+            migrated,
+            failed,
+            mapper,
+            by or default_user(),
+            reason,
+        )
+        stream = deploy_stream(workflow)
+        for _ in range(_ATTEMPTS):
+            view = self.refresh()
+            try:
+                self._write(self._batch(view, stream, [event]))
+            except ConcurrencyConflict:
+                continue
+            self.refresh()
+            return
+        raise DeployConflict(
+            f"the registry stream {stream!r} kept changing while recording the "
+            f"migration of {workflow} (v{from_version} -> v{to_version}); the "
+            "instances are migrated, only the audit entry is missing: retry"
+        )
+
+    def _batch(
+        self, view: DeployView, stream: str, events: list[Any]
+    ) -> list[tuple[str, list[Any], int]]:
+        """``events`` at the end of ``stream``, plus its index entry if new."""
+        batch = [(stream, events, view.positions.get(stream, 0))]
+        if stream.startswith(DEPLOY_STREAM_PREFIX) and stream not in view.streams:
+            batch += self._index_entry(view, stream)
+        return batch
+
+    @staticmethod
+    def _index_entry(view: DeployView, stream: str) -> list[tuple[str, list[Any], int]]:
+        return [
+            (
+                INDEX_STREAM,
+                [RegistryStream(stream)],
+                view.positions.get(INDEX_STREAM, 0),
+            )
+        ]
+
+    def _write(self, batch: list[tuple[str, list[Any], int]]) -> None:
+        """Append each ``(stream, events, after)`` in one transaction."""
         now = now_micros()
-        meta = Metadata(stream)
         records = []
-        for i, e in enumerate(events, start=1):
-            name, data = self.codec.encode(e, meta, recorded_at=now)
-            records.append(NewRecord(stream, after + i, name, data))
+        for stream, events, after in batch:
+            meta = Metadata(stream)
+            for i, e in enumerate(events, start=1):
+                name, data = self.codec.encode(e, meta, recorded_at=now)
+                records.append(NewRecord(stream, after + i, name, data))
         self.store.append(records)
 
 
+def _lost_race(stream: str, view: DeployView, audited: int) -> DeployConflict:
+    workflow = stream.removeprefix(DEPLOY_STREAM_PREFIX)
+    won = [a for a in view.audit[audited:] if a.subject == workflow]
+    what = (
+        "; ".join(
+            f"{a.action} by {a.by}{f' ({a.reason})' if a.reason else ''}: {a.detail}"
+            for a in won
+        )
+        or "a change"
+    )
+    routing = view.workflow(workflow).routing
+    now = routing.describe() if routing is not None else "none"
+    return DeployConflict(
+        f"{workflow}'s deployments changed while this command ran ({what}); "
+        f"nothing was written. Routing is now {now}: check it (nonstop versions "
+        f"{workflow}) and run the command again if it still applies"
+    )
+
+
+def _replaced_canary(
+    workflow: str, current: Routing | None, new: Routing, replace: bool
+) -> int | None:
+    """The active canary ``new`` takes the place of, if any.
+
+    Raises:
+        CanaryActive: there is one and ``replace`` is False.
+    """
+    if current is None or current.canary is None or new.canary is None:
+        return None
+    if current.canary == new.canary:
+        return None
+    if not replace:
+        raise CanaryActive(
+            f"{workflow} already has a canary: v{current.canary} at "
+            f"{current.canary_bp / 100:g} % ({current.describe()}); promote or "
+            f"roll it back first, or pass --replace to put v{new.canary} in its "
+            f"place (v{current.canary} then drains)"
+        )
+    return current.canary
+
+
 def _routed(
-    workflow: str, action: str, routing: Routing, by: str, reason: str
+    workflow: str,
+    action: str,
+    routing: Routing,
+    by: str,
+    reason: str,
+    replaced: int | None = None,
 ) -> Routed:
     bp = routing.canary_bp if routing.canary is not None else 0
-    return Routed(workflow, action, routing.stable, routing.canary, bp, by, reason)
+    return Routed(
+        workflow, action, routing.stable, routing.canary, bp, by, reason, replaced
+    )
 
 
 def _flag_event(flag: Flag, action: str, by: str, reason: str) -> FlagChanged:

@@ -10,6 +10,8 @@ from engine.deploy.events import (
     Deployed,
     DeploymentFailed,
     FlagChanged,
+    InstancesMigrated,
+    RegistryStream,
     Retired,
     Routed,
 )
@@ -58,7 +60,7 @@ class AuditEntry:
     subject: str
     """``workflow`` or ``flag:NAME``."""
     action: str
-    """deploy, promote, rollback, failed, retire, set, kill, revive."""
+    """deploy, promote, rollback, failed, retire, migrate, set, kill, revive."""
     detail: str
     """What changed, in words."""
     by: str
@@ -79,6 +81,8 @@ class WorkflowDeployments:
     """Where new instances go (None before the first deployment)."""
     previous: list[int] = field(default_factory=list)
     """Earlier stable versions, newest last: where a rollback goes."""
+    replaced: int | None = None
+    """The canary the last routing change took the place of, if it did."""
 
     def effective(self) -> Routing | None:
         """The routing with failed or retired versions left out."""
@@ -127,6 +131,8 @@ class DeployView:
     """Last position of each registry stream (for optimistic concurrency)."""
     seen: int = 0
     """The global position folded up to."""
+    streams: set[str] = field(default_factory=set)
+    """The workflow streams listed in the registry's index stream."""
 
     def workflow(self, name: str) -> WorkflowDeployments:
         """The deployments of ``name`` (empty when it has none)."""
@@ -156,7 +162,9 @@ class DeployView:
         if stream_id == FLAGS_STREAM and isinstance(e, FlagChanged):
             self._flag(at, e)
             return
-        if isinstance(e, Deployed):
+        if isinstance(e, RegistryStream):
+            self.streams.add(e.stream)
+        elif isinstance(e, Deployed):
             wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
             wd.deployments[e.version] = Deployment(
                 e.workflow, e.version, e.source, "draining", at, e.by
@@ -177,6 +185,14 @@ class DeployView:
             if d is not None:
                 wd.deployments[e.version] = replace(d, state="retired")
             self._log(at, e.workflow, "retire", f"v{e.version} retired", e)
+        elif isinstance(e, InstancesMigrated):
+            self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
+            detail = (
+                f"{e.migrated} instance(s) v{e.from_version} -> v{e.to_version}"
+                f"{f', {e.failed} failed' if e.failed else ''}, mapper "
+                f"{e.mapper or 'none (state as is)'}"
+            )
+            self._log(at, e.workflow, "migrate", detail, e)
 
     def _routed(self, at: int, e: Routed) -> None:
         wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
@@ -191,6 +207,7 @@ class DeployView:
             else:
                 wd.previous.append(old.stable)
         wd.routing = new
+        wd.replaced = e.replaced
         routed = {new.stable} | ({new.canary} if new.canary is not None else set())
         for version, d in wd.deployments.items():
             if d.state in ("failed", "retired"):
@@ -198,7 +215,10 @@ class DeployView:
             state: DeploymentState = "active" if version in routed else "draining"
             if d.state != state:
                 wd.deployments[version] = replace(d, state=state)
-        self._log(at, e.workflow, e.action, new.describe(), e)
+        detail = new.describe()
+        if e.replaced is not None:
+            detail += f" (replaces canary v{e.replaced})"
+        self._log(at, e.workflow, e.action, detail, e)
 
     def _flag(self, at: int, e: FlagChanged) -> None:
         kind: FlagKind = e.kind  # type: ignore[assignment]

@@ -104,6 +104,9 @@ v2 = _make(2, JobV2)
 v3 = _make(3, Job, faulty=True)
 v4 = _make(4, JobV2)
 v6 = _make(6, JobV2)
+v7 = _make(7, JobV2)
+v8 = _make(8, JobV2)
+v9 = _make(9, JobV2)
 snapshotting = Workflow(
     name="jobs",
     version=5,

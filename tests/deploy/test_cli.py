@@ -9,6 +9,7 @@ import pytest
 from engine import SyncEngine
 from engine.cli import main
 from engine.deploy import Deployments
+from engine.store import open_store
 from tests.deploy import flows
 
 APP = "tests.deploy.flows:registry"
@@ -89,6 +90,11 @@ def test_retire_refusal_names_the_count(
 def test_migrate_dry_run_then_apply(
     capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
+    for v in (1, 2):
+        code, _, err = nonstop(
+            capsys, url, "deploy", "jobs", str(v), "--source", f"{SRC}:v{v}"
+        )
+        assert code == 0, err
     with SyncEngine(url, flows.registry()) as engine:
         for i, steps in enumerate([0, 1, 2]):
             engine.start("jobs", flows.Begin(), instance_id=f"m{i}", version=1)
@@ -101,12 +107,38 @@ def test_migrate_dry_run_then_apply(
     assert "2 would be migrated, 1 failed" in out
     with SyncEngine(url, flows.registry()) as engine:
         assert {engine.get(f"m{i}").version for i in range(3)} == {1}
-    code, out, _ = nonstop(capsys, url, *argv, "--by", "ann")
+    code, out, _ = nonstop(capsys, url, *argv, "--by", "ann", "--reason", "label")
     assert "2 migrated, 1 failed" in out
     with SyncEngine(url, flows.registry()) as engine:
         assert [engine.get(f"m{i}").version for i in range(3)] == [2, 1, 2]
     code, _, err = nonstop(capsys, url, *argv[:6], "--mapper", "nowhere:f")
     assert code == 2 and "cannot load the mapper 'nowhere:f'" in err
+    code, out, _ = nonstop(capsys, url, "audit", "jobs")
+    line = next(x for x in out.splitlines() if "migrate" in x)
+    for word in ("2 instance(s) v1 -> v2", "1 failed", "failing_mapper", "ann"):
+        assert word in out, word
+    assert "ann" in line and "label" in line
+
+
+def test_migrate_refuses_a_version_never_deployed(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    nonstop(capsys, url, "deploy", "jobs", "1", "--source", f"{SRC}:v1")
+    with SyncEngine(url, flows.registry()) as engine:
+        engine.start("jobs", flows.Begin(), instance_id="m0", version=1)
+    with open_store(url) as store:
+        head = store.last_global_position()
+    argv = ["migrate", "jobs", "--from", "1", "--to", "2"]
+    code, _, err = nonstop(capsys, url, *argv)
+    assert code == 2
+    assert "jobs@2: it was never deployed (deployed: v1)" in err
+    assert "nothing was written" in err
+    with open_store(url) as store:
+        assert store.last_global_position() == head
+    with SyncEngine(url, flows.registry()) as engine:
+        assert engine.get("m0").version == 1
+    code, out, _ = nonstop(capsys, url, "audit", "jobs")
+    assert "migrate" not in out
 
 
 def test_flags_commands(capsys: pytest.CaptureFixture[str], url: str) -> None:
@@ -140,3 +172,19 @@ def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], url: str) -> 
         capsys, url, "deploy", "jobs", "1", "--source", f"{SRC}:v1", "--canary", "200"
     )
     assert code == 2 and "between 0 and 100" in err
+
+
+def test_a_second_canary_needs_replace_and_is_named(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    nonstop(capsys, url, "deploy", "jobs", "1", "--source", f"{SRC}:v1")
+    argv = ["deploy", "jobs", "2", "--source", f"{SRC}:v2", "--canary", "10"]
+    assert nonstop(capsys, url, *argv)[0] == 0
+    argv = ["deploy", "jobs", "4", "--source", f"{SRC}:v4", "--canary", "20"]
+    code, _, err = nonstop(capsys, url, *argv)
+    assert code == 2 and "already has a canary: v2 at 10 %" in err
+    code, out, _ = nonstop(capsys, url, *argv, "--replace", "--reason", "v2 slow")
+    assert code == 0
+    assert "routing v1: 80 %, v4: 20 % (replaced canary v2, which now drains)" in out
+    code, out, _ = nonstop(capsys, url, "audit", "jobs")
+    assert "replaces canary v2" in out and "v2 slow" in out

@@ -119,3 +119,40 @@ async def test_a_failed_target_is_refused(durable_url: str) -> None:
     assert report.count("would migrate") == 4
     await engine.close()
     registry.close()
+
+
+async def test_a_run_checked_against_the_registry_is_audited(
+    durable_url: str,
+) -> None:
+    await _setup(durable_url)
+    registry = Deployments(durable_url)
+    registry.deploy("jobs", 1, "tests.deploy.flows:v1")
+    engine = open_engine(durable_url, flows.registry())
+    head = engine.store.last_global_position()
+    with pytest.raises(DeployError, match="jobs@2: it was never deployed"):
+        await migrate_instances(engine, "jobs", 1, 2, registry=registry)
+    assert engine.store.last_global_position() == head
+    registry.deploy("jobs", 2, "tests.deploy.flows:v2")
+    report = await migrate_instances(
+        engine,
+        "jobs",
+        1,
+        2,
+        flows.failing_mapper,
+        registry=registry,
+        by="ann",
+        reason="label",
+    )
+    assert (report.count("migrated"), report.count("failed")) == (3, 1)
+    entry = registry.refresh().audit[-1]
+    assert (entry.subject, entry.action, entry.by, entry.reason) == (
+        "jobs",
+        "migrate",
+        "ann",
+        "label",
+    )
+    assert entry.detail == (
+        "3 instance(s) v1 -> v2, 1 failed, mapper tests.deploy.flows:failing_mapper"
+    )
+    await engine.close()
+    registry.close()

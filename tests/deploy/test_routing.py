@@ -113,3 +113,48 @@ def test_the_view_routes_and_rolls_back_step_by_step() -> None:
         "promote",
         "rollback",
     ]
+
+
+# ------------------------------------------- boundaries and stickiness (11.8)
+
+
+def _key_in_bucket(scope: str, wanted: int) -> str:
+    """A key whose bucket in ``scope`` is ``wanted`` (found by counting up)."""
+    for i in range(2_000_000):
+        key = f"edge-{i}"
+        if bucket(scope, key) == wanted:
+            return key
+    raise AssertionError(f"no key in bucket {wanted}")  # pragma: no cover
+
+
+def _view_with_canary(bp: int) -> DeployView:
+    view = DeployView()
+    _apply(
+        view,
+        Deployed("w", 1, "m:v1", "ann"),
+        Routed("w", "deploy", 1, None, 0, "ann"),
+        Deployed("w", 2, "m:v2", "ann"),
+        Routed("w", "deploy", 1, 2, bp, "ann"),
+    )
+    return view
+
+
+def test_a_zero_canary_routes_no_bucket() -> None:
+    view = _view_with_canary(percent_to_bp(0))
+    routing = view.workflow("w").effective()
+    assert routing == Routing(1, 2, 0)
+    assert all(routing.version_for(b) == 1 for b in range(BUCKETS))
+    assert {view.route("w", f"k{i}") for i in range(5000)} == {1}
+
+
+@pytest.mark.parametrize("percent", [0.01, 10, 12.5, 50, 99.99])
+def test_bucket_edges_hit_exactly(percent: float) -> None:
+    edge = percent_to_bp(percent)
+    view = _view_with_canary(edge)
+    last_in = _key_in_bucket("w", edge - 1)
+    first_out = _key_in_bucket("w", edge)
+    assert view.route("w", last_in) == 2
+    assert view.route("w", first_out) == 1
+    # One basis point more takes exactly the next bucket, one less drops the last.
+    assert _view_with_canary(edge + 1).route("w", first_out) == 2
+    assert _view_with_canary(edge - 1).route("w", last_in) == 1
