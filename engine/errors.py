@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "CommandRejected",
+    "CommitInDoubt",
     "ConcurrencyConflict",
     "ConflictRetriesExhausted",
     "DuplicateRegistration",
@@ -16,6 +17,7 @@ __all__ = [
     "InstanceExists",
     "MigrationError",
     "NonstopError",
+    "StoreNotFound",
     "StoreUnavailable",
     "UnknownEventType",
     "UnknownInstance",
@@ -189,3 +191,40 @@ class MigrationError(NonstopError, ValueError):
             "Nothing was written for it; fix the mapper or leave the instance on "
             "its version."
         )
+
+
+# store errors
+
+
+class CommitInDoubt(StoreUnavailable):
+    """The store may or may not have committed the append."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            url,
+            f"{reason}; the connection failed after the append was sent, so it "
+            "may or may not have been committed (read the streams back before "
+            "deciding again)",
+        )
+        # The caller's reason, not the message built from it.
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[CommitInDoubt], tuple[str, str]]:
+        return (type(self), (self.url, self.reason))
+
+
+class StoreNotFound(StoreUnavailable):
+    """No nonstop store exists at the URL, and it was opened without creating one."""
+
+    def __init__(self, url: str, reason: str = "") -> None:
+        self.url = url
+        self.reason = reason
+        detail = f" ({reason})" if reason else ""
+        NonstopError.__init__(
+            self,
+            f"no nonstop store at {url}{detail}; check the URL (--store or "
+            "NONSTOP_STORE), or create one with `nonstop init`",
+        )
+
+    def __reduce__(self) -> tuple[type[StoreNotFound], tuple[str, str]]:
+        return (type(self), (self.url, self.reason))
