@@ -27,7 +27,7 @@ from psycopg.rows import tuple_row
 
 from engine.errors import CommitInDoubt, StoreUnavailable
 
-__all__ = ["Columns", "Statements", "append"]
+__all__ = ["Columns", "Statements", "append", "is_dead"]
 
 Columns = tuple[list[str], list[int], list[str], list[bytes]]
 """Events to insert as columns: stream ids, positions, type names, envelopes."""
@@ -115,7 +115,7 @@ def append(
     try:
         if in_transaction is None:
             with conn.cursor(row_factory=tuple_row) as curs:
-                sent = not _dead(conn)
+                sent = not is_dead(conn)
                 curs.execute(statements.call_function, columns, prepare=True)
                 return [row[0] for row in curs.fetchall()]
         return _transaction(conn, statements, columns, in_transaction, lock_and_notify)
@@ -180,7 +180,7 @@ def _failure(exc: psycopg.Error, *, in_flight: bool, url: str) -> StoreUnavailab
     return StoreUnavailable(url, reason)
 
 
-def _dead(conn: psycopg.Connection[Any]) -> bool:
+def is_dead(conn: psycopg.Connection[Any]) -> bool:
     """Whether the server already closed this idle connection.
 
     An idle autocommit connection has nothing to read; a readable socket means

@@ -278,7 +278,8 @@ class PostgresStore(EventStore):
         if dead_letters:
             kwargs["dead_letters"] = list(dead_letters)
         recorder = self._recorder
-        try:
+
+        def attempt() -> list[int]:
             with self._connection() as conn:
                 if kwargs:
                     return pg_append.append(
@@ -290,6 +291,11 @@ class PostgresStore(EventStore):
                         lock_and_notify=recorder.lock_and_notify,
                     )
                 return pg_append.append(conn, self._statements, columns, url=self.url)
+
+        try:
+            # Retried only while it surely did not commit (no connection, or
+            # the server refused it); CommitInDoubt is never retried.
+            return retry.call(attempt)
         except (psycopg.IntegrityError, IntegrityError):
             # IntegrityError: the library's tracking hook, a tracking record
             # that does not advance.
@@ -435,5 +441,18 @@ def _pool(
         configure=datastore.after_connect_func(),
         timeout=timeout,
         reconnect_timeout=_RECONNECT_TIMEOUT,
+        check=_check_alive,
         name="nonstop",
     )
+
+
+def _check_alive(conn: psycopg.Connection[Any]) -> None:
+    """Pool check, without a round trip: refuse a connection the server closed.
+
+    After an outage the pool holds connections the server has ended; handing
+    one out would fail the caller's first statement although the database is
+    back. The pool discards it and takes (or opens) another.
+    """
+    if pg_append.is_dead(conn):
+        conn.close()  # closed, the pool discards it instead of handing it back
+        raise psycopg.OperationalError("the server closed this pooled connection")
