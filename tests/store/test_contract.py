@@ -89,16 +89,15 @@ def test_postgres_datastore_options_and_pool() -> None:
     # The store replaces the (never opened) pool and reuses this configure
     # function: autocommit plus the idle-in-transaction timeout.
     assert callable(PostgresDatastore.after_connect_func)
-    # Nothing connects until the pool opens.
-    from engine.store.recorders import PostgresRecorder
+    from eventsourcing.postgres import PostgresApplicationRecorder
 
+    # The recorder's NOTIFY channel, also written into our append function.
+    assert "self.channel_name =" in inspect.getsource(
+        PostgresApplicationRecorder.__init__
+    )
     datastore = PostgresDatastore(
         "db", "127.0.0.1", 1, "u", "", schema="s", originator_id_type="text"
     )
-    recorder = PostgresRecorder(
-        datastore, events_table_name="nonstop_events", tracking_table_name="trk"
-    )
-    assert recorder.channel_name == "nonstop_events"
     assert hasattr(datastore, "pool")
     assert datastore.lock_timeout == 0
     assert callable(PostgresAggregateRecorder.create_table)
