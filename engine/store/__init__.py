@@ -42,6 +42,7 @@ __all__ = [
     "Tracking",
     "open_store",
     "redact",
+    "require_store",
 ]
 
 DEFAULT_URL = "sqlite:///nonstop.db"
@@ -82,6 +83,20 @@ def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> EventStore:
         f"unknown scheme {scheme or url.partition(':')[0]!r}; use memory://, "
         "sqlite:///path.db or postgresql://user@host:port/db",
     )
+
+
+def require_store(url: str) -> bool:
+    """Check that a nonstop store exists at ``url``, creating nothing.
+
+    Returns:
+        True (``memory://`` always counts as existing).
+
+    Raises:
+        StoreNotFound: no store (no file, no tables) at ``url``.
+        StoreUnavailable: the store cannot be reached.
+    """
+    open_store(url, create=False).close()
+    return True
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from engine.errors import StoreUnavailable
 
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_STATEMENT_TIMEOUT",
     "PostgresURL",
     "parse_postgres_url",
+    "passwords_in",
     "redact",
     "scheme_of",
     "sqlite_path",
@@ -70,6 +71,26 @@ def redact(url: str) -> str:
         url = _URL_PASSWORD.sub(r"\1***\3", url, count=1)
         return _QUERY_PASSWORD.sub(r"\1***", url)
     return _KEYWORD_PASSWORD.sub(r"\1***", url)
+
+
+def passwords_in(url: str) -> list[str]:
+    """Every password ``url`` holds, as written and decoded (longest first).
+
+    For scrubbing messages that may echo one (a driver's error text).
+    """
+    found: list[str] = []
+    if "://" in url:
+        m = _URL_PASSWORD.search(url)
+        if m:
+            found.append(m.group(2))
+        found += [v for v in re.findall(r"[?&]password=([^&#]*)", url, re.I)]
+    else:
+        for raw in (m.group(2) for m in _KEYWORD_PASSWORD.finditer(url)):
+            if raw.startswith("'"):
+                raw = re.sub(r"\\(.)", r"\1", raw.strip("'"))
+            found.append(raw)
+    found += [unquote(x) for x in found]
+    return sorted({x for x in found if x}, key=len, reverse=True)
 
 
 def scheme_of(url: str) -> str:
