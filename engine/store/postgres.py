@@ -38,6 +38,7 @@ from engine.store.port import (
 )
 from engine.store.recorders import PostgresRecorder
 from engine.store.urls import parse_postgres_url, redact
+from engine.store.watchdog import Watchdog
 
 __all__ = ["PostgresStore"]
 
@@ -45,6 +46,8 @@ EVENTS_TABLE = "nonstop_events"
 SNAPSHOTS_TABLE = "nonstop_snapshots"
 TRACKING_TABLE = "nonstop_tracking"
 _STREAMS_PER_QUERY = 1_000
+STALL_MARGIN = 2.0
+"""Seconds past the statement timeout after which a busy connection is broken."""
 _RECONNECT_TIMEOUT = 2.0
 """Seconds the pool keeps retrying a connection in the background before it
 gives up and lets the next caller try afresh: after an outage, the first
@@ -74,6 +77,8 @@ class PostgresStore(EventStore):
         connect_timeout: Seconds to open a connection (default 3).
         statement_timeout: Seconds a statement may run (default 5; 0: none).
         pool_timeout: Seconds to wait for a pooled connection (default 5).
+            A connection still busy ``statement_timeout`` + 2 s into a call
+            is broken (a stalled network path; see :mod:`engine.store.watchdog`).
         create: Create the schema and tables when missing; with False, a store
             without nonstop's tables raises ``StoreNotFound`` and nothing is
             created.
@@ -105,6 +110,11 @@ class PostgresStore(EventStore):
             extra = conninfo.get("options", "")
             conninfo["options"] = f"{extra} -c statement_timeout={ms}".strip()
         self._pool_timeout = opts.pool_timeout
+        # A connection busy this long sits on a stalled path: the server would
+        # have cancelled the statement (and answered) by then.
+        self._watchdog = Watchdog(
+            opts.statement_timeout + STALL_MARGIN if opts.statement_timeout else 0
+        )
         try:
             guard = psycopg.connect(**conninfo, autocommit=True)
         except psycopg.Error as exc:
@@ -226,7 +236,10 @@ class PostgresStore(EventStore):
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection; failing to get or use it is ``StoreUnavailable``."""
         try:
-            with self._pool.connection(timeout=self._pool_timeout) as conn:
+            with (
+                self._pool.connection(timeout=self._pool_timeout) as conn,
+                self._watchdog.watch(conn),
+            ):
                 yield conn
         except psycopg_pool.PoolTimeout as exc:
             raise StoreUnavailable(self.url, str(exc).strip()) from None
@@ -411,6 +424,7 @@ class PostgresStore(EventStore):
     def close(self) -> None:
         """Close the connection pool."""
         self._pool.close()
+        self._watchdog.close()
 
 
 _UNAVAILABLE_STATES = frozenset(
