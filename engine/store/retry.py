@@ -64,6 +64,12 @@ def call(
         StoreUnavailable: the last failure, once the budget is spent.
         CommitInDoubt: at once (never retried).
     """
+    try:
+        return fn()  # the common case: no retry machinery built at all
+    except StoreUnavailable as exc:
+        if not _retryable(exc):
+            raise
+        log.debug("retrying for up to %.1f s: %s", budget, exc)
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(_retryable),
         stop=tenacity.stop_after_delay(budget),
