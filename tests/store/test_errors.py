@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from engine.errors import CommitInDoubt, StoreUnavailable
+from engine.errors import CommitInDoubt, StoreNotFound, StoreUnavailable
 from engine.store import EventStore, NewRecord, Snapshot, Tracking, open_store
 from engine.store.postgres import PostgresStore
 from tests.proxy import Proxy
@@ -84,3 +84,22 @@ def test_sqlite_driver_errors_are_translated(tmp_path: Path, name: str) -> None:
             CALLS[name](store)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CommitInDoubt("postgresql://u:***@h/db", "server closed the connection"),
+        StoreNotFound("sqlite:///typo.db", "no file 'typo.db'"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_store_errors_survive_pickling(error: StoreUnavailable) -> None:
+    import pickle
+
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error)
+    assert str(back) == str(error)
+    assert (back.url, back.reason) == (error.url, error.reason)
+    assert isinstance(back, StoreUnavailable)
+    assert str(error).count(error.reason) == 1
