@@ -87,8 +87,9 @@ class Proxy:
         self._marker = marker
 
     def close(self) -> None:
-        """Cut, and stop the thread."""
+        """Cut, end every pipe, and stop the thread."""
         self.cut()
+        self._call(self._end_tasks())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
@@ -97,6 +98,15 @@ class Proxy:
             self._flowing = asyncio.Event()
             self._flowing.set()
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _end_tasks(self) -> None:
+        if self._flowing is not None:
+            self._flowing.set()  # stalled pipes see their aborted links
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _set_flowing(self, flowing: bool) -> None:
         assert self._flowing is not None
