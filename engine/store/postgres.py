@@ -236,11 +236,13 @@ class PostgresStore(EventStore):
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection; failing to get or use it is ``StoreUnavailable``."""
         try:
-            with (
-                self._pool.connection(timeout=self._pool_timeout) as conn,
-                self._watchdog.watch(conn),
-            ):
-                yield conn
+            with self._pool.connection(timeout=self._pool_timeout) as conn:
+                watchdog = self._watchdog
+                watchdog.begin(conn)
+                try:
+                    yield conn
+                finally:
+                    watchdog.end(conn)
         except psycopg_pool.PoolTimeout as exc:
             raise StoreUnavailable(self.url, str(exc).strip()) from None
         except psycopg.IntegrityError:

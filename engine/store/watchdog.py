@@ -45,25 +45,32 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
-    @contextmanager
-    def watch(self, conn: Any) -> Iterator[None]:
-        """Break ``conn`` if the block still runs after the limit."""
+    def begin(self, conn: Any) -> None:
+        """Watch ``conn``: break it unless :meth:`end` comes within the limit."""
         if self.limit <= 0:
-            yield
             return
-        key = id(conn)
         with self._lock:
-            self._busy[key] = (monotonic() + self.limit, conn)
+            self._busy[id(conn)] = (monotonic() + self.limit, conn)
             if self._thread is None and not self._closed.is_set():
                 self._thread = threading.Thread(
                     target=self._run, name="nonstop-store-watchdog", daemon=True
                 )
                 self._thread.start()
+
+    def end(self, conn: Any) -> None:
+        """Stop watching ``conn``."""
+        if self.limit > 0:
+            with self._lock:
+                self._busy.pop(id(conn), None)
+
+    @contextmanager
+    def watch(self, conn: Any) -> Iterator[None]:
+        """Break ``conn`` if the block still runs after the limit."""
+        self.begin(conn)
         try:
             yield
         finally:
-            with self._lock:
-                self._busy.pop(key, None)
+            self.end(conn)
 
     def close(self) -> None:
         """Stop the thread."""
