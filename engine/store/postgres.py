@@ -11,7 +11,7 @@ and statement timeouts, TCP keepalives (see :mod:`engine.store.urls` and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
@@ -79,6 +79,9 @@ class PostgresStore(EventStore):
         pool_timeout: Seconds to wait for a pooled connection (default 5).
             A connection still busy ``statement_timeout`` + 2 s into a call
             is broken (a stalled network path; see :mod:`engine.store.watchdog`).
+        libpq: More libpq keywords, e.g. the TCP keepalives
+            (``keepalives_idle`` 5, ``keepalives_interval`` 2,
+            ``keepalives_count`` 2, ``tcp_user_timeout`` 9000 by default).
         create: Create the schema and tables when missing; with False, a store
             without nonstop's tables raises ``StoreNotFound`` and nothing is
             created.
@@ -92,6 +95,7 @@ class PostgresStore(EventStore):
         connect_timeout: float | None = None,
         statement_timeout: float | None = None,
         pool_timeout: float | None = None,
+        libpq: Mapping[str, str | int] | None = None,
         create: bool = True,
     ) -> None:
         self.url = redact(url)
@@ -101,6 +105,7 @@ class PostgresStore(EventStore):
             connect_timeout=None if connect_timeout is None else int(connect_timeout),
             statement_timeout=statement_timeout,
             pool_timeout=pool_timeout,
+            libpq=libpq,
         )
         self.schema = opts.schema
         self.options = opts

@@ -159,7 +159,9 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresURL:
         url: ``postgresql://user[:password]@host[:port]/dbname[?options]``.
         **overrides: ``schema``, ``pool_size``, ``pool_timeout``,
             ``statement_timeout``, ``connect_timeout``: values that win over the
-            URL's (None: keep the URL's or the default).
+            URL's (None: keep the URL's or the default); ``libpq``: a mapping
+            of more libpq keywords (``keepalives_idle``, ``sslmode``, ...),
+            winning too.
 
     Raises:
         StoreUnavailable: the URL is malformed, an option is not a number, or
@@ -190,6 +192,8 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresURL:
     info.setdefault("dbname", "postgres")
     if overrides.get("connect_timeout") is not None:
         info["connect_timeout"] = str(overrides["connect_timeout"])
+    for key, value in (overrides.get("libpq") or {}).items():
+        info[key] = str(value)
     info.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
     for key, value in DEFAULT_KEEPALIVES.items():
         info.setdefault(key, value)

@@ -116,3 +116,25 @@ def test_a_bad_schema_is_refused_before_any_ddl(pg_url: str) -> None:
             "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'evil%'"
         ).fetchone()
     assert found == (0,)
+
+
+@pytest.mark.postgres
+def test_options_reach_the_connections(pg_url: str) -> None:
+    from engine.store.postgres import PostgresStore
+
+    store = PostgresStore(
+        pg_url + "&keepalives_idle=7",
+        statement_timeout=1.5,
+        pool_size=1,
+        libpq={"keepalives_count": 3},
+    )
+    try:
+        with store._connection() as conn:
+            row = conn.execute("SHOW statement_timeout").fetchone()
+            assert row is not None and list(row.values()) == ["1500ms"]
+            params = conn.info.get_parameters()
+            assert params["keepalives_idle"] == "7"
+            assert params["keepalives_count"] == "3"
+            assert params["connect_timeout"] == "3"
+    finally:
+        store.close()
