@@ -117,3 +117,25 @@ def test_an_append_on_a_dropped_connection_is_surely_not_committed(
     finally:
         store.close()
         direct.close()
+
+
+def test_many_lost_replies_never_apply_twice(pg_url: str, proxy: Proxy) -> None:
+    direct = open_store(pg_url)
+    store = _through(proxy, pg_url)
+    try:
+        store.append(_batch("warm", 1))
+        for i in range(25):
+            stream = f"doubt-{i:03d}"
+            tracking = Tracking("c", i + 1) if i % 2 else None
+            # One statement: its reply; a transaction: the reply to its COMMIT.
+            proxy.drop_reply_to(b"COMMIT" if tracking else stream.encode())
+            with pytest.raises(CommitInDoubt):
+                store.append(_batch(stream, 2), tracking=tracking)
+            assert proxy.dropped.is_set()
+            assert [r.position for r in direct.read_stream(stream)] == [1, 2]
+        rows = direct.read_all(limit=1000)
+        assert len(rows) == 1 + 25 * 2
+        assert direct.tracking_position("c") == 24
+    finally:
+        store.close()
+        direct.close()
