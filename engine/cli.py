@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import msgspec
 from rich.console import Console
@@ -36,7 +35,8 @@ from engine.core.events import RecordedEvent
 from engine.core.workflow import WorkflowRegistry
 from engine.loading import import_object
 from engine.runtime import Engine, InstanceInfo
-from engine.store import DEFAULT_URL, open_store, redact
+from engine.store import DEFAULT_URL, open_store, redact, require_store
+from engine.store.urls import passwords_in
 
 __all__ = ["DEFAULT_APP", "load_app", "main"]
 
@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
         f"(default: $NONSTOP_APP or {DEFAULT_APP})",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("init", help="create the event store (file, schema, tables)")
 
     p = sub.add_parser("instances", help="list instances with their status")
     p.add_argument("--workflow", metavar="W", help="only this workflow name")
@@ -178,10 +180,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     app: str = args.app or os.environ.get("NONSTOP_APP") or DEFAULT_APP
     out = _console()
     try:
-        ctx = CliContext(out=out, store_url=store_url, app=app, load_app=load_app)
+        read_only = _read_only(args)
+        ctx = CliContext(
+            out=out,
+            store_url=store_url,
+            app=app,
+            load_app=load_app,
+            read_only=read_only or args.command == "schema",
+        )
+        if read_only:
+            require_store(store_url)  # StoreNotFound: exit 2, nothing created
         handler = getattr(args, "run", None)
         if handler is not None:
             return int(handler(ctx, args))
+        if args.command == "init":
+            return _init(ctx)
         if args.command == "instances":
             return _instances(ctx, args)
         if args.command == "show":
@@ -225,6 +238,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
 
 
+_READ_ONLY = {
+    ("instances", None),
+    ("show", None),
+    ("history", None),
+    ("versions", None),
+    ("audit", None),
+    ("flags", "list"),
+    ("projections", "status"),
+    ("deadletters", "list"),
+}
+"""Commands that only read the store: they never create one."""
+
+
+def _read_only(args: Any) -> bool:
+    """Whether the parsed command only reads the store."""
+    action = next(
+        (
+            getattr(args, a)
+            for a in ("flags_command", "projections_command", "action")
+            if getattr(args, a, None)
+        ),
+        None,
+    )
+    return (args.command, action) in _READ_ONLY
+
+
+def _init(ctx: CliContext) -> int:
+    from engine.core.errors import StoreNotFound
+
+    try:
+        require_store(ctx.store_url)
+    except StoreNotFound:
+        open_store(ctx.store_url).close()
+        ctx.out.print(f"created a nonstop store at {redact(ctx.store_url)}")
+        return 0
+    ctx.out.print(f"a nonstop store exists at {redact(ctx.store_url)}; nothing changed")
+    return 0
+
+
 def _console() -> Console:
     # Off a terminal (pipes, files, tests) rich would wrap at 80 columns, which
     # breaks ids across lines; give tables room instead.
@@ -240,12 +292,8 @@ def _one_line(exc: BaseException, url: str) -> str:
 def _scrub(message: str, url: str) -> str:
     """``message`` without the password of ``url`` (drivers sometimes echo it)."""
     message = message.replace(url, redact(url))
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    if password:
-        message = message.replace(password, "***")
+    for secret in passwords_in(url):
+        message = message.replace(secret, "***")
     return message
 
 

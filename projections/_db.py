@@ -12,15 +12,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 from psycopg import sql as pgsql
 
-from engine.core.errors import ReadModelUnavailable
-from engine.store import redact
+from engine.core.errors import ReadModelUnavailable, StoreUnavailable
+from engine.store.urls import parse_postgres_url, redact, scheme_of, sqlite_path
 
 __all__ = ["Database", "Dialect", "Tx", "open_database", "pg_conninfo"]
 
@@ -187,15 +185,16 @@ def open_database(url: str) -> Database:
     Raises:
         ReadModelUnavailable: unknown scheme, or the database cannot be opened.
     """
-    scheme = url.partition("://")[0].lower()
+    scheme = scheme_of(url)
     if scheme == "memory":
         return _sqlite(url, ":memory:")
     if scheme == "sqlite":
-        path = url.removeprefix("sqlite://").removeprefix("/")
-        if not path or not Path(path).parent.is_dir():
+        try:
+            path = sqlite_path(url)
+        except StoreUnavailable as exc:
             raise ReadModelUnavailable(
-                url, f"no usable file path in {url!r} (use sqlite:///path/to/file.db)"
-            )
+                redact(url), f"no usable file path: {exc.reason}"
+            ) from None
         return _sqlite(url, path)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url)
@@ -214,21 +213,26 @@ def _sqlite(url: str, path: str) -> Database:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error as exc:
-        raise ReadModelUnavailable(url, str(exc)) from None
+        raise ReadModelUnavailable(redact(url), str(exc)) from None
     return Database(url, "sqlite", conn)
 
 
 def pg_conninfo(url: str) -> tuple[dict[str, Any], str]:
-    """Connection keywords and schema of a ``postgresql://`` URL."""
-    parts = urlsplit(url)
-    schema = parse_qs(parts.query).get("schema", ["public"])[0]
-    return {
-        "dbname": unquote(parts.path.lstrip("/")) or "postgres",
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 5432,
-        "user": unquote(parts.username or "postgres"),
-        "password": unquote(parts.password or ""),
-    }, schema
+    """Connection keywords and schema of a ``postgresql://`` URL.
+
+    The store's parser (:func:`engine.store.urls.parse_postgres_url`): the
+    same libpq rules, timeouts and keepalives, and the schema validated as an
+    identifier.
+
+    Raises:
+        ReadModelUnavailable: the URL is malformed or its schema is not a
+            plain identifier.
+    """
+    try:
+        parsed = parse_postgres_url(url)
+    except StoreUnavailable as exc:
+        raise ReadModelUnavailable(redact(url), exc.reason) from None
+    return dict(parsed.conninfo), parsed.schema
 
 
 def _postgres(url: str) -> Database:
@@ -238,7 +242,7 @@ def _postgres(url: str) -> Database:
 def _pg_connect(url: str) -> Any:
     conninfo, schema = pg_conninfo(url)
     try:
-        conn = psycopg.connect(**conninfo, connect_timeout=5, autocommit=True)
+        conn = psycopg.connect(**conninfo, autocommit=True)
         with contextlib.suppress(psycopg.errors.UniqueViolation):
             # Two processes creating the schema at once: one of them wins.
             conn.execute(

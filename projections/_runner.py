@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from engine.core.errors import (
 )
 from engine.core.events import Envelope, now_micros
 from engine.store import EventStore, Record, open_store
+from engine.store.retry import Backoff, until_stopped
 from projections import _meta
 from projections._api import Projection
 from projections._db import Database, Tx, open_database, pg_conninfo
@@ -548,13 +550,20 @@ class Runner:
     ) -> None:
         delay = min_poll
         listening = self.listen is not None
+        # A database down: retried by the store's retry layer (this follower
+        # only; the others keep going), waiting up to max_poll between tries.
+        backoff = Backoff(first=max(min_poll, 0.05), longest=max(max_poll, 0.05))
         while not stop.is_set():
-            try:
-                n, again = await asyncio.to_thread(self._round, p)
-            except (StoreUnavailable, ReadModelUnavailable) as exc:
-                # A database is down: keep the others going, retry later.
-                log.warning("projection %s: %s; retrying", p.name, exc)
-                n, again, delay = 0, False, max_poll
+            done = await until_stopped(
+                functools.partial(asyncio.to_thread, self._round, p),
+                transient=(StoreUnavailable, ReadModelUnavailable),
+                what=f"projection {p.name}",
+                stop=stop,
+                backoff=backoff,
+            )
+            if done is None:
+                return  # stopped while the database was down
+            n, again = done
             async with self._progress:
                 self._progress.notify_all()
             if n or again:
@@ -572,20 +581,25 @@ class Runner:
 
     async def _listen(self, url: str, stop: asyncio.Event) -> None:
         conninfo, _ = pg_conninfo(url)
-        while not stop.is_set():
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    **conninfo, autocommit=True, connect_timeout=5
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self.notify()  # appends made before LISTEN took effect
-                    async for _ in conn.notifies():
-                        for ev in self._wakes:
-                            ev.set()
-            except psycopg.Error as exc:
-                log.warning("LISTEN %s failed (%s); polling meanwhile", CHANNEL, exc)
-                await asyncio.sleep(1.0)
+
+        async def session() -> None:
+            conn = await psycopg.AsyncConnection.connect(**conninfo, autocommit=True)
+            async with conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                self.notify()  # appends made before LISTEN took effect
+                async for _ in conn.notifies():
+                    for ev in self._wakes:
+                        ev.set()
+            raise psycopg.OperationalError("the LISTEN connection ended")
+
+        # Followers poll meanwhile (every max_poll seconds).
+        await until_stopped(
+            session,
+            transient=(psycopg.Error,),
+            what=f"LISTEN {CHANNEL}",
+            stop=stop,
+            backoff=Backoff(first=0.5, longest=2.0),
+        )
 
     def close(self) -> None:
         """Close the store and database this runner opened."""

@@ -43,18 +43,33 @@ class CliContext:
         app: the ``MOD:ATTR`` naming the workflow registry.
         load_app: imports ``app`` and returns the registry (raises
             :class:`~engine.cli.AppLoadError`).
+        read_only: the command only reads the store (never creates one).
     """
 
     out: Console
     store_url: str
     app: str
     load_app: Callable[[str], WorkflowRegistry]
+    read_only: bool = False
+    """The command only reads the store: it must never create one."""
 
     def registry(self) -> WorkflowRegistry:
-        """The workflow registry named by ``app``, plus the deployed versions."""
-        from engine.deploy import with_deployed
+        """The workflow registry named by ``app``, plus the deployed versions.
 
-        return with_deployed(self.load_app(self.app), self.store_url)
+        A read-only command without a store gets the app's registry alone
+        (nothing is deployed where there is no store), and creates nothing.
+        """
+        from engine.core.errors import StoreNotFound
+        from engine.deploy import with_deployed
+        from engine.store import require_store
+
+        app = self.load_app(self.app)
+        if self.read_only:
+            try:
+                require_store(self.store_url)
+            except StoreNotFound:
+                return app
+        return with_deployed(app, self.store_url)
 
     def with_engine(self, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
         """Run ``job(engine)`` on a new ``Engine`` over the store, then close it."""

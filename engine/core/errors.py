@@ -53,6 +53,7 @@ __all__ = [
     "SchemaLockError",
     "SkipRefused",
     "SnapshotMigrationError",
+    "StoreNotFound",
     "StoreUnavailable",
     "UnknownEventType",
     "UnknownInstance",
@@ -218,6 +219,20 @@ class CommitInDoubt(StoreUnavailable):
             f"event store {url}: the store may or may not have committed the "
             f"append ({reason}). Read the stream back to learn whether it did; "
             "do not decide the command again.",
+        )
+
+
+class StoreNotFound(StoreUnavailable):
+    """No nonstop store exists at the URL, and it was opened without creating one."""
+
+    def __init__(self, url: str, reason: str = "") -> None:
+        self.url = url
+        self.reason = reason
+        detail = f" ({reason})" if reason else ""
+        NonstopError.__init__(
+            self,
+            f"no nonstop store at {url}{detail}; check the URL (--store or "
+            "NONSTOP_STORE), or create one with `nonstop init`",
         )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from engine.core.errors import BrokerUnavailable, PublishBlocked, SkipRefused
 from engine.core.events import Metadata, RecordedEvent, event, now_micros
 from engine.kafka.worker import TRANSIENT
 from engine.store import EventStore, NewRecord, Record, Tracking
+from engine.store.retry import Backoff, until_stopped
 
 __all__ = [
     "EVENT_ID",
@@ -153,20 +155,20 @@ class Publisher:
         """
         stop = stop if stop is not None else asyncio.Event()
         producer = await self._producer()
-        delay = self.poll_interval
+        # Nothing is tracked for a failed page: it is sent again on retry.
+        backoff = Backoff(first=self.poll_interval, longest=5.0)
         try:
             while not stop.is_set():
-                try:
-                    n = await self._page(producer)
-                except (*TRANSIENT, KafkaError) as exc:
-                    # Nothing was tracked for the failed page: it is sent again.
-                    log.warning("publishing failed: %s; retrying in %.2f s", exc, delay)
-                    n, delay = 0, min(delay * 2, 5.0)
-                else:
-                    delay = self.poll_interval
-                if n == 0:
+                n = await until_stopped(
+                    functools.partial(self._page, producer),
+                    transient=(*TRANSIENT, KafkaError),
+                    what="publishing",
+                    stop=stop,
+                    backoff=backoff,
+                )
+                if not n:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
+                        await asyncio.wait_for(stop.wait(), self.poll_interval)
         finally:
             await producer.stop()
         return self.published

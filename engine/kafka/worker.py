@@ -28,12 +28,11 @@ import functools
 import logging
 import uuid
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
-import psycopg
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -42,8 +41,6 @@ from aiokafka import (  # type: ignore[import-untyped]
 )
 from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
-from eventsourcing.persistence import InterfaceError as PersistenceInterfaceError
-from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from engine.core.errors import (
     BrokerUnavailable,
@@ -58,6 +55,7 @@ from engine.kafka.deadletters import REPLAY_OF, message_id
 from engine.loading import import_object
 from engine.runtime import Engine, InstanceInfo, Send, Start
 from engine.store import DeadLetter, Tracking
+from engine.store.retry import Backoff, until_stopped
 
 __all__ = [
     "TRANSIENT",
@@ -70,6 +68,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("nonstop.kafka")
+T = TypeVar("T")
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     StoreUnavailable,
@@ -77,10 +76,6 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ConflictRetriesExhausted,
     ConnectionError,
     OSError,
-    # Store reads that do not translate driver errors yet.
-    PersistenceOperationalError,
-    PersistenceInterfaceError,
-    psycopg.OperationalError,
 )
 """Failures retried with backoff, never dead-lettered."""
 _IDS = uuid.UUID("6b1f3c58-1f0e-4c44-9a57-2a4a0f6e7d31")
@@ -403,31 +398,27 @@ class Worker:
         if not recs:
             return
         name = tracking_name(self.group, tp.topic, tp.partition)
-        delay, longest = self.backoff
-        while True:
-            try:
-                letters = await self._apply(name, recs)
-                break
-            except TRANSIENT as exc:
-                self.stats.retries += 1
-                log.warning(
-                    "%s/%s: %s; retrying in %.2f s", tp.topic, tp.partition, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)
-            # The store is the truth: skip what a commit we could not confirm
-            # (or another worker) already stored.
-            try:
+        first = True
+
+        async def attempt() -> list[DeadLetter] | None:
+            nonlocal first, recs
+            if not first:
+                # The store is the truth: skip what a commit we could not
+                # confirm (or another worker) already stored.
                 stored = await asyncio.to_thread(
                     self.engine.store.tracking_position, name
                 )
-            except TRANSIENT:
-                continue
-            if stored is not None:
-                recs = [r for r in recs if r.offset >= stored]
-                if not recs:
-                    self._next[tp] = max(self._next.get(tp, 0), stored)
-                    return
+                if stored is not None:
+                    recs = [r for r in recs if r.offset >= stored]
+                    if not recs:
+                        self._next[tp] = max(self._next.get(tp, 0), stored)
+                        return None
+            first = False
+            return await self._apply(name, recs)
+
+        letters = await self._retrying(attempt, f"{tp.topic}/{tp.partition}")
+        if letters is None:
+            return
         self._next[tp] = recs[-1].offset + 1
         self.stats.batches += 1
         self.committed.set()
@@ -509,16 +500,18 @@ class Worker:
             # The letters are stored; the topic is a notification of them.
             log.error("producing %d dead letters failed: %s", len(letters), exc)
 
-    async def _retrying(self, job: Callable[[], Any], what: str) -> Any:
-        delay, longest = self.backoff
-        while True:
-            try:
-                return await job()
-            except TRANSIENT as exc:
-                self.stats.retries += 1
-                log.warning("%s: %s; retrying in %.2f s", what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)
+    async def _retrying(self, job: Callable[[], Awaitable[T]], what: str) -> T | None:
+        """``job()`` until it succeeds, through the store's retry layer."""
+        return await until_stopped(
+            job,
+            transient=TRANSIENT,
+            what=what,
+            backoff=Backoff(*self.backoff),
+            on_retry=self._count_retry,
+        )
+
+    def _count_retry(self, exc: BaseException) -> None:
+        self.stats.retries += 1
 
 
 def _with_defaults(cmd: object, msg: Message, group: str) -> Start | Send:

@@ -8,8 +8,8 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOAggregateRecorder
 
-from engine.store.base import RecorderStore
-from engine.store.deadletters import MemoryRecorder
+from engine.store.adapter import RecorderStore
+from engine.store.recorders import MemoryRecorder
 
 __all__ = ["MemoryStore"]
 

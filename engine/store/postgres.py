@@ -1,24 +1,44 @@
-"""PostgreSQL adapter (psycopg 3 with a connection pool)."""
+"""PostgreSQL adapter (psycopg 3 with a connection pool).
+
+The adapter runs its own statements for every port method: the
+``eventsourcing`` recorders only create the tables and insert tracking records
+inside an append's transaction, so none of their ``@retry``-decorated methods
+runs (no stacked retries, and an append is never re-run: see
+:mod:`engine.store.pg_append`). Every wait is bounded: connect, pool acquire
+and statement timeouts, TCP keepalives (see :mod:`engine.store.urls` and
+``docs/operations.md``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import (
-    PostgresAggregateRecorder,
-    PostgresDatastore,
-)
+import psycopg_pool
+from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresDatastore
 from psycopg import sql
-from psycopg.rows import RowMaker, tuple_row
+from psycopg.rows import RowMaker, dict_row, tuple_row
 
-from engine.core.errors import StoreUnavailable
-from engine.store.base import NewRecord, Record, RecorderStore, RecordRow, redact
-from engine.store.deadletters import PostgresRecorder
+from engine.core.errors import StoreNotFound, StoreUnavailable
+from engine.store import deadletters as dl
+from engine.store import pg_append, retry
+from engine.store.adapter import conflict
+from engine.store.deadletters import DeadLetter, StoredDeadLetter
+from engine.store.port import (
+    EventStore,
+    NewRecord,
+    Record,
+    RecordRow,
+    Snapshot,
+    Tracking,
+)
+from engine.store.recorders import PostgresRecorder
+from engine.store.urls import parse_postgres_url, redact
+from engine.store.watchdog import Watchdog
 
 __all__ = ["PostgresStore"]
 
@@ -26,6 +46,12 @@ EVENTS_TABLE = "nonstop_events"
 SNAPSHOTS_TABLE = "nonstop_snapshots"
 TRACKING_TABLE = "nonstop_tracking"
 _STREAMS_PER_QUERY = 1_000
+STALL_MARGIN = 2.0
+"""Seconds past the statement timeout after which a busy connection is broken."""
+_RECONNECT_TIMEOUT = 2.0
+"""Seconds the pool keeps retrying a connection in the background before it
+gives up and lets the next caller try afresh: after an outage, the first
+caller connects at once instead of waiting out a long backoff."""
 # Each row is built straight into a Record (``tuple.__new__``, no Python frame):
 # half the CPU of copying psycopg's row tuples, and half the objects for the
 # garbage collector to scan, when events are read by the thousand.
@@ -37,48 +63,92 @@ def _record_rows(cursor: Any) -> RowMaker[Record]:
     return _make_record
 
 
-class PostgresStore(RecorderStore):
+class PostgresStore(EventStore):
     """An event store in PostgreSQL.
+
+    Options come from the URL's query or from keyword arguments (which win);
+    any libpq keyword (``sslmode``, ``keepalives_idle``, ...) may be given in
+    the query too.
 
     Args:
         url: ``postgresql://user[:password]@host[:port]/dbname[?schema=NAME]``;
             ``schema`` (default ``public``) is created when missing.
-        pool_size: Connections kept open.
+        pool_size: Connections kept open (default 4; twice as many at peaks).
+        connect_timeout: Seconds to open a connection (default 3).
+        statement_timeout: Seconds a statement may run (default 5; 0: none).
+        pool_timeout: Seconds to wait for a pooled connection (default 5).
+            A connection still busy ``statement_timeout`` + 2 s into a call
+            is broken (a stalled network path; see :mod:`engine.store.watchdog`).
+        libpq: More libpq keywords, e.g. the TCP keepalives
+            (``keepalives_idle`` 5, ``keepalives_interval`` 2,
+            ``keepalives_count`` 2, ``tcp_user_timeout`` 9000 by default).
+        create: Create the schema and tables when missing; with False, a store
+            without nonstop's tables raises ``StoreNotFound`` and nothing is
+            created.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 4) -> None:
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        self.schema = query.get("schema", ["public"])[0]
-        dbname = unquote(parts.path.lstrip("/")) or "postgres"
-        conninfo: dict[str, Any] = {
-            "dbname": dbname,
-            "host": parts.hostname or "127.0.0.1",
-            "port": parts.port or 5432,
-            "user": unquote(parts.username or "postgres"),
-            "password": unquote(parts.password or ""),
-        }
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int | None = None,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        pool_timeout: float | None = None,
+        libpq: Mapping[str, str | int] | None = None,
+        create: bool = True,
+    ) -> None:
+        self.url = redact(url)
+        opts = parse_postgres_url(
+            url,
+            pool_size=pool_size,
+            connect_timeout=None if connect_timeout is None else int(connect_timeout),
+            statement_timeout=statement_timeout,
+            pool_timeout=pool_timeout,
+            libpq=libpq,
+        )
+        self.schema = opts.schema
+        self.options = opts
+        conninfo = dict(opts.conninfo)
+        if opts.statement_timeout:
+            ms = int(opts.statement_timeout * 1000)
+            extra = conninfo.get("options", "")
+            conninfo["options"] = f"{extra} -c statement_timeout={ms}".strip()
+        self._pool_timeout = opts.pool_timeout
+        # A connection busy this long sits on a stalled path: the server would
+        # have cancelled the statement (and answered) by then.
+        self._watchdog = Watchdog(
+            opts.statement_timeout + STALL_MARGIN if opts.statement_timeout else 0
+        )
         try:
-            guard = psycopg.connect(**conninfo, connect_timeout=5, autocommit=True)
+            guard = psycopg.connect(**conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreUnavailable(redact(url), str(exc).strip()) from None
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
         try:
-            # Stores opened at once on a fresh schema would race in CREATE ... (the
-            # recorder's functions and tables): one creator per schema at a time.
-            guard.execute(
-                "SELECT pg_advisory_lock(hashtext(%s))", [f"nonstop:{self.schema}"]
-            )
-            guard.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(self.schema)
+            if not create:
+                self._check_exists(guard)
+            else:
+                # Stores opened at once on a fresh schema would race in CREATE
+                # ... (tables, functions): one creator per schema at a time.
+                guard.execute(
+                    "SELECT pg_advisory_lock(hashtext(%s))", [f"nonstop:{self.schema}"]
                 )
-            )
+                guard.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self.schema)
+                    )
+                )
             self._datastore = PostgresDatastore(
-                **conninfo,
+                dbname=str(conninfo["dbname"]),
+                host=str(conninfo["host"]),
+                port=conninfo["port"],
+                user=str(conninfo["user"]),
+                password=str(conninfo.get("password", "")),
                 schema=self.schema,
                 originator_id_type="text",
-                pool_size=pool_size,
-                max_overflow=pool_size,
+            )
+            self._pool = self._datastore.pool = _pool(
+                self._datastore, conninfo, opts.pool_size, opts.pool_timeout
             )
             events = PostgresRecorder(
                 self._datastore,
@@ -88,15 +158,45 @@ class PostgresStore(RecorderStore):
             snapshots = PostgresAggregateRecorder(
                 self._datastore, events_table_name=SNAPSHOTS_TABLE
             )
-            events.create_table()
-            snapshots.create_table()
-        except (OperationalError, InterfaceError, psycopg.Error) as exc:
-            raise StoreUnavailable(redact(url), str(exc).strip()) from None
+            if create:
+                events.create_table()
+                snapshots.create_table()
+            else:
+                self._pool.open(wait=False)
+        except (PersistenceError, psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            self._close_pool()
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+        except BaseException:
+            self._close_pool()
+            raise
         finally:
             guard.close()  # ends the session: releases the advisory lock
-        super().__init__(url, events, snapshots)
         self._recorder = events
+        self._statements = events.statements
+        self._prepare_statements()
+
+    def _check_exists(self, conn: psycopg.Connection[Any]) -> None:
+        """Raise ``StoreNotFound`` unless the schema holds nonstop's tables."""
+        row = conn.execute(
+            "SELECT to_regclass(%s), to_regclass(%s)",
+            [
+                sql.Identifier(self.schema, EVENTS_TABLE).as_string(conn),
+                sql.Identifier(self.schema, TRACKING_TABLE).as_string(conn),
+            ],
+        ).fetchone()
+        if row is None or None in row:
+            raise StoreNotFound(
+                self.url, f"schema {self.schema!r} holds no nonstop tables"
+            )
+
+    def _close_pool(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+
+    def _prepare_statements(self) -> None:
         table = sql.Identifier(self.schema, EVENTS_TABLE)
+        snapshots = sql.Identifier(self.schema, SNAPSHOTS_TABLE)
         self._select_stream = sql.SQL(
             "SELECT notification_id, originator_version, topic, state FROM {} "
             "WHERE originator_id = %s AND originator_version > %s "
@@ -110,6 +210,10 @@ class PostgresStore(RecorderStore):
         self._stream_position = sql.SQL(
             "SELECT max(originator_version) FROM {} WHERE originator_id = %s"
         ).format(table)
+        self._last_global = sql.SQL("SELECT max(notification_id) FROM {}").format(table)
+        self._tracking = sql.SQL(
+            "SELECT max(notification_id) FROM {} WHERE application_name = %s"
+        ).format(sql.Identifier(self.schema, TRACKING_TABLE))
         self._select_all = sql.SQL(
             "SELECT originator_id, originator_version, notification_id, topic, state "
             "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
@@ -119,46 +223,179 @@ class PostgresStore(RecorderStore):
             "FROM {} WHERE notification_id > %s AND topic = ANY(%s::text[]) "
             "ORDER BY notification_id LIMIT %s"
         ).format(table)
+        self._load_snapshot = sql.SQL(
+            "SELECT originator_version, topic, state FROM {} "
+            "WHERE originator_id = %s ORDER BY originator_version DESC LIMIT 1"
+        ).format(snapshots)
+        self._insert_snapshot = sql.SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, state) "
+            "VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (originator_id, originator_version) DO {}"
+        )
+        self._snapshots_table = snapshots
+        self._dl_table = sql.Identifier(self.schema, dl.TABLE)
 
-    def _insert(
-        self, records: Sequence[NewRecord], kwargs: dict[str, Any]
-    ) -> Sequence[int] | None:
-        columns = (
+    # ------------------------------------------------------------ connections
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; failing to get or use it is ``StoreUnavailable``."""
+        try:
+            with self._pool.connection(timeout=self._pool_timeout) as conn:
+                watchdog = self._watchdog
+                watchdog.begin(conn)
+                try:
+                    yield conn
+                finally:
+                    watchdog.end(conn)
+        except psycopg_pool.PoolTimeout as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+        except psycopg.IntegrityError:
+            raise
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(self.url, str(exc).strip()) from None
+        except psycopg.Error as exc:
+            if exc.sqlstate in _UNAVAILABLE_STATES:
+                raise StoreUnavailable(self.url, str(exc).strip()) from None
+            raise
+
+    def _query(self, statement: sql.Composed, params: Sequence[Any]) -> list[Any]:
+        """Rows of one read statement (plain tuples), retried within the budget."""
+
+        def attempt() -> list[Any]:
+            with (
+                self._connection() as conn,
+                conn.cursor(row_factory=tuple_row, binary=True) as cur,
+            ):
+                cur.execute(statement, params, prepare=True)
+                return cur.fetchall()
+
+        return retry.call(attempt)
+
+    # ---------------------------------------------------------------- writes
+
+    def append(
+        self,
+        records: Sequence[NewRecord],
+        *,
+        tracking: Tracking | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> list[int]:
+        """See :meth:`EventStore.append` (never re-run: see ``pg_append``)."""
+        if not records and tracking is None and not dead_letters:
+            return []
+        columns: pg_append.Columns = (
             [r.stream_id for r in records],
             [r.position for r in records],
             [r.type for r in records],
             [r.data for r in records],
         )
-        ids: list[int] = self._recorder.insert_columns(columns, **kwargs)
-        return ids
+        kwargs: dict[str, Any] = {}
+        if tracking is not None:
+            from eventsourcing.persistence import Tracking as _ESTracking
+
+            kwargs["tracking"] = _ESTracking(tracking.name, tracking.position)
+        if dead_letters:
+            kwargs["dead_letters"] = list(dead_letters)
+        recorder = self._recorder
+
+        def attempt() -> list[int]:
+            with self._connection() as conn:
+                if kwargs:
+                    return pg_append.append(
+                        conn,
+                        self._statements,
+                        columns,
+                        url=self.url,
+                        in_transaction=partial(recorder.in_transaction, **kwargs),
+                        lock_and_notify=recorder.lock_and_notify,
+                    )
+                return pg_append.append(conn, self._statements, columns, url=self.url)
+
+        try:
+            # Retried only while it surely did not commit (no connection, or
+            # the server refused it); CommitInDoubt is never retried.
+            return retry.call(attempt)
+        except (psycopg.IntegrityError, IntegrityError):
+            # IntegrityError: the library's tracking hook, a tracking record
+            # that does not advance.
+            raise conflict(self, records, tracking, dead_letters) from None
+
+    def save_snapshot(self, snapshot: Snapshot, *, replace: bool = False) -> None:
+        """See :meth:`EventStore.save_snapshot`."""
+        action = (
+            sql.SQL("UPDATE SET topic = EXCLUDED.topic, state = EXCLUDED.state")
+            if replace
+            else sql.SQL("NOTHING")
+        )
+        statement = self._insert_snapshot.format(self._snapshots_table, action)
+        params = (snapshot.stream_id, snapshot.position, snapshot.key, snapshot.data)
+        # Idempotent (an upsert or an insert-if-absent): safe to retry.
+
+        def attempt() -> None:
+            with self._connection() as conn:
+                conn.execute(statement, params)
+
+        retry.call(attempt)
+
+    def mark_dead_letter_replayed(self, letter_id: int, topic: str) -> bool:
+        """See :meth:`EventStore.mark_dead_letter_replayed`."""
+        query = sql.SQL(
+            "UPDATE {} SET replayed_to = %s WHERE id = %s AND replayed_to IS NULL"
+        ).format(self._dl_table)
+        with self._connection() as conn:
+            cur = conn.execute(query, (topic, letter_id))
+            return cur.rowcount == 1
+
+    # ----------------------------------------------------------------- reads
+
+    def dead_letters(
+        self, *, consumer: str | None = None, include_replayed: bool = False
+    ) -> list[StoredDeadLetter]:
+        """See :meth:`EventStore.dead_letters`."""
+        where, params = dl.where(consumer, include_replayed, "%s")
+        query = sql.SQL(dl.SELECT + where).format(self._dl_table)
+        return [dl.stored(r) for r in self._query(query, params)]
+
+    def last_global_position(self) -> int:
+        """See :meth:`EventStore.last_global_position`."""
+        rows = self._query(self._last_global, ())
+        return int(rows[0][0] or 0) if rows else 0
+
+    def stream_position(self, stream_id: str) -> int:
+        """See :meth:`EventStore.stream_position`."""
+        rows = self._query(self._stream_position, (stream_id,))
+        return int(rows[0][0] or 0) if rows else 0
+
+    def tracking_position(self, name: str) -> int | None:
+        """See :meth:`EventStore.tracking_position`."""
+        rows = self._query(self._tracking, (name,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """See :meth:`EventStore.load_snapshot`."""
+        rows = self._query(self._load_snapshot, (stream_id,))
+        if not rows:
+            return None
+        position, key, data = rows[0]
+        return Snapshot(stream_id, int(position), key, bytes(data))
 
     def read_stream(
         self, stream_id: str, *, after: int = 0, limit: int | None = None
     ) -> list[Record]:
         """See :meth:`EventStore.read_stream` (binary rows, plain tuples)."""
-        try:
-            with (
-                self._datastore.get_connection() as conn,
-                conn.cursor(row_factory=tuple_row, binary=True) as cur,
-            ):
-                cur.execute(
-                    self._select_stream, (stream_id, after, limit), prepare=True
-                )
-                new = tuple.__new__  # half the cost of Record(...) per row
-                return [
-                    new(Record, (stream_id, v, g, t, s))
-                    for g, v, t, s in cur.fetchall()
-                ]
-        except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
-            raise StoreUnavailable(self.url, str(exc).strip()) from None
+        rows = self._query(self._select_stream, (stream_id, after, limit))
+        new = tuple.__new__  # half the cost of Record(...) per row
+        return [new(Record, (stream_id, v, g, t, s)) for g, v, t, s in rows]
 
     def read_all(
         self, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
     ) -> list[Record]:
         """See :meth:`EventStore.read_all` (binary rows, built as records)."""
-        try:
+
+        def attempt() -> list[Record]:
             with (
-                self._datastore.get_connection() as conn,
+                self._connection() as conn,
                 conn.cursor(row_factory=_record_rows, binary=True) as cur,
             ):
                 if types:
@@ -168,8 +405,8 @@ class PostgresStore(RecorderStore):
                     cur.execute(self._select_all, (after, limit), prepare=True)
                 rows: list[Record] = cur.fetchall()
                 return rows
-        except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
-            raise StoreUnavailable(self.url, str(exc).strip()) from None
+
+        return retry.call(attempt)
 
     def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[list[RecordRow]]:
         """See :meth:`EventStore.iter_streams` (one query per 1,000 streams)."""
@@ -179,53 +416,12 @@ class PostgresStore(RecorderStore):
 
     def _read_chunk(self, stream_ids: list[str]) -> list[RecordRow]:
         """The rows of ``stream_ids``, ordered by stream id and position."""
-        try:
-            with (
-                self._datastore.get_connection() as conn,
-                conn.cursor(row_factory=tuple_row, binary=True) as cur,
-            ):
-                cur.execute(self._select_streams, (stream_ids,), prepare=True)
-                rows: list[RecordRow] = cur.fetchall()
-                return rows
-        except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
-            raise StoreUnavailable(self.url, str(exc).strip()) from None
-
-    def stream_position(self, stream_id: str) -> int:
-        """See :meth:`EventStore.stream_position`."""
-        with (
-            self._datastore.get_connection() as conn,
-            conn.cursor(row_factory=tuple_row) as cur,
-        ):
-            cur.execute(self._stream_position, (stream_id,), prepare=True)
-            row = cur.fetchone()
-            return int(row[0]) if row and row[0] is not None else 0
-
-    def _replace_snapshot(self, stored: StoredEvent) -> None:
-        table = sql.Identifier(self.schema, SNAPSHOTS_TABLE)
-        with self._datastore.transaction(commit=True) as c:
-            c.execute(
-                sql.SQL(
-                    "DELETE FROM {} "
-                    "WHERE originator_id = %s AND originator_version = %s"
-                ).format(table),
-                (stored.originator_id, stored.originator_version),
-            )
-            c.execute(
-                sql.SQL(
-                    "INSERT INTO {} (originator_id, originator_version, topic, state) "
-                    "VALUES (%s, %s, %s, %s)"
-                ).format(table),
-                (
-                    stored.originator_id,
-                    stored.originator_version,
-                    stored.topic,
-                    stored.state,
-                ),
-            )
+        rows: list[RecordRow] = self._query(self._select_streams, (stream_ids,))
+        return rows
 
     def drop(self) -> None:
         """Drop this store's schema with everything in it (tests only)."""
-        with self._datastore.get_connection() as conn:
+        with self._connection() as conn:
             conn.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                     sql.Identifier(self.schema)
@@ -234,4 +430,50 @@ class PostgresStore(RecorderStore):
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._datastore.close()
+        self._pool.close()
+        self._watchdog.close()
+
+
+_UNAVAILABLE_STATES = frozenset(
+    {
+        "57014",  # query_canceled: the statement timeout
+        "55P03",  # lock_not_available: the lock timeout
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+        "53300",  # too_many_connections
+    }
+)
+"""Server errors that mean "unavailable now", not a bug in the statement."""
+
+
+def _pool(
+    datastore: PostgresDatastore,
+    conninfo: dict[str, Any],
+    size: int,
+    timeout: float,
+) -> psycopg_pool.ConnectionPool[Any]:
+    """The store's pool: bounded waits, fast recovery after an outage."""
+    return psycopg_pool.ConnectionPool(
+        kwargs={**conninfo, "row_factory": dict_row},
+        min_size=size,
+        max_size=2 * size,
+        open=False,
+        configure=datastore.after_connect_func(),
+        timeout=timeout,
+        reconnect_timeout=_RECONNECT_TIMEOUT,
+        check=_check_alive,
+        name="nonstop",
+    )
+
+
+def _check_alive(conn: psycopg.Connection[Any]) -> None:
+    """Pool check, without a round trip: refuse a connection the server closed.
+
+    After an outage the pool holds connections the server has ended; handing
+    one out would fail the caller's first statement although the database is
+    back. The pool discards it and takes (or opens) another.
+    """
+    if pg_append.is_dead(conn):
+        conn.close()  # closed, the pool discards it instead of handing it back
+        raise psycopg.OperationalError("the server closed this pooled connection")

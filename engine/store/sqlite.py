@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.sqlite import (
@@ -12,9 +13,11 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from engine.core.errors import StoreUnavailable
-from engine.store.base import Record, RecorderStore, RecordRow
-from engine.store.deadletters import SQLiteRecorder
+from engine.core.errors import StoreNotFound, StoreUnavailable
+from engine.store.adapter import RecorderStore
+from engine.store.port import Record, RecordRow
+from engine.store.recorders import SQLiteRecorder
+from engine.store.urls import redact, sqlite_path
 
 __all__ = ["SQLiteStore"]
 
@@ -28,25 +31,26 @@ class SQLiteStore(RecorderStore):
 
     Args:
         url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+        create: Create the file and the tables when missing; with False, a
+            missing file or missing tables raise ``StoreNotFound`` and nothing
+            is created.
     """
 
-    def __init__(self, url: str) -> None:
-        path = url.removeprefix("sqlite://").removeprefix("/")
-        if not path:
-            raise StoreUnavailable(url, "no file path (use sqlite:///path/to/file.db)")
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise StoreUnavailable(url, f"directory {str(parent)!r} does not exist")
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        path = sqlite_path(url)
+        if not create:
+            _check_exists(url, path)
         try:
             self._datastore = SQLiteDatastore(
                 path, originator_id_type="text", pool_size=4, max_overflow=8
             )
             events = SQLiteRecorder(self._datastore, events_table_name=EVENTS_TABLE)
             snapshots = SQLiteAggregateRecorder(self._datastore, SNAPSHOTS_TABLE)
-            events.create_table()
-            snapshots.create_table()
+            if create:
+                events.create_table()
+                snapshots.create_table()
         except (OperationalError, InterfaceError, sqlite3.Error) as exc:
-            raise StoreUnavailable(url, str(exc)) from None
+            raise StoreUnavailable(redact(url), str(exc)) from None
         super().__init__(url, events, snapshots)
         self._select_stream = (
             f"SELECT rowid, originator_version, topic, state FROM {EVENTS_TABLE} "
@@ -135,3 +139,26 @@ class SQLiteStore(RecorderStore):
     def close(self) -> None:
         """Close the connection pool."""
         self._datastore.close()
+
+
+def _check_exists(url: str, path: str) -> None:
+    """Raise ``StoreNotFound`` unless ``path`` holds nonstop's tables.
+
+    Opened read-only (``mode=ro``): the check creates no file.
+    """
+    if not Path(path).is_file():
+        raise StoreNotFound(redact(url), f"no file {path!r}")
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+                "(?, ?)",
+                (EVENTS_TABLE, SNAPSHOTS_TABLE),
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreNotFound(redact(url), f"{path!r} is not a database: {exc}") from None
+    if not found or found[0] < 2:
+        raise StoreNotFound(redact(url), f"{path!r} holds no nonstop tables")

@@ -11,8 +11,8 @@ from engine import Engine, open_store
 from engine.kafka.worker import Worker
 from tests.kafka import tally
 from tests.kafka.conftest import FAST_GROUP, Produced, create_topic, tracked, wait_until
-from tests.kafka.proxy import Proxy
 from tests.kafka.test_exactly_once import _check, _feed, _open
+from tests.proxy import Proxy
 
 OUTAGE = 4.0
 

@@ -85,7 +85,7 @@ def test_stores_opened_at_once_on_a_fresh_schema_all_work(pg_url: str) -> None:
     # of them racing on a fresh schema fail inside CREATE OR REPLACE FUNCTION.
     from concurrent.futures import ThreadPoolExecutor
 
-    from engine.store.base import NewRecord
+    from engine.store import NewRecord
 
     with ThreadPoolExecutor(6) as pool:
         stores = list(pool.map(lambda _: open_store(pg_url), range(6)))
