@@ -38,7 +38,7 @@ from engine.workflow import WorkflowRegistry
 
 __all__ = ["DEFAULT_APP", "AppLoadError", "load_app", "main"]
 
-DEFAULT_APP = "examples.orders:registry"
+DEFAULT_APP = "engine.demo.orders:registry"
 """Where workflow definitions come from when neither --app nor NONSTOP_APP is set."""
 
 T = TypeVar("T")
@@ -193,14 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _history_raw(store_url, args.instance_id)
             return _history(ctx, args.instance_id)
         if args.command == "demo":
-            from engine.demo import DEFAULT_STORE, run_demo
+            from engine.demo.local import DEFAULT_STORE, run_demo
 
             if args.instances < 1:
                 parser.error(f"--instances must be >= 1, got {args.instances}")
             url = args.demo_store or args.store or DEFAULT_STORE
             store_url = url
             if args.kafka is not None:
-                from engine.kafka.demo import run_kafka_demo
+                from engine.demo.kafka import run_kafka_demo
 
                 return run_kafka_demo(
                     url,

@@ -20,9 +20,9 @@ from engine import (
     UnknownInstance,
     open_store,
 )
+from engine.demo.orders import CheckFraud, Pay, PlaceOrder, Ship
+from engine.demo.orders import registry as orders_registry
 from engine.store import Snapshot
-from examples.orders import CheckFraud, Pay, PlaceOrder, Ship
-from examples.orders import registry as orders_registry
 from tests.runtime import counter
 from tests.runtime.counter import Begin, Count, Increment
 

@@ -15,10 +15,11 @@ import pytest
 
 from engine import EventTypeRegistry, Workflow, WorkflowRegistry
 from engine.commands.schema import check_lock, code_document
+from engine.demo import orders
 from upcasters import SchemaLockError, UpcasterRegistry, read_lock, write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCK = ROOT / "examples" / "orders" / "schema.lock"
+LOCK = Path(orders.__file__).with_name("schema.lock")
 
 
 def _nonstop(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
