@@ -31,7 +31,7 @@ from engine.errors import (
     UnknownWorkflow,
 )
 from engine.events import RecordedEvent, Started
-from engine.loading import import_object
+from engine.loading import APP_DIR_ENV, import_object, user_import_path
 from engine.runtime import Engine, InstanceInfo
 from engine.store import DEFAULT_URL, open_store, redact
 from engine.workflow import WorkflowRegistry
@@ -114,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a WorkflowRegistry, or a zero-argument function returning one "
         f"(default: $NONSTOP_APP or {DEFAULT_APP})",
     )
+    parser.add_argument(
+        "--app-dir",
+        metavar="DIR",
+        help="look for the modules named by --app, --source, --mapper, "
+        "--mapping and --projections in DIR first, then in the current "
+        f"directory, then in the installed packages (default: ${APP_DIR_ENV})",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("instances", help="list instances with their status")
@@ -179,6 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     store_url: str = args.store or os.environ.get("NONSTOP_STORE") or DEFAULT_URL
     app: str = args.app or os.environ.get("NONSTOP_APP") or DEFAULT_APP
     out = _console()
+    app_dir: str | None = args.app_dir or os.environ.get(APP_DIR_ENV) or None
+    if app_dir is not None and not os.path.isdir(app_dir):
+        parser.error(f"--app-dir {app_dir!r} is not a directory")
+    with user_import_path(app_dir):
+        return _run(parser, args, out, store_url, app)
+
+
+def _run(
+    parser: argparse.ArgumentParser,
+    args: Any,
+    out: Console,
+    store_url: str,
+    app: str,
+) -> int:
+    """Dispatch the parsed command; errors become exit codes."""
     try:
         ctx = CliContext(out=out, store_url=store_url, app=app, load_app=load_app)
         handler = getattr(args, "run", None)
