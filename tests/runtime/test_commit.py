@@ -13,6 +13,7 @@ from engine import (
     Engine,
     EventStore,
     InstanceExists,
+    InstanceInfo,
     Send,
     Start,
     SyncEngine,
@@ -223,7 +224,8 @@ async def test_concurrent_sends_to_one_instance_apply_in_turn(
         engine.send("o", Ship()),
         return_exceptions=True,
     )
-    assert isinstance(results[0], object) and not isinstance(results[0], Exception)
+    first = results[0]
+    assert isinstance(first, InstanceInfo) and first.state.stage == "paid"
     assert isinstance(results[1], CommandRejected)
     assert not isinstance(results[2], Exception)
     assert store.stream_position("o") == 4
