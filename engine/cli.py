@@ -31,6 +31,7 @@ from engine.errors import (
     UnknownWorkflow,
 )
 from engine.events import RecordedEvent, Started
+from engine.extras import require
 from engine.loading import APP_DIR_ENV, import_object, user_import_path
 from engine.runtime import Engine, InstanceInfo
 from engine.store import DEFAULT_URL, open_store, redact
@@ -222,6 +223,7 @@ def _run(
             url = args.demo_store or args.store or DEFAULT_STORE
             store_url = url
             if args.kafka is not None:
+                require("aiokafka", "kafka", "nonstop demo --kafka")
                 from engine.demo.kafka import run_kafka_demo
 
                 return run_kafka_demo(

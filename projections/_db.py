@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg
 from psycopg import sql as pgsql
 
+from engine.extras import require
 from engine.store import redact
 from projections._errors import ReadModelUnavailable
 
@@ -248,6 +249,7 @@ def open_database(url: str) -> Database:
             )
         return _sqlite(url, path)
     if scheme in ("postgresql", "postgres"):
+        require("psycopg", "postgres", f"the read-model database {redact(url)}")
         return _postgres(url)
     raise ReadModelUnavailable(
         redact(url),

@@ -26,13 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from engine.errors import NonstopError
 from engine.events import EventCodec, EventTypeRegistry, default_event_types
+from engine.extras import MissingExtra
 from upcasters.chain import UpcasterRegistry, default_upcasters
 from upcasters.schema import read_lock
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ModuleNotFoundError as exc:  # ships under the testing extra
+    if exc.name != "hypothesis":
+        raise
+    raise MissingExtra("hypothesis", "testing", "upcasters.testing") from None
 
 __all__ = [
     "UnsupportedFieldType",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.errors import StoreUnavailable
+from engine.extras import require
 from engine.store.base import (
     EventStore,
     NewRecord,
@@ -52,6 +53,7 @@ def open_store(url: str = DEFAULT_URL) -> EventStore:
 
         return SQLiteStore(url)
     if scheme in ("postgresql", "postgres"):
+        require("psycopg", "postgres", f"the event store {redact(url)}")
         from engine.store.postgres import PostgresStore
 
         return PostgresStore(url)
