@@ -34,4 +34,5 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) nonstop-demo.db* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) nonstop.db* nonstop-demo.db* .pytest_cache .mypy_cache .ruff_cache \
+		.hypothesis build *.egg-info
