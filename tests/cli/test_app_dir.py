@@ -72,6 +72,24 @@ APP = textwrap.dedent(
     """
 )
 
+PROJECTIONS = textwrap.dedent(
+    """
+    from projections import Projection, Tx
+
+    notes = Projection("mynotes", version=1, tables=["seen"])
+
+
+    @notes.setup
+    def create(tx: Tx) -> None:
+        tx.execute(f"CREATE TABLE {tx.table('seen')} (id TEXT PRIMARY KEY)")
+
+
+    @notes.on("NoteWritten")
+    def written(tx: Tx, e: object) -> None:
+        tx.execute(f"INSERT INTO {tx.table('seen')} VALUES (?)", (e.stream_id,))
+    """
+)
+
 
 def nonstop(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {
@@ -172,6 +190,18 @@ def test_deploy_source_and_migrate_mapper_resolve_from_the_directory(
         "--mapper", "mynotes:keep", "--dry-run",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_projections_resolve_from_the_directory(user_dir: Path) -> None:
+    (user_dir / "myprojections.py").write_text(PROJECTIONS)
+    done = nonstop(
+        user_dir, "--app", "mynotes:registry", "--store", "sqlite:///notes.db",
+        "projections", "run", "--once", "--projections", "myprojections:notes",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = nonstop(user_dir, "--store", "sqlite:///notes.db", "projections", "status")
+    assert done.returncode == 0, done.stderr
+    assert "mynotes" in done.stdout
 
 
 def test_user_import_path_puts_the_directories_first_and_restores(
