@@ -6,14 +6,14 @@ STAMP  := $(VENV)/.installed
 NONSTOP_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
 export NONSTOP_TEST_POSTGRES
 
-.PHONY: demo test bench lint venv postgres clean
+.PHONY: demo test bench lint docs venv postgres clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench,kafka]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,kafka,testing,test,dev,bench,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,5 +33,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The documentation site with the API reference, in site/; any warning fails it.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) nonstop-demo.db* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) nonstop.db* nonstop-demo.db* .pytest_cache .mypy_cache .ruff_cache \
+		.hypothesis build *.egg-info site

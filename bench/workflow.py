@@ -46,7 +46,7 @@ __all__ = ["DESCRIPTION", "run"]
 
 DESCRIPTION = """\
 - **workflow** (`python -m bench --only workflow`): a three-step order workflow
-  (place, pay, ship; `examples.orders` v1) on PostgreSQL from 1 and from 64
+  (place, pay, ship; `engine.demo.orders` v1) on PostgreSQL from 1 and from 64
   concurrent callers, for a fixed time per round: nonstop (`Engine.start` + two
   `Engine.send`, asyncio tasks on one `Engine`) against DBOS (an async workflow of
   three steps, its system database in a fresh database on the same server, run in
@@ -104,7 +104,7 @@ class _Nonstop:
 
     def __init__(self, url: str) -> None:
         from engine import open_store
-        from examples import orders
+        from engine.demo import orders
 
         self.store = open_store(url)
         self.registry = orders.registry()
@@ -116,7 +116,7 @@ class _Nonstop:
 
     async def _round(self, tag: str, concurrency: int, seconds: float) -> Round:
         from engine import Engine
-        from examples.orders import Pay, PlaceOrder, Ship
+        from engine.demo.orders import Pay, PlaceOrder, Ship
 
         # A fresh engine per round (its writer task belongs to this loop); it
         # shares the open store and is not closed, which would close the store.

@@ -32,15 +32,16 @@ from engine.core.errors import (
     UnknownWorkflow,
 )
 from engine.core.events import RecordedEvent
+from engine.core.extras import require
 from engine.core.workflow import WorkflowRegistry
-from engine.loading import import_object
+from engine.loading import APP_DIR_ENV, import_object, user_import_path
 from engine.runtime import Engine, InstanceInfo
 from engine.store import DEFAULT_URL, open_store, redact, require_store
 from engine.store.urls import passwords_in
 
 __all__ = ["DEFAULT_APP", "load_app", "main"]
 
-DEFAULT_APP = "examples.orders:registry"
+DEFAULT_APP = "engine.demo.orders:registry"
 """Where workflow definitions come from when neither --app nor NONSTOP_APP is set."""
 
 T = TypeVar("T")
@@ -102,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MOD:ATTR",
         help="a WorkflowRegistry, or a zero-argument function returning one "
         f"(default: $NONSTOP_APP or {DEFAULT_APP})",
+    )
+    parser.add_argument(
+        "--app-dir",
+        metavar="DIR",
+        help="look for the modules named by --app, --source, --mapper, "
+        "--mapping and --projections in DIR first, then in the current "
+        f"directory, then in the installed packages (default: ${APP_DIR_ENV})",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -179,6 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     store_url: str = args.store or os.environ.get("NONSTOP_STORE") or DEFAULT_URL
     app: str = args.app or os.environ.get("NONSTOP_APP") or DEFAULT_APP
     out = _console()
+    app_dir: str | None = args.app_dir or os.environ.get(APP_DIR_ENV) or None
+    if app_dir is not None and not os.path.isdir(app_dir):
+        parser.error(f"--app-dir {app_dir!r} is not a directory")
+    with user_import_path(app_dir):
+        return _run(parser, args, out, store_url, app)
+
+
+def _run(
+    parser: argparse.ArgumentParser,
+    args: Any,
+    out: Console,
+    store_url: str,
+    app: str,
+) -> int:
+    """Dispatch the parsed command; errors become exit codes."""
     try:
         read_only = _read_only(args)
         ctx = CliContext(
@@ -204,14 +227,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _history_raw(store_url, args.instance_id)
             return _history(ctx, args.instance_id, args.json, args.full)
         if args.command == "demo":
-            from engine.demo import DEFAULT_STORE, run_demo
+            from engine.demo.local import DEFAULT_STORE, run_demo
 
             if args.instances < 1:
                 parser.error(f"--instances must be >= 1, got {args.instances}")
             url = args.demo_store or args.store or DEFAULT_STORE
             store_url = url
             if args.kafka is not None:
-                from engine.kafka.demo import run_kafka_demo
+                require("aiokafka", "kafka", "nonstop demo --kafka")
+                from engine.demo.kafka import run_kafka_demo
 
                 return run_kafka_demo(
                     url,

@@ -1,12 +1,17 @@
 """The read-model database: SQLite or PostgreSQL behind one small interface.
 
-Handlers write SQL with ``?`` placeholders; on PostgreSQL they are translated to
-``%s`` (and a literal ``%`` is escaped), so one handler serves both backends.
+Handlers write SQL with ``?`` placeholders, so one handler serves both
+backends. On PostgreSQL, :func:`to_pg` translates them to psycopg's ``%s``: a
+tokenizer leaves string literals, quoted identifiers, dollar-quoted bodies and
+comments as they are (a ``?`` there is text, not a placeholder), and ``??``
+stands for a literal ``?``, the jsonb key operator (``??|`` and ``??&`` for
+``?|`` and ``?&``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,17 +23,59 @@ import psycopg
 from psycopg import sql as pgsql
 
 from engine.core.errors import ReadModelUnavailable, StoreUnavailable
+from engine.core.extras import require
 from engine.store.urls import parse_postgres_url, redact, scheme_of, sqlite_path
 
-__all__ = ["Database", "Dialect", "Tx", "open_database", "pg_conninfo"]
+__all__ = ["Database", "Dialect", "Tx", "open_database", "pg_conninfo", "to_pg"]
 
 Dialect = Literal["sqlite", "postgres"]
 Params = Sequence[Any]
 
 
+_PG_TOKEN = re.compile(
+    r"""
+      (?P<text>
+          (?<![A-Za-z0-9_])[Ee]'(?:[^'\\]|\\.|'')*'  # E'it\'s'
+        | '(?:[^']|'')*'                        # string literal: 'it''s'
+        | "(?:[^"]|"")*"                        # quoted identifier
+        | \$(?P<tag>(?:[A-Za-z_][A-Za-z_0-9]*)?)\$.*?\$(?P=tag)\$  # $tag$...$tag$
+        | --[^\n]*                              # line comment
+        | /\*.*?\*/                             # block comment
+      )
+    | (?P<operator>\?\?)                        # ?? -> the ? operator
+    | (?P<placeholder>\?)
+    | (?P<percent>%)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def _pg_token(m: re.Match[str]) -> str:
+    if m.group("text") is not None:
+        # psycopg reads % everywhere in a statement that has parameters.
+        return m.group("text").replace("%", "%%")
+    if m.group("operator") is not None:
+        return "?"
+    if m.group("placeholder") is not None:
+        return "%s"
+    return "%%"
+
+
 @lru_cache(maxsize=512)
-def _to_pg(statement: str) -> str:
-    return statement.replace("%", "%%").replace("?", "%s")
+def to_pg(statement: str) -> str:
+    """``statement`` with its ``?`` placeholders as psycopg's ``%s``.
+
+    A ``?`` inside a string literal, a quoted identifier, a dollar-quoted body
+    or a comment is left alone; ``??`` becomes a literal ``?`` (the jsonb
+    operator); every ``%`` is doubled, as psycopg requires.
+
+    Args:
+        statement: SQL with ``?`` placeholders (SQLite's style).
+
+    Returns:
+        The statement for psycopg.
+    """
+    return _PG_TOKEN.sub(_pg_token, statement)
 
 
 class Tx:
@@ -59,9 +106,13 @@ class Tx:
         return f"{self._prefix}_{name}"
 
     def execute(self, statement: str, params: Params = ()) -> int:
-        """Run one statement with ``?`` placeholders; returns the rows affected."""
+        """Run one statement with ``?`` placeholders; returns the rows affected.
+
+        On PostgreSQL, write the jsonb operators ``?``, ``?|`` and ``?&`` as
+        ``??``, ``??|`` and ``??&`` (see :func:`to_pg`).
+        """
         if self.dialect == "postgres":
-            self._cur.execute(_to_pg(statement), tuple(params))
+            self._cur.execute(to_pg(statement), tuple(params))
         else:
             self._cur.execute(statement, tuple(params))
         return int(self._cur.rowcount)
@@ -69,7 +120,7 @@ class Tx:
     def executemany(self, statement: str, rows: Iterable[Params]) -> None:
         """Run one statement once per parameter row."""
         if self.dialect == "postgres":
-            self._cur.executemany(_to_pg(statement), [tuple(r) for r in rows])
+            self._cur.executemany(to_pg(statement), [tuple(r) for r in rows])
         else:
             self._cur.executemany(statement, rows)
 
@@ -197,6 +248,7 @@ def open_database(url: str) -> Database:
             ) from None
         return _sqlite(url, path)
     if scheme in ("postgresql", "postgres"):
+        require("psycopg", "postgres", f"the read-model database {redact(url)}")
         return _postgres(url)
     raise ReadModelUnavailable(
         redact(url),

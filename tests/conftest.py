@@ -96,3 +96,15 @@ def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         yield f"sqlite:///{tmp_path / 'events.db'}"
     else:
         yield from _fresh_pg()
+
+
+# The suite must leave no store in the repository root (a command run there
+# without --store would create ./nonstop.db): fail the run if one appears.
+_ROOT_DB = Path(__file__).resolve().parents[1] / "nonstop.db"
+_ROOT_DB_BEFORE = _ROOT_DB.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _ROOT_DB_BEFORE and _ROOT_DB.exists():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nERROR: the tests left {_ROOT_DB}; run commands from tmp_path")

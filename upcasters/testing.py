@@ -26,14 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from engine.core.codec import EventCodec
-from engine.core.errors import NonstopError, UnsupportedFieldType
+from engine.core.errors import MissingExtra, NonstopError, UnsupportedFieldType
 from engine.core.events import EventTypeRegistry, default_event_types
 from upcasters.chain import UpcasterRegistry, default_upcasters
 from upcasters.schema import read_lock
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ModuleNotFoundError as exc:  # ships under the testing extra
+    if exc.name != "hypothesis":
+        raise
+    raise MissingExtra("hypothesis", "testing", "upcasters.testing") from None
 
 __all__ = [
     "assert_upcasts",

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.core.extras import require
 
 __all__ = ["register"]
 
@@ -128,6 +129,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def _worker(ctx: CliContext, args: Any) -> int:
+    require("aiokafka", "kafka", f"nonstop {args.command}")
     from engine.kafka.worker import Worker, load_mapping
     from engine.runtime import Engine
 
@@ -168,6 +170,7 @@ def _worker(ctx: CliContext, args: Any) -> int:
 
 
 def _publish(ctx: CliContext, args: Any) -> int:
+    require("aiokafka", "kafka", f"nonstop {args.command}")
     from engine.kafka.publisher import Publisher
     from engine.runtime import Engine
 
@@ -306,6 +309,7 @@ def _list(ctx: CliContext, args: Any) -> int:
 
 
 def _replay(ctx: CliContext, args: Any) -> int:
+    require("aiokafka", "kafka", "nonstop deadletters replay")
     from engine.kafka.deadletters import replay
     from engine.store import open_store
 

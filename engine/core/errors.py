@@ -41,6 +41,7 @@ __all__ = [
     "MappingError",
     "MappingLoadError",
     "MigrationError",
+    "MissingExtra",
     "NonstopError",
     "ProjectionDefinitionError",
     "ProjectionError",
@@ -548,6 +549,19 @@ class AppLoadError(NonstopError, ValueError):
 
 class CommandInputError(NonstopError, ValueError):
     """A command name or ``--input`` the workflow cannot take."""
+
+
+class MissingExtra(NonstopError, ImportError):
+    """A feature needs a package that an extra of ``nonstop`` installs."""
+
+    def __init__(self, module: str, extra: str, feature: str) -> None:
+        self.module = module
+        self.extra = extra
+        self.feature = feature
+        super().__init__(
+            f"{feature} needs the Python package {module!r}, which is not "
+            f"installed. Install the extra: pip install 'nonstop[{extra}]'"
+        )
 
 
 class ProjectionsLoadError(NonstopError, ValueError):

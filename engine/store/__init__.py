@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import StoreUnavailable
+from engine.core.extras import require
 from engine.store.deadletters import DeadLetter, StoredDeadLetter
 from engine.store.port import (
     EventStore,
@@ -75,6 +76,7 @@ def open_store(url: str = DEFAULT_URL, *, create: bool = True) -> EventStore:
 
         return SQLiteStore(url, create=create)
     if scheme in ("postgresql", "postgres"):
+        require("psycopg", "postgres", f"the event store {redact(url)}")
         from engine.store.postgres import PostgresStore
 
         return PostgresStore(url, create=create)

@@ -44,6 +44,7 @@ scenarios add theirs."""
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.timeout(600)  # runs every benchmark scenario once
 def test_quick_bench_produces_every_scenario() -> None:
     latest = ROOT / "bench" / "results" / "latest.json"
     before = latest.read_bytes() if latest.exists() else None

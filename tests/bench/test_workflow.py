@@ -23,7 +23,7 @@ from bench.workflow import (
     _RawCommit,
 )
 from engine import SyncEngine
-from examples import orders
+from engine.demo import orders
 
 
 @given(

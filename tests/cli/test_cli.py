@@ -14,8 +14,8 @@ import pytest
 
 from engine import SyncEngine, open_store
 from engine.cli import main
+from engine.demo import orders
 from engine.store import NewRecord
-from examples import orders
 
 PASSWORD = "hunter2-secret"
 DEAD_PG = f"postgresql://alice:{PASSWORD}@127.0.0.1:1/test"
@@ -95,7 +95,7 @@ def test_instances_of_an_unknown_workflow_is_empty(capsys, store):
 
 def test_store_and_app_come_from_the_environment(capsys, store, monkeypatch):
     monkeypatch.setenv("NONSTOP_STORE", store)
-    monkeypatch.setenv("NONSTOP_APP", "examples.orders:registry")
+    monkeypatch.setenv("NONSTOP_APP", "engine.demo.orders:registry")
     code, out, _ = run(capsys, "instances")
     assert code == 0
     assert "order-one" in out and "order-two" in out
@@ -238,9 +238,9 @@ def test_demo_on_unreachable_postgres_hides_the_password(capsys):
     ("app", "reason"),
     [
         ("no_such_module_anywhere:registry", "import failed"),
-        ("examples.orders:nothing_here", "has no attribute 'nothing_here'"),
-        ("examples.orders", "expected MODULE:ATTRIBUTE"),
-        ("examples.orders:v1", "is a Workflow, not a WorkflowRegistry"),
+        ("engine.demo.orders:nothing_here", "has no attribute 'nothing_here'"),
+        ("engine.demo.orders", "expected MODULE:ATTRIBUTE"),
+        ("engine.demo.orders:v1", "is a Workflow, not a WorkflowRegistry"),
     ],
 )
 def test_bad_app_is_exit_2(capsys, store, app, reason):
@@ -252,10 +252,10 @@ def test_bad_app_is_exit_2(capsys, store, app, reason):
 
 
 def test_bad_app_from_the_environment(capsys, store, monkeypatch):
-    monkeypatch.setenv("NONSTOP_APP", "examples.orders:v2")
+    monkeypatch.setenv("NONSTOP_APP", "engine.demo.orders:v2")
     code, _, err = run(capsys, "--store", store, "show", "order-one")
     assert code == 2
-    assert "'examples.orders:v2'" in err
+    assert "'engine.demo.orders:v2'" in err
 
 
 def test_unknown_scheme_is_exit_2(capsys):
@@ -312,7 +312,7 @@ def test_console_script_help():
     assert done.returncode == 0, done.stderr
     for word in ("instances", "show", "history", "demo", "NONSTOP_STORE"):
         assert word in done.stdout
-    assert "examples.orders:registry" in done.stdout
+    assert "engine.demo.orders:registry" in done.stdout
 
 
 @pytest.mark.postgres
@@ -338,20 +338,20 @@ async def test_demo_verdict_catches_an_instance_on_the_wrong_version(tmp_path):
     from rich.console import Console
 
     from engine import Engine
-    from engine.demo import _Run, _summary, _verify
+    from engine.demo.common import DemoRun, summary, verify
 
     registry = orders.registry()
     registry.set_current("orders", 2)
     async with Engine(f"sqlite:///{tmp_path / 'v.db'}", registry) as engine:
         await engine.start("orders", orders.PlaceOrder("a", 5), instance_id="a")
         await engine.send("a", orders.CheckFraud())
-        run = _Run(run_id="test", expected={"a": 1})  # it should have run v1
-        finals = await _verify(engine, run, ["a"])
+        run = DemoRun(run_id="test", expected={"a": 1})  # it should have run v1
+        finals = await verify(engine, run, ["a"])
     problems = [what for _, what in run.errors]
     assert "started on orders@1 but ran orders@2" in problems
     assert any("ended" in p for p in problems)  # not completed
     buffer = io.StringIO()
-    Console(width=200, file=buffer).print(_summary(run, finals))
+    Console(width=200, file=buffer).print(summary(run, finals))
     assert "FAILED" in buffer.getvalue()
 
 

@@ -192,11 +192,11 @@ def test_the_command_types_of_a_module_without_annotations(user: User) -> None:
         "--id",
         "o-1",
         "--json",
-        app="examples.orders:registry",
+        app="engine.demo.orders:registry",
     )
     assert code == 0, err
     assert json.loads(out)["state"]["order_id"] == "o-1"
-    code, _, err = user.run("send", "o-1", "Refund", app="examples.orders:registry")
+    code, _, err = user.run("send", "o-1", "Refund", app="engine.demo.orders:registry")
     assert code == 2 and "it takes: PlaceOrder, CheckFraud, Pay, Ship" in err
 
 

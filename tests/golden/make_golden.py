@@ -1,4 +1,4 @@
-"""Write the golden histories of ``examples.orders`` release 1.
+"""Write the golden histories of ``engine.demo.orders`` release 1.
 
 The files beside this script hold event streams exactly as release 1 of the
 order app stored them (``OrderPlaced`` at schema 1) and the state each
@@ -40,8 +40,8 @@ __all__ = ["EXPECTED", "HISTORY", "main"]
 
 
 async def _write(engine: Any) -> None:
-    from examples.orders import Pay, Ship
-    from examples.orders._release1 import PlaceOrder
+    from engine.demo.orders import Pay, Ship
+    from engine.demo.orders._release1 import PlaceOrder
 
     async def place(iid: str, amount: int, customer: str = "anonymous") -> None:
         await engine.start(
@@ -61,8 +61,8 @@ async def _write(engine: Any) -> None:
 
 
 async def _generate() -> None:
+    from engine.demo.orders import release1
     from engine.store import open_store
-    from examples.orders import release1
 
     store = open_store("memory://")
     engine = release1().engine(store)

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
+from engine.demo.orders import OrderPlaced, Pay, Ship, release2
 from engine.store import NewRecord, open_store
-from examples.orders import OrderPlaced, Pay, Ship, release2
 from tests.golden.make_golden import EXPECTED, HISTORY
 
 

@@ -30,7 +30,12 @@ from tests.kafka.conftest import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = [f"k{i}" for i in range(12)]

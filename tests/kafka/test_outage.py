@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -14,7 +15,8 @@ from tests.kafka.conftest import FAST_GROUP, Produced, create_topic, tracked, wa
 from tests.kafka.test_exactly_once import _check, _feed, _open
 from tests.proxy import Proxy
 
-OUTAGE = 4.0
+OUTAGE_RETRIES = 3
+"""Failed attempts the worker makes while the database is away."""
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
@@ -25,6 +27,7 @@ def _through(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+@pytest.mark.timeout(600)
 async def test_the_worker_waits_for_the_database_and_resumes(kafka, pg_url):
     parts = urlsplit(pg_url)
     proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
@@ -58,9 +61,22 @@ async def test_the_worker_waits_for_the_database_and_resumes(kafka, pg_url):
         await wait_until(working, 60, "the worker to apply messages")
         proxy.cut()  # the database goes away, with the second half to come
         gate.set()
-        await asyncio.sleep(1)  # the commit in flight when it went lands or fails
+        seen = worker.stats.retries
+
+        def retried(times: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                if task.done():
+                    task.result()
+                return worker.stats.retries >= seen + times
+
+            return check
+
+        # Once the worker has met the outage, the commit in flight has landed
+        # or failed: nothing more can reach the database.
+        await wait_until(retried(1), 90, "the worker to meet the outage")
         during = await asyncio.to_thread(tracked, direct, "g", topic, 3)
-        await asyncio.sleep(OUTAGE)  # how long the database stays away
+        # The database stays away while the worker retries a few more times.
+        await wait_until(retried(1 + OUTAGE_RETRIES), 90, "the worker to retry")
         assert await asyncio.to_thread(tracked, direct, "g", topic, 3) == during
         assert not task.done()  # the worker waits; it does not give up
         proxy.start()

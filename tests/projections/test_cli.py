@@ -9,7 +9,7 @@ import pytest
 
 from engine import SyncEngine
 from engine.cli import main
-from examples import orders
+from engine.demo import orders
 
 USER_MODULE = """
 from projections import Projection

@@ -144,7 +144,7 @@ def test_an_unregistered_version_stops_it_and_a_later_read_retries(store, db, lo
 
 
 def test_a_migrated_instance_moves_to_its_new_version(urls, store, db):
-    from examples import orders
+    from engine.demo import orders
 
     reg = orders.registry()
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from engine import Engine
+from engine.demo import orders
 from engine.store import open_store
-from examples import orders
 from projections import open_database, status
 
 pytestmark = pytest.mark.timeout(120)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from engine import Engine, EventStore, open_store
-from examples import orders
+from engine.demo import orders
 
 
 @pytest.fixture

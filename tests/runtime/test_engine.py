@@ -17,7 +17,7 @@ from engine import (
     WorkflowRegistry,
     open_store,
 )
-from examples.orders import (
+from engine.demo.orders import (
     CheckFraud,
     Order,
     OrderPlaced,
@@ -26,7 +26,7 @@ from examples.orders import (
     PlaceOrder,
     Ship,
 )
-from examples.orders import registry as orders_registry
+from engine.demo.orders import registry as orders_registry
 from tests.runtime import counter
 from tests.runtime.counter import Crash, Increment, Poison
 
@@ -347,7 +347,7 @@ async def test_evolve_failing_on_replay_is_a_code_error(store: EventStore) -> No
     import dataclasses
 
     from engine import WorkflowCodeError, WorkflowRegistry
-    from examples.orders import v1
+    from engine.demo.orders import v1
 
     first = Engine(store, orders_registry())  # not closed: it would close the store
     await first.start("orders", PlaceOrder("o", 10), instance_id="o")

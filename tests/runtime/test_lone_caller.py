@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine import Engine, open_store
+from engine.demo import orders
+from engine.demo.orders import Pay, PlaceOrder
 from engine.store import NewRecord
-from examples import orders
-from examples.orders import Pay, PlaceOrder
 
 
 class _GatedStore:

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Engine, NonstopError, open_store
-from examples.orders import CheckFraud, Pay, PlaceOrder, Ship
-from examples.orders import registry as orders_registry
+from engine.demo.orders import CheckFraud, Pay, PlaceOrder, Ship
+from engine.demo.orders import registry as orders_registry
 from tests.runtime import counter
 from tests.runtime.counter import Begin, Finish, Increment
 

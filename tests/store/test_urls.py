@@ -39,7 +39,7 @@ def test_every_password_form_is_masked(url: str, shown: str) -> None:
 @given(passwords)
 def test_a_url_password_never_shows(pw: str) -> None:
     template = "postgresql://app:{}@db.example:5432/prod?schema=s"
-    assume(pw not in template.format(""))
+    assume(pw not in template.format("***"))  # the mask itself may hold it
     assert pw not in redact(template.format(pw))
     assert pw not in redact(template.format(quote(pw, safe="")))
 

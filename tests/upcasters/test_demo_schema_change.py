@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from engine.demo import run_demo
+from engine.demo.local import run_demo
 from engine.store import open_store
 
 

@@ -15,26 +15,28 @@ import pytest
 
 from engine import EventTypeRegistry, Workflow, WorkflowRegistry
 from engine.commands.schema import check_lock, code_document
+from engine.demo import orders
 from upcasters import SchemaLockError, UpcasterRegistry, read_lock, write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCK = ROOT / "examples" / "orders" / "schema.lock"
+LOCK = Path(orders.__file__).with_name("schema.lock")
 
 
-def _nonstop(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(cwd or ROOT)])}
+def _nonstop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # From a scratch directory: the repository root keeps no nonstop.db.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(cwd)])}
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
         capture_output=True,
         text=True,
-        cwd=cwd or ROOT,
+        cwd=cwd,
         env=env,
         timeout=60,
     )
 
 
-def test_example_app_passes_against_its_committed_lock() -> None:
-    done = _nonstop("schema", "check", "--lock", str(LOCK))
+def test_example_app_passes_against_its_committed_lock(tmp_path: Path) -> None:
+    done = _nonstop("schema", "check", "--lock", str(LOCK), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 breaking" in done.stdout and "schema check OK" in done.stdout
 
@@ -53,7 +55,7 @@ def test_committed_lock_holds_both_orderplaced_schemas_and_the_states() -> None:
 def test_lock_is_stable_and_keeps_history(tmp_path: Path) -> None:
     path = tmp_path / "schema.lock"
     path.write_text(LOCK.read_text())
-    first = _nonstop("schema", "lock", "--output", str(path))
+    first = _nonstop("schema", "lock", "--output", str(path), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "OrderPlaced schema 2" in first.stdout
     assert path.read_text() == LOCK.read_text()  # already up to date: no diff

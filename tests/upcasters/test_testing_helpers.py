@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import EventTypeRegistry, UnsupportedFieldType
-from examples.orders import _release1, release2
+from engine.demo import orders
+from engine.demo.orders import _release1, release2
 from upcasters import UpcasterRegistry, describe
 from upcasters.testing import (
     assert_upcasts,
@@ -19,7 +20,7 @@ from upcasters.testing import (
     stored_payloads,
 )
 
-LOCK = Path(__file__).resolve().parents[2] / "examples" / "orders" / "schema.lock"
+LOCK = Path(orders.__file__).with_name("schema.lock")
 
 
 def test_every_locked_orderplaced_upcasts_into_the_current_struct() -> None:

@@ -29,7 +29,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.demo import _next, _Run, _summary, _verify
+from engine.demo import orders
+from engine.demo.common import (
+    CUSTOMERS,
+    WORKFLOW,
+    DemoRun,
+    next_command,
+    summary,
+    verify,
+)
 from engine.kafka.broker import TansuBroker
 from engine.kafka.worker import Message, Worker, tracking_name
 from engine.runtime import Engine, InstanceInfo, Send, Start
@@ -37,9 +45,7 @@ from engine.store import redact
 
 __all__ = ["OrderMessage", "order_mapping", "run_kafka_demo"]
 
-WORKFLOW = "orders"
 PARTITIONS = 3
-_CUSTOMERS = ("ada", "grace", "alan", "edsger", "barbara", "donald", "margaret")
 _GROUP = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 600}
 _BAD = [
     ("garbage-1", b"{not json"),  # cannot be decoded
@@ -72,8 +78,6 @@ def order_mapping(msg: Message) -> Start | Send:
         msgspec.DecodeError: the value is not an order message.
         ValueError: the operation is unknown.
     """
-    from examples import orders
-
     if msg.value is None:
         raise ValueError("an order message needs a value")
     m = _decode.decode(msg.value)
@@ -146,15 +150,15 @@ async def _caught_up(engine: Engine, worker: Worker, feed: _Feed) -> None:
         await asyncio.sleep(0.05)
 
 
-def _place(run: _Run, iid: str, rng: random.Random) -> tuple[str, bytes]:
+def _place(run: DemoRun, iid: str, rng: random.Random) -> tuple[str, bytes]:
     amount = rng.randint(5, 500)
     run.amounts[iid] = amount
-    msg = OrderMessage("place", iid, amount, rng.choice(_CUSTOMERS))
+    msg = OrderMessage("place", iid, amount, rng.choice(CUSTOMERS))
     return iid, _encode.encode(msg)
 
 
-def _command(run: _Run, info: InstanceInfo) -> tuple[str, bytes]:
-    op = _next(info)
+def _command(run: DemoRun, info: InstanceInfo) -> tuple[str, bytes]:
+    op = next_command(info)
     iid = info.instance_id
     amount = run.amounts[iid] if op == "pay" else 0
     return iid, _encode.encode(OrderMessage(op, iid, amount))
@@ -163,12 +167,10 @@ def _command(run: _Run, info: InstanceInfo) -> tuple[str, bytes]:
 async def _demo(
     store_url: str, bootstrap: str, instances: int, seed: int | None, out: Console
 ) -> int:
-    from examples import orders
-
     rng = random.Random(seed)
     if seed is not None:
         random.seed(seed)  # ctx.random() (the fraud score) draws from it
-    run = _Run(run_id=uuid.uuid4().hex[:8])
+    run = DemoRun(run_id=uuid.uuid4().hex[:8])
     ids = [f"kdemo-{run.run_id}-{i:04d}" for i in range(instances)]
     first, second = ids[: (instances + 1) // 2], ids[(instances + 1) // 2 :]
     topic = f"nonstop-demo-{run.run_id}"
@@ -251,14 +253,14 @@ async def _demo(
             await _caught_up(engine, worker, feed)
         out.print(f"drove every order to its end in {rounds} rounds of commands")
         run.commands = worker.stats.applied
-        finals = await _verify(engine, run, list(run.expected))
+        finals = await verify(engine, run, list(run.expected))
     finally:
         stop.set()
         await consuming
         await producer.stop()
         await engine.close()
     elapsed = time.perf_counter() - began
-    out.print(_summary(run, finals))
+    out.print(summary(run, finals))
     out.print(_letters_table(store_url, worker.group))
     out.print(
         f"{feed.sent} messages produced, {worker.stats.applied} applied and "

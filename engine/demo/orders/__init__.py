@@ -6,7 +6,7 @@ order that fails it ends rejected (failed).
 This module is the *current* release of the app (release 2): ``OrderPlaced`` is
 at schema 2, with a required ``currency`` that release 1 did not write; the
 upcaster :func:`add_currency` derives it for events stored by release 1. The
-previous release is kept, frozen, in ``examples/orders/_release1.py``, so that
+previous release is kept, frozen, in ``engine/demo/orders/_release1.py``, so that
 the demo and the tests can run the two releases one after the other on the
 same store (in production they are two deployments of the code; in one Python
 process there is one class per event type name, so each release is a separate
@@ -59,6 +59,8 @@ Stage = Literal["new", "placed", "checked", "paid", "shipped", "rejected"]
 
 
 class PlaceOrder(msgspec.Struct, frozen=True):
+    """Start an order (the first command of every version)."""
+
     order_id: str
     amount: int
     customer: str = "anonymous"
@@ -66,14 +68,18 @@ class PlaceOrder(msgspec.Struct, frozen=True):
 
 
 class CheckFraud(msgspec.Struct, frozen=True):
-    pass
+    """Run the fraud check (``orders@2`` and later)."""
 
 
 class Pay(msgspec.Struct, frozen=True):
+    """Pay the order; the amount must match."""
+
     amount: int
 
 
 class Ship(msgspec.Struct, frozen=True):
+    """Ship a paid order."""
+
     carrier: str = "post"
 
 
@@ -82,6 +88,8 @@ class Ship(msgspec.Struct, frozen=True):
 
 @event("OrderPlaced", schema=2)
 class OrderPlaced(msgspec.Struct, frozen=True):
+    """An order was placed (schema 2: ``currency`` is required)."""
+
     order_id: str
     amount: int
     customer: str
@@ -97,17 +105,23 @@ def add_currency(payload: dict[str, Any]) -> dict[str, Any]:
 
 @event("FraudChecked")
 class FraudChecked(msgspec.Struct, frozen=True):
+    """The fraud check scored the order; it passed or not."""
+
     score: float
     passed: bool
 
 
 @event("PaymentReceived")
 class PaymentReceived(msgspec.Struct, frozen=True):
+    """The order was paid."""
+
     amount: int
 
 
 @event("OrderShipped")
 class OrderShipped(msgspec.Struct, frozen=True):
+    """The order was shipped."""
+
     carrier: str
 
 
@@ -115,6 +129,8 @@ class OrderShipped(msgspec.Struct, frozen=True):
 
 
 class Order(msgspec.Struct, frozen=True):
+    """The state of an order."""
+
     stage: Stage = "new"
     order_id: str = ""
     amount: int = 0
@@ -269,6 +285,6 @@ def release2() -> Release:
 
 def release1() -> Release:
     """The previous release: v1 only, writing ``OrderPlaced`` schema 1."""
-    from examples.orders._release1 import release
+    from engine.demo.orders._release1 import release
 
     return release()

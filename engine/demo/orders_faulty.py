@@ -9,7 +9,7 @@ canary, sees the errors and rolls it back; its instances are migrated back to
 from __future__ import annotations
 
 from engine import CommandRejected, Context, Workflow
-from examples.orders import (
+from engine.demo.orders import (
     FRAUD_LIMIT,
     CheckFraud,
     FraudChecked,

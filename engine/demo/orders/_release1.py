@@ -17,7 +17,7 @@ from engine import (
     Workflow,
     WorkflowRegistry,
 )
-from examples.orders import (
+from engine.demo.orders import (
     Order,
     OrderShipped,
     Pay,

@@ -22,6 +22,15 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.core.errors import NonstopError
+from engine.demo import orders
+from engine.demo.common import (
+    CUSTOMERS,
+    WORKFLOW,
+    DemoRun,
+    next_command,
+    summary,
+    verify,
+)
 from engine.runtime import Engine, InstanceInfo
 from engine.store import redact
 
@@ -30,28 +39,7 @@ __all__ = ["DEFAULT_STORE", "run_demo"]
 DEFAULT_STORE = "sqlite:///nonstop-demo.db"
 """Where ``nonstop demo`` writes unless told otherwise."""
 
-WORKFLOW = "orders"
-_CUSTOMERS = ("ada", "grace", "alan", "edsger", "barbara", "donald", "margaret")
 T = TypeVar("T")
-
-
-@dataclass
-class _Run:
-    """What one demo run started and what went wrong."""
-
-    run_id: str
-    expected: dict[str, int] = field(default_factory=dict)
-    """Instance id -> the version it must run under."""
-    amounts: dict[str, int] = field(default_factory=dict)
-    commands: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    """(instance id, what went wrong)."""
-    upcast: int = 0
-    """Events read back through an upcaster (stored by the previous release)."""
-
-    def fail(self, iid: str, what: str) -> None:
-        """Record a problem of instance ``iid``."""
-        self.errors.append((iid, what))
 
 
 def run_demo(
@@ -71,14 +59,12 @@ def run_demo(
 
 
 async def _demo(store_url: str, instances: int, seed: int | None, out: Console) -> int:
-    from examples import orders
-
     rng = random.Random(seed)
     if seed is not None:
         # ctx.random() (the fraud score) draws from the module's generator.
         random.seed(seed)
     # A fresh run id even with a seed: runs share the file, never an id.
-    run = _Run(run_id=uuid.uuid4().hex[:8])
+    run = DemoRun(run_id=uuid.uuid4().hex[:8])
     ids = [f"demo-{run.run_id}-{i:04d}" for i in range(instances)]
     first, second = ids[: (instances + 1) // 2], ids[(instances + 1) // 2 :]
     began = time.perf_counter()
@@ -137,7 +123,7 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
     engine = orders.release2().engine(store_url)
     try:
         await _drive(engine, run, ids, out)
-        finals = await _verify(engine, run, ids)
+        finals = await verify(engine, run, ids)
     finally:
         await engine.close()
     commits += engine.commits
@@ -145,7 +131,7 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
     commits += canary_commits
 
     elapsed = time.perf_counter() - began
-    out.print(_summary(run, finals))
+    out.print(summary(run, finals))
     out.print(canary_table)
     v1 = [i for i, v in run.expected.items() if v == 1 and i in finals]
     v1_done = sum(finals[i].status == "completed" for i in v1)
@@ -182,14 +168,18 @@ async def _gather(jobs: Sequence[Awaitable[T]]) -> list[T]:
 
 
 async def _start(
-    engine: Engine, run: _Run, iid: str, rng: random.Random, place: Callable[..., Any]
+    engine: Engine,
+    run: DemoRun,
+    iid: str,
+    rng: random.Random,
+    place: Callable[..., Any],
 ) -> None:
     amount = rng.randint(5, 500)
     run.amounts[iid] = amount
     try:
         info = await engine.start(
             WORKFLOW,
-            place(order_id=iid, amount=amount, customer=rng.choice(_CUSTOMERS)),
+            place(order_id=iid, amount=amount, customer=rng.choice(CUSTOMERS)),
             instance_id=iid,
             command_id=f"{iid}:place",
         )
@@ -200,20 +190,9 @@ async def _start(
     run.expected[iid] = info.version
 
 
-def _next(info: InstanceInfo) -> str:
-    stage = getattr(info.state, "stage", "")
-    if stage == "placed":
-        return "pay" if info.version == 1 else "check"
-    if stage == "checked":
-        return "pay"
-    if stage == "paid":
-        return "ship"
-    return f"nothing (stage {stage!r})"
-
-
-async def _step(engine: Engine, run: _Run, iid: str, name: str) -> InstanceInfo | None:
-    from examples import orders
-
+async def _step(
+    engine: Engine, run: DemoRun, iid: str, name: str
+) -> InstanceInfo | None:
     command: Any
     if name == "pay":
         command = orders.Pay(run.amounts[iid])
@@ -233,7 +212,9 @@ async def _step(engine: Engine, run: _Run, iid: str, name: str) -> InstanceInfo 
     return info
 
 
-async def _drive(engine: Engine, run: _Run, ids: Sequence[str], out: Console) -> None:
+async def _drive(
+    engine: Engine, run: DemoRun, ids: Sequence[str], out: Console
+) -> None:
     """Run every instance to its end, all concurrently (so commits group)."""
     with Progress(
         TextColumn("{task.description}"),
@@ -250,65 +231,10 @@ async def _drive(engine: Engine, run: _Run, ids: Sequence[str], out: Console) ->
                 run.fail(iid, f"lost after the restart: {exc}")
                 info = None
             while info is not None and info.status == "running":
-                info = await _step(engine, run, iid, _next(info))
+                info = await _step(engine, run, iid, next_command(info))
             progress.advance(task)
 
         await _gather([one(iid) for iid in ids if iid in run.expected])
-
-
-async def _verify(
-    engine: Engine, run: _Run, ids: Sequence[str]
-) -> dict[str, InstanceInfo]:
-    """Check each instance's stored history against the version it must run."""
-    finals: dict[str, InstanceInfo] = {}
-
-    async def one(iid: str) -> None:
-        version = run.expected[iid]
-        ref = f"{WORKFLOW}@{version}"
-        info = await engine.get(iid)
-        finals[iid] = info
-        history = await engine.history(iid)
-        run.upcast += sum(e.stored_schema != e.schema for e in history)
-        wrong = sorted({e.workflow for e in history if e.workflow != ref})
-        if wrong or info.version != version:
-            found = ", ".join(wrong) or f"{WORKFLOW}@{info.version}"
-            run.fail(iid, f"started on {ref} but ran {found}")
-        allowed = ("completed",) if version == 1 else ("completed", "failed")
-        if info.status not in allowed:
-            run.fail(iid, f"ran {ref} and ended {info.status}")
-
-    await _gather([one(iid) for iid in ids if iid in run.expected])
-    return finals
-
-
-def _summary(run: _Run, finals: dict[str, InstanceInfo]) -> Table:
-    table = Table(title=f"Run {run.run_id}: orders per version")
-    table.add_column("version", no_wrap=True)
-    table.add_column("started", justify="right")
-    table.add_column("completed", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("running", justify="right")
-    table.add_column("verdict")
-    for version in sorted(set(run.expected.values())):
-        ref = f"{WORKFLOW}@{version}"
-        mine = [i for i, v in run.expected.items() if v == version]
-        status = [finals[i].status for i in mine if i in finals]
-        problems = [e for e in run.errors if run.expected.get(e[0]) == version]
-        if problems:
-            verdict = f"[red]FAILED[/]: {len(problems)} problem(s)"
-        elif version == 1:
-            verdict = f"[green]ok[/]: all completed on {ref}"
-        else:
-            verdict = f"[green]ok[/]: all ended on {ref} (failed = fraud check)"
-        table.add_row(
-            ref,
-            str(len(mine)),
-            str(status.count("completed")),
-            str(status.count("failed")),
-            str(status.count("running")),
-            verdict,
-        )
-    return table
 
 
 # ------------------------------------------------------------------ canary
@@ -328,14 +254,13 @@ class _Canary:
 
 
 async def _canary(
-    store_url: str, run: _Run, rng: random.Random, out: Console, n: int
+    store_url: str, run: DemoRun, rng: random.Random, out: Console, n: int
 ) -> tuple[int, Table]:
     """Canary v2 at 10 %, promote it in steps, then a faulty v3 and its rollback.
 
     Returns the commits written and a summary. Problems go to ``run.errors``.
     """
     from engine.deploy import Deployments, Routing, migrate_instances, open_engine
-    from examples import orders
 
     seen = _Canary()
     ops = Deployments(store_url)
@@ -364,7 +289,7 @@ async def _canary(
         try:
             info = await engine.start(
                 WORKFLOW,
-                orders.PlaceOrder(iid, amount, rng.choice(_CUSTOMERS)),
+                orders.PlaceOrder(iid, amount, rng.choice(CUSTOMERS)),
                 instance_id=iid,
             )
         except NonstopError as exc:
@@ -376,7 +301,7 @@ async def _canary(
 
     async def drive(iid: str, info: InstanceInfo | None) -> None:
         while info is not None and info.status == "running":
-            name = _next(info)
+            name = next_command(info)
             command: Any = {
                 "check": orders.CheckFraud(),
                 "pay": orders.Pay(run.amounts[iid]),
@@ -398,14 +323,14 @@ async def _canary(
             await asyncio.to_thread(
                 change,
                 "deploy orders@1",
-                lambda: ops.deploy(WORKFLOW, 1, "examples.orders:v1", by=by),
+                lambda: ops.deploy(WORKFLOW, 1, "engine.demo.orders:v1", by=by),
             )
         elif wd.routing != Routing(1):
             await asyncio.to_thread(
                 change, "reset to orders@1", lambda: ops.promote(WORKFLOW, 1, by=by)
             )
         steps = [
-            ("canary orders@2 at 10 %", lambda: deploy(2, "examples.orders:v2", 10)),
+            ("canary orders@2 at 10 %", lambda: deploy(2, "engine.demo.orders:v2", 10)),
             (
                 "promote orders@2 to 50 %",
                 lambda: ops.promote(WORKFLOW, 2, percent=50, by=by),
@@ -413,7 +338,7 @@ async def _canary(
             ("promote orders@2 to 100 %", lambda: ops.promote(WORKFLOW, 2, by=by)),
             (
                 "canary the faulty orders@3 at 30 %",
-                lambda: deploy(3, "examples.orders_faulty:v3", 30),
+                lambda: deploy(3, "engine.demo.orders_faulty:v3", 30),
             ),
         ]
         for what, fn in steps:
@@ -452,7 +377,7 @@ async def _canary(
     return engine.commits, _canary_summary(seen, run)
 
 
-async def _check_canary(engine: Engine, run: _Run, seen: _Canary) -> None:
+async def _check_canary(engine: Engine, run: DemoRun, seen: _Canary) -> None:
     """Every canary-phase order ran one version (or two, split by a migration)."""
     for iid, version in seen.started.items():
         info = await engine.get(iid)
@@ -472,7 +397,7 @@ async def _check_canary(engine: Engine, run: _Run, seen: _Canary) -> None:
             run.fail(iid, f"failed on {WORKFLOW}@{info.version}")
 
 
-def _canary_summary(seen: _Canary, run: _Run) -> Table:
+def _canary_summary(seen: _Canary, run: DemoRun) -> Table:
     table = Table(title=f"Run {run.run_id}: canary, promotion and rollback")
     table.add_column("version", no_wrap=True)
     table.add_column("started", justify="right")
