@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,6 +47,7 @@ from engine.events import (
     is_reserved_stream,
     now_micros,
 )
+from engine.health import Health, engine_health
 from engine.snapshots import snapshot_state, state_schemas, usable
 from engine.store import (
     DeadLetter,
@@ -210,6 +212,10 @@ class Engine:
         router: Chooses versions of new instances and evaluates flags (see
             :mod:`engine.deploy`); ``WorkflowRegistry.current_version`` when
             omitted.
+        health: Count commands and instances per version and flush the counts
+            to the store (``True``, or a :class:`~engine.health.Health`).
+        metrics: Also expose the counts to Prometheus (``nonstop[metrics]``);
+            implies ``health``.
     """
 
     def __init__(
@@ -223,8 +229,12 @@ class Engine:
         max_batch: int = 1_000,
         max_attempts: int = 8,
         router: Router | None = None,
+        health: Health | bool | None = None,
+        metrics: bool = False,
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
+        self.health = engine_health(self.store, health, metrics)
+        """Health counters per version (None unless asked for)."""
         self.registry = registry
         self.router = router
         if router is not None:
@@ -386,6 +396,7 @@ class Engine:
         record of the requests that failed). ``StoreUnavailable`` is raised,
         never listed.
         """
+        began = time.perf_counter()
         await self._refresh_routing()
         ids = sorted({self._target(i) for i in items})
         for attempt in range(1, self.max_attempts + 1):
@@ -411,6 +422,8 @@ class Engine:
                     continue
                 for iid, inst in touched.items():
                     self._remember(iid, inst)
+                if self.health is not None:
+                    _count_batch(self.health, items, results, began)
                 return results
             finally:
                 for lk in reversed(locks):
@@ -471,6 +484,8 @@ class Engine:
                 await asyncio.shield(self._writer)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self.health is not None:
+            await asyncio.to_thread(self.health.close)
         await asyncio.to_thread(self.store.close)
 
     async def __aenter__(self) -> Engine:
@@ -499,6 +514,7 @@ class Engine:
 
     async def _run(self, req: Start | Send) -> InstanceInfo:
         iid = self._target(req)
+        began = time.perf_counter()
         await self._refresh_routing()
         async with self._lock(iid):
             for _ in range(self.max_attempts):
@@ -521,6 +537,15 @@ class Engine:
                         return await self._existing_start(req)
                     continue
                 self._remember(iid, new)
+                if self.health is not None:
+                    wf = new.workflow
+                    self.health.accepted(
+                        wf.name,
+                        wf.version,
+                        start=isinstance(req, Start),
+                        status=wf.status(new.state),
+                        seconds=time.perf_counter() - began,
+                    )
                 return new.info(iid)
         raise ConflictRetriesExhausted(iid, self.max_attempts)
 
@@ -653,18 +678,24 @@ class Engine:
         try:
             events = list(wf.decide(inst.state, command, ctx))
         except CommandRejected as exc:
+            if self.health is not None:
+                self.health.rejected(wf.name, wf.version)
             raise CommandRejected(
                 exc.reason, instance_id=iid, command=command
             ) from None
         except NonstopError:
             raise
         except Exception as exc:
+            if self.health is not None:
+                self.health.crashed(wf.name, wf.version)
             raise WorkflowCodeError(wf.ref, iid, "decide", exc) from exc
         state = inst.state
         try:
             for e in events:
                 state = wf.evolve(state, e)
         except Exception as exc:
+            if self.health is not None:
+                self.health.crashed(wf.name, wf.version)
             raise WorkflowCodeError(wf.ref, iid, "evolve", exc) from exc
         now = now_micros()
         encode = self.codec.encode
@@ -1038,6 +1069,26 @@ class Engine:
                 continue
             out.append(info)
         return out
+
+
+def _count_batch(
+    health: Health,
+    items: Sequence[Start | Send],
+    results: Sequence[InstanceInfo | NonstopError],
+    began: float,
+) -> None:
+    """Count the requests a batch committed (repeats answered are not)."""
+    seconds = time.perf_counter() - began
+    for item, res in zip(items, results, strict=True):
+        if isinstance(res, InstanceInfo) and res.applied:
+            start = isinstance(item, Start)
+            health.accepted(
+                res.workflow,
+                res.version,
+                start=start,
+                status=res.status,
+                seconds=seconds,
+            )
 
 
 async def _call_in_thread(fn: Callable[[], object]) -> None:

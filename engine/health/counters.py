@@ -1,0 +1,239 @@
+"""Health counters of one engine, flushed to reserved streams of its store.
+
+The counting methods are called on the commit path: each is a dict lookup and
+a few additions under an uncontended lock. A background thread appends what
+was counted every ``flush_interval`` seconds through ``EventStore.append``; if
+the engine dies, at most that interval of counts is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from engine.errors import ConcurrencyConflict, NonstopError
+from engine.events import EventCodec, Metadata, now_micros
+from engine.health.analysis import LATENCY_BOUNDS, Counts, latency_bucket
+from engine.health.events import HealthFlushed, health_stream
+from engine.store import EventStore, NewRecord
+
+__all__ = ["DEFAULT_BUCKET_SECONDS", "Health", "Sink"]
+
+log = logging.getLogger("nonstop.health")
+
+DEFAULT_BUCKET_SECONDS = 5
+"""Width of a health bucket; every process on a store must use the same."""
+
+# Slots of a counter row: the six counts, the latency sum, then the histogram.
+_ACC, _REJ, _CRASH, _STARTED, _DONE, _FAILED, _SUM = range(7)
+_HIST = 7
+_WIDTH = _HIST + len(LATENCY_BOUNDS) + 1
+_ATTEMPTS = 20
+
+
+class Sink(Protocol):
+    """Also told of every count (the Prometheus exposition implements it)."""
+
+    def accepted(
+        self, workflow: str, version: int, start: bool, status: str, seconds: float
+    ) -> None:
+        """A command was committed."""
+
+    def refused(self, workflow: str, version: int, outcome: str) -> None:
+        """A command was rejected or crashed (``outcome``)."""
+
+
+class Health:
+    """Counts commands and instances per ``workflow@version`` and flushes them.
+
+    Args:
+        store: Where the counts are flushed (None: count only).
+        flush_interval: Seconds between flushes.
+        bucket_seconds: Width of a bucket (the same for every process).
+        clock: Seconds since the epoch (``time.time``; tests pass their own).
+        sink: Also told of every count (Prometheus).
+        engine: Names this engine in flushed records (host:pid by default).
+        codec: Encodes the flushed records.
+    """
+
+    def __init__(
+        self,
+        store: EventStore | None,
+        *,
+        flush_interval: float = 2.0,
+        bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+        clock: Callable[[], float] = time.time,
+        sink: Sink | None = None,
+        engine: str | None = None,
+        codec: EventCodec | None = None,
+    ) -> None:
+        if flush_interval <= 0 or bucket_seconds < 1:
+            raise NonstopError(
+                f"flush_interval {flush_interval!r} must be > 0 and bucket_seconds "
+                f"{bucket_seconds!r} >= 1"
+            )
+        self.store = store
+        self.flush_interval = flush_interval
+        self.bucket_seconds = bucket_seconds
+        self.clock = clock
+        self.sink = sink
+        self.engine = engine or f"{socket.gethostname()}:{os.getpid()}"
+        self.codec = codec if codec is not None else EventCodec()
+        self._rows: dict[tuple[str, int, int], list[float]] = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._positions: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.flushes = 0
+        """Flush transactions written (for monitoring and tests)."""
+
+    # ------------------------------------------------------------ counting
+
+    def _row(self, workflow: str, version: int) -> list[float]:
+        b = int(self.clock()) // self.bucket_seconds * self.bucket_seconds
+        key = (workflow, version, b)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = [0.0] * _WIDTH
+            if self._thread is None and self.store is not None:
+                self._start()
+        return row
+
+    def accepted(
+        self, workflow: str, version: int, *, start: bool, status: str, seconds: float
+    ) -> None:
+        """A command (a start when ``start``) was committed in ``seconds``.
+
+        ``status`` is the instance's status after it (``completed`` and
+        ``failed`` count an instance that finished).
+        """
+        with self._lock:
+            row = self._row(workflow, version)
+            row[_ACC] += 1
+            if start:
+                row[_STARTED] += 1
+            if status == "completed":
+                row[_DONE] += 1
+            elif status == "failed":
+                row[_FAILED] += 1
+            row[_SUM] += seconds
+            row[_HIST + latency_bucket(seconds)] += 1
+        if self.sink is not None:
+            self.sink.accepted(workflow, version, start, status, seconds)
+
+    def rejected(self, workflow: str, version: int) -> None:
+        """The decider refused a command (``CommandRejected``)."""
+        with self._lock:
+            self._row(workflow, version)[_REJ] += 1
+        if self.sink is not None:
+            self.sink.refused(workflow, version, "rejected")
+
+    def crashed(self, workflow: str, version: int) -> None:
+        """``decide`` or ``evolve`` raised on a command."""
+        with self._lock:
+            self._row(workflow, version)[_CRASH] += 1
+        if self.sink is not None:
+            self.sink.refused(workflow, version, "crashed")
+
+    def pending(self) -> dict[tuple[str, int, int], Counts]:
+        """What was counted and not flushed yet, by (workflow, version, bucket)."""
+        with self._lock:
+            return {k: _counts(r) for k, r in self._rows.items()}
+
+    # ------------------------------------------------------------- flushing
+
+    def flush(self) -> int:
+        """Append the counts not flushed yet; returns the records written.
+
+        Appends race with other engines flushing into the same bucket: a
+        conflict re-reads that stream's position and retries at the next one.
+        If the store is down, the counts are kept for the next flush.
+        """
+        if self.store is None:
+            return 0
+        with self._flush_lock:
+            with self._lock:
+                rows, self._rows = self._rows, {}
+            if not rows:
+                return 0
+            try:
+                return self._append(rows)
+            except NonstopError as exc:
+                log.warning("health flush failed, kept for the next one: %s", exc)
+                with self._lock:
+                    for key, row in rows.items():
+                        mine = self._rows.setdefault(key, [0.0] * _WIDTH)
+                        for i, v in enumerate(row):
+                            mine[i] += v
+                return 0
+
+    def _append(self, rows: dict[tuple[str, int, int], list[float]]) -> int:
+        assert self.store is not None
+        now = now_micros()
+        encoded = []
+        for (workflow, version, start), row in rows.items():
+            stream = health_stream(workflow, version, self.bucket_seconds, start)
+            e = HealthFlushed(workflow, version, start, self.engine, _counts(row))
+            name, data = self.codec.encode(e, Metadata(stream), recorded_at=now)
+            encoded.append((stream, name, data))
+        for _ in range(_ATTEMPTS):
+            records = [
+                NewRecord(s, self._positions.get(s, 0) + 1, n, d) for s, n, d in encoded
+            ]
+            try:
+                self.store.append(records)
+            except ConcurrencyConflict as exc:
+                for sid, _pos in exc.conflicts:
+                    self._positions[sid] = self.store.stream_position(sid)
+                continue
+            for r in records:
+                self._positions[r.stream_id] = r.position
+            self._forget_old()
+            self.flushes += 1
+            return len(records)
+        raise ConcurrencyConflict([(s, 0) for s, _, _ in encoded])
+
+    def _forget_old(self) -> None:
+        """Drop positions of buckets no longer written to (memory stays flat)."""
+        if len(self._positions) > 1000:
+            self._positions.clear()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, name="nonstop-health-flush", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except Exception:  # never let the flusher die
+                log.exception("health flush failed")
+
+    def close(self) -> None:
+        """Stop the flusher and flush what is left."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self.flush()
+
+
+def _counts(row: list[float]) -> Counts:
+    return Counts(
+        int(row[_ACC]),
+        int(row[_REJ]),
+        int(row[_CRASH]),
+        int(row[_STARTED]),
+        int(row[_DONE]),
+        int(row[_FAILED]),
+        tuple(int(v) for v in row[_HIST:]),
+        row[_SUM],
+    )
