@@ -16,6 +16,7 @@ __all__ = [
     "InstanceExists",
     "MigrationError",
     "NonstopError",
+    "RolloutError",
     "StoreUnavailable",
     "UnknownEventType",
     "UnknownInstance",
@@ -189,3 +190,10 @@ class MigrationError(NonstopError, ValueError):
             "Nothing was written for it; fix the mapper or leave the instance on "
             "its version."
         )
+
+
+# rollout errors
+
+
+class RolloutError(NonstopError):
+    """A rollout plan is malformed, or a rollout command does not apply."""

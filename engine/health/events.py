@@ -82,8 +82,7 @@ class RolloutStarted(msgspec.Struct, frozen=True):
     at: float
     """When it started (seconds since the epoch)."""
     by: str
-    flag: str = ""
-    """For a flag ramp: the flag's name (the version is then unused)."""
+    reason: str = ""
 
 
 @event("nonstop.RolloutDecided")
@@ -146,4 +145,6 @@ class LeaseTaken(msgspec.Struct, frozen=True):
     """``holder`` holds the controller lease until ``expires`` (epoch seconds)."""
 
     holder: str
+    at: float
+    """When it was taken or renewed (epoch seconds)."""
     expires: float
