@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -48,7 +49,7 @@ def controller(url: str) -> subprocess.Popen[bytes]:
 
 def exclusive(history: list[LeaseTaken]) -> None:
     """A lease changes hands only after the previous one expired."""
-    for prev, nxt in zip(history, history[1:], strict=False):
+    for prev, nxt in itertools.pairwise(history):
         if nxt.holder != prev.holder:
             assert nxt.at >= prev.expires, (prev, nxt)
 
