@@ -291,7 +291,7 @@ class Rollouts:
             analysis.error_rate,
             analysis.baseline_error_rate,
             analysis.latency_ratio,
-            max(start, end) if end > start else start,
+            start,
             max(end, start),
             d.reason,
             self.name,
