@@ -22,7 +22,7 @@ from engine.health.analysis import (
     analyze,
     decide,
 )
-from engine.health.counters import DEFAULT_BUCKET_SECONDS, Health, Sink
+from engine.health.counters import DEFAULT_BUCKET_SECONDS, Health
 from engine.health.window import bucket_starts, read_window
 from engine.store import EventStore
 
@@ -35,7 +35,6 @@ __all__ = [
     "Decision",
     "Health",
     "Progress",
-    "Sink",
     "Thresholds",
     "analyze",
     "bucket_starts",
@@ -54,13 +53,13 @@ def engine_health(
     it, creating one with the defaults when ``health`` is not given.
     """
     if isinstance(health, Health):
-        found: Health | None = health
+        found = health
     elif health or metrics:
         found = Health(store)
     else:
         return None
-    if metrics and found is not None and found.sink is None:
-        from engine.health.prometheus import PrometheusSink
+    if metrics:
+        from engine.health.prometheus import HealthCollector
 
-        found.sink = PrometheusSink.default()
+        HealthCollector.default().add(found)
     return found

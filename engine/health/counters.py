@@ -1,7 +1,7 @@
 """Health counters of one engine, flushed to reserved streams of its store.
 
-The counting methods are called on the commit path: each is a dict lookup and
-a few additions under an uncontended lock. A background thread appends what
+The counting methods are called on the commit path: each is a clock read, a
+dict lookup and a few additions, with no lock. A background thread appends what
 was counted every ``flush_interval`` seconds through ``EventStore.append``; if
 the engine dies, at most that interval of counts is lost.
 """
@@ -13,16 +13,16 @@ import os
 import socket
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
-from typing import Protocol
 
 from engine.errors import ConcurrencyConflict, NonstopError
 from engine.events import EventCodec, Metadata, now_micros
-from engine.health.analysis import LATENCY_BOUNDS, Counts, latency_bucket
+from engine.health.analysis import LATENCY_BOUNDS, Counts
 from engine.health.events import HealthFlushed, health_stream
 from engine.store import EventStore, NewRecord
 
-__all__ = ["DEFAULT_BUCKET_SECONDS", "Health", "Sink"]
+__all__ = ["DEFAULT_BUCKET_SECONDS", "Health"]
 
 log = logging.getLogger("nonstop.health")
 
@@ -36,27 +36,18 @@ _WIDTH = _HIST + len(LATENCY_BOUNDS) + 1
 _ATTEMPTS = 20
 
 
-class Sink(Protocol):
-    """Also told of every count (the Prometheus exposition implements it)."""
-
-    def accepted(
-        self, workflow: str, version: int, start: bool, status: str, seconds: float
-    ) -> None:
-        """A command was committed."""
-
-    def refused(self, workflow: str, version: int, outcome: str) -> None:
-        """A command was rejected or crashed (``outcome``)."""
-
-
 class Health:
     """Counts commands and instances per ``workflow@version`` and flushes them.
+
+    The counting methods take no lock: each row has one writer, the engine's
+    event loop (give each engine its own ``Health``), and the flusher only
+    reads rows, appending what grew since its last flush. Rows only grow.
 
     Args:
         store: Where the counts are flushed (None: count only).
         flush_interval: Seconds between flushes.
         bucket_seconds: Width of a bucket (the same for every process).
         clock: Seconds since the epoch (``time.time``; tests pass their own).
-        sink: Also told of every count (Prometheus).
         engine: Names this engine in flushed records (host:pid by default).
         codec: Encodes the flushed records.
     """
@@ -68,7 +59,6 @@ class Health:
         flush_interval: float = 2.0,
         bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
         clock: Callable[[], float] = time.time,
-        sink: Sink | None = None,
         engine: str | None = None,
         codec: EventCodec | None = None,
     ) -> None:
@@ -81,11 +71,11 @@ class Health:
         self.flush_interval = flush_interval
         self.bucket_seconds = bucket_seconds
         self.clock = clock
-        self.sink = sink
         self.engine = engine or f"{socket.gethostname()}:{os.getpid()}"
         self.codec = codec if codec is not None else EventCodec()
         self._rows: dict[tuple[str, int, int], list[float]] = {}
-        self._lock = threading.Lock()
+        self._flushed: dict[tuple[str, int, int], list[float]] = {}
+        self._totals: dict[tuple[str, int], list[float]] = {}
         self._flush_lock = threading.Lock()
         self._positions: dict[str, int] = {}
         self._stop = threading.Event()
@@ -101,7 +91,7 @@ class Health:
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = [0.0] * _WIDTH
-            if self._thread is None and self.store is not None:
+            if self._thread is None:
                 self._start()
         return row
 
@@ -113,38 +103,45 @@ class Health:
         ``status`` is the instance's status after it (``completed`` and
         ``failed`` count an instance that finished).
         """
-        with self._lock:
-            row = self._row(workflow, version)
-            row[_ACC] += 1
-            if start:
-                row[_STARTED] += 1
-            if status == "completed":
-                row[_DONE] += 1
-            elif status == "failed":
-                row[_FAILED] += 1
-            row[_SUM] += seconds
-            row[_HIST + latency_bucket(seconds)] += 1
-        if self.sink is not None:
-            self.sink.accepted(workflow, version, start, status, seconds)
+        row = self._row(workflow, version)
+        row[_ACC] += 1
+        if start:
+            row[_STARTED] += 1
+        if status == "completed":
+            row[_DONE] += 1
+        elif status == "failed":
+            row[_FAILED] += 1
+        row[_SUM] += seconds
+        row[_HIST + bisect_left(LATENCY_BOUNDS, seconds)] += 1
 
     def rejected(self, workflow: str, version: int) -> None:
         """The decider refused a command (``CommandRejected``)."""
-        with self._lock:
-            self._row(workflow, version)[_REJ] += 1
-        if self.sink is not None:
-            self.sink.refused(workflow, version, "rejected")
+        self._row(workflow, version)[_REJ] += 1
 
     def crashed(self, workflow: str, version: int) -> None:
         """``decide`` or ``evolve`` raised on a command."""
-        with self._lock:
-            self._row(workflow, version)[_CRASH] += 1
-        if self.sink is not None:
-            self.sink.refused(workflow, version, "crashed")
+        self._row(workflow, version)[_CRASH] += 1
 
     def pending(self) -> dict[tuple[str, int, int], Counts]:
         """What was counted and not flushed yet, by (workflow, version, bucket)."""
-        with self._lock:
-            return {k: _counts(r) for k, r in self._rows.items()}
+        with self._flush_lock:
+            out = {}
+            for key, row in list(self._rows.items()):
+                delta = _delta(row, self._flushed.get(key))
+                if any(delta):
+                    out[key] = _counts(delta)
+            return out
+
+    def totals(self) -> dict[tuple[str, int], Counts]:
+        """Everything counted since this object was made, by (workflow, version)."""
+        with self._flush_lock:
+            sums = {k: list(v) for k, v in self._totals.items()}
+            for key, row in list(self._rows.items()):
+                delta = _delta(row, self._flushed.get(key))
+                acc = sums.setdefault(key[:2], [0.0] * _WIDTH)
+                for i, v in enumerate(delta):
+                    acc[i] += v
+            return {k: _counts(v) for k, v in sums.items()}
 
     # ------------------------------------------------------------- flushing
 
@@ -153,25 +150,26 @@ class Health:
 
         Appends race with other engines flushing into the same bucket: a
         conflict re-reads that stream's position and retries at the next one.
-        If the store is down, the counts are kept for the next flush.
+        If the store is down, the counts stay for the next flush.
         """
-        if self.store is None:
-            return 0
         with self._flush_lock:
-            with self._lock:
-                rows, self._rows = self._rows, {}
-            if not rows:
-                return 0
-            try:
-                return self._append(rows)
-            except NonstopError as exc:
-                log.warning("health flush failed, kept for the next one: %s", exc)
-                with self._lock:
-                    for key, row in rows.items():
-                        mine = self._rows.setdefault(key, [0.0] * _WIDTH)
-                        for i, v in enumerate(row):
-                            mine[i] += v
-                return 0
+            snap = {k: list(r) for k, r in list(self._rows.items())}
+            deltas = {k: _delta(r, self._flushed.get(k)) for k, r in snap.items()}
+            deltas = {k: d for k, d in deltas.items() if any(d)}
+            written = 0
+            if deltas and self.store is not None:
+                try:
+                    written = self._append(deltas)
+                except NonstopError as exc:
+                    log.warning("health flush failed, kept for the next one: %s", exc)
+                    return 0
+            for key, d in deltas.items():
+                acc = self._totals.setdefault(key[:2], [0.0] * _WIDTH)
+                for i, v in enumerate(d):
+                    acc[i] += v
+                self._flushed[key] = snap[key]
+            self._forget_old(snap)
+            return written
 
     def _append(self, rows: dict[tuple[str, int, int], list[float]]) -> int:
         assert self.store is not None
@@ -194,15 +192,19 @@ class Health:
                 continue
             for r in records:
                 self._positions[r.stream_id] = r.position
-            self._forget_old()
             self.flushes += 1
             return len(records)
         raise ConcurrencyConflict([(s, 0) for s, _, _ in encoded])
 
-    def _forget_old(self) -> None:
-        """Drop positions of buckets no longer written to (memory stays flat)."""
-        if len(self._positions) > 1000:
-            self._positions.clear()
+    def _forget_old(self, snap: dict[tuple[str, int, int], list[float]]) -> None:
+        """Drop rows of buckets long past and flushed whole (memory stays flat)."""
+        horizon = self.clock() - 2 * self.bucket_seconds - 2 * self.flush_interval
+        for key, row in snap.items():
+            if key[2] < horizon and self._rows.get(key) == row:
+                del self._rows[key]
+                self._flushed.pop(key, None)
+                stream = health_stream(key[0], key[1], self.bucket_seconds, key[2])
+                self._positions.pop(stream, None)
 
     def _start(self) -> None:
         self._thread = threading.Thread(
@@ -224,6 +226,12 @@ class Health:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self.flush()
+
+
+def _delta(row: list[float], flushed: list[float] | None) -> list[float]:
+    if flushed is None:
+        return row
+    return [a - b for a, b in zip(row, flushed, strict=True)]
 
 
 def _counts(row: list[float]) -> Counts:

@@ -15,109 +15,101 @@ Metric names follow the Prometheus conventions:
 
 from __future__ import annotations
 
+import math
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from engine.errors import NonstopError
-from engine.health.analysis import LATENCY_BOUNDS
+from engine.health.analysis import LATENCY_BOUNDS, Counts
+from engine.health.counters import Health
 from engine.store import EventStore
 
 try:
     import prometheus_client
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - the extra is not installed
     raise NonstopError(
         "Prometheus metrics need prometheus_client: pip install 'nonstop[metrics]'"
     ) from exc
 
-__all__ = ["PrometheusSink", "StoreLagCollector", "serve"]
+__all__ = ["HealthCollector", "StoreLagCollector", "serve"]
 
 
-class PrometheusSink:
-    """Counters and histograms of every engine in this process.
+class HealthCollector(Collector):
+    """Exposes the counts of every registered :class:`Health` at each scrape.
 
-    Args:
-        registry: Where the metrics are registered.
+    Nothing is done on the commit path: a scrape reads the engines' running
+    totals (:meth:`Health.totals`).
     """
 
-    _default: PrometheusSink | None = None
+    _default: HealthCollector | None = None
     _default_lock = threading.Lock()
 
-    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
-        self.registry = registry
-        labels = ("workflow", "version")
-        self.commands = prometheus_client.Counter(
-            "nonstop_commands",
-            "Commands decided, by outcome (accepted, rejected, crashed).",
-            (*labels, "outcome"),
-            registry=registry,
-        )
-        self.seconds = prometheus_client.Histogram(
-            "nonstop_command_seconds",
-            "Latency of send/start: decide and commit.",
-            labels,
-            buckets=LATENCY_BOUNDS,
-            registry=registry,
-        )
-        self.started = prometheus_client.Counter(
-            "nonstop_instances_started", "Instances started.", labels, registry=registry
-        )
-        self.completed = prometheus_client.Counter(
-            "nonstop_instances_completed",
-            "Instances that completed.",
-            labels,
-            registry=registry,
-        )
-        self.failed = prometheus_client.Counter(
-            "nonstop_instances_failed",
-            "Instances that failed.",
-            labels,
-            registry=registry,
-        )
-        # Labelled children looked up once per version, not per command.
-        self._children: dict[tuple[str, int], tuple[Any, ...]] = {}
+    def __init__(self) -> None:
+        self._healths: weakref.WeakSet[Health] = weakref.WeakSet()
 
     @classmethod
-    def default(cls) -> PrometheusSink:
-        """The sink registered in ``prometheus_client``'s default registry."""
+    def default(cls) -> HealthCollector:
+        """The collector registered in ``prometheus_client``'s default registry."""
         with cls._default_lock:
             if cls._default is None:
-                cls._default = cls(prometheus_client.REGISTRY)
+                cls._default = cls()
+                prometheus_client.REGISTRY.register(cls._default)
             return cls._default
 
-    def _of(self, workflow: str, version: int) -> tuple[Any, ...]:
-        found = self._children.get((workflow, version))
-        if found is None:
-            v = str(version)
-            found = (
-                self.commands.labels(workflow, v, "accepted"),
-                self.seconds.labels(workflow, v),
-                self.started.labels(workflow, v),
-                self.completed.labels(workflow, v),
-                self.failed.labels(workflow, v),
+    def add(self, health: Health) -> None:
+        """Expose ``health``'s counts too."""
+        self._healths.add(health)
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the counters and the latency histogram."""
+        sums: dict[tuple[str, int], Counts] = {}
+        for h in list(self._healths):
+            for key, c in h.totals().items():
+                sums[key] = sums[key] + c if key in sums else c
+        labels = ["workflow", "version"]
+        commands = CounterMetricFamily(
+            "nonstop_commands",
+            "Commands decided, by outcome (accepted, rejected, crashed).",
+            labels=[*labels, "outcome"],
+        )
+        seconds = HistogramMetricFamily(
+            "nonstop_command_seconds",
+            "Latency of send/start: decide and commit.",
+            labels=labels,
+        )
+        instances = {
+            name: CounterMetricFamily(
+                f"nonstop_instances_{name}", f"Instances {name}.", labels=labels
             )
-            self._children[(workflow, version)] = found
-        return found
-
-    def accepted(
-        self, workflow: str, version: int, start: bool, status: str, seconds: float
-    ) -> None:
-        """See :meth:`engine.health.Sink.accepted`."""
-        commands, hist, started, completed, failed = self._of(workflow, version)
-        commands.inc()
-        hist.observe(seconds)
-        if start:
-            started.inc()
-        if status == "completed":
-            completed.inc()
-        elif status == "failed":
-            failed.inc()
-
-    def refused(self, workflow: str, version: int, outcome: str) -> None:
-        """See :meth:`engine.health.Sink.refused`."""
-        self.commands.labels(workflow, str(version), outcome).inc()
+            for name in ("started", "completed", "failed")
+        }
+        for (workflow, version), c in sorted(sums.items()):
+            lv = [workflow, str(version)]
+            commands.add_metric([*lv, "accepted"], c.accepted)
+            commands.add_metric([*lv, "rejected"], c.rejected)
+            commands.add_metric([*lv, "crashed"], c.crashed)
+            instances["started"].add_metric(lv, c.started)
+            instances["completed"].add_metric(lv, c.completed)
+            instances["failed"].add_metric(lv, c.failed)
+            cumulative, buckets = 0, []
+            hist = c.latency or (0,) * (len(LATENCY_BOUNDS) + 1)
+            for bound, n in zip((*LATENCY_BOUNDS, math.inf), hist, strict=True):
+                cumulative += n
+                le = "+Inf" if bound == math.inf else repr(bound)
+                buckets.append((le, float(cumulative)))
+            seconds.add_metric(lv, buckets, c.latency_sum)
+        yield commands
+        yield seconds
+        yield from instances.values()
 
 
 class StoreLagCollector(Collector):
@@ -132,7 +124,7 @@ class StoreLagCollector(Collector):
         self.store = store
         self.projections = list(projections)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         """Yield the lag gauges."""
         head = self.store.last_global_position()
         lag = GaugeMetricFamily(
