@@ -95,7 +95,9 @@ async def _drive(engines: list[Engine], until: Any, out: _Load, tag: str = "") -
     out.seconds = time.perf_counter() - t0
 
 
-def _throughput(ctx: BenchContext, seconds: float, *, metrics: bool) -> float:
+def _throughput(
+    ctx: BenchContext, seconds: float, *, metrics: bool
+) -> tuple[float, int]:
     out = _Load()
     with pg_schema(prefix=ctx.schema) as schema:
         store = open_store(store_url(schema))
@@ -107,15 +109,18 @@ def _throughput(ctx: BenchContext, seconds: float, *, metrics: bool) -> float:
             await engine.close()
 
         asyncio.run(go())
-    return out.done / out.seconds if out.seconds else 0.0
+    return (out.done / out.seconds if out.seconds else 0.0), out.errors
 
 
-def _guarded(ctx: BenchContext, version: int, timeout: float) -> tuple[float, _Load]:
+def _guarded(
+    ctx: BenchContext, version: int, timeout: float
+) -> tuple[float, float, _Load]:
     """Run a plan for ``version`` under load on two engines.
 
     Returns:
         Seconds from the end of the first interval to the moment both engines
-        stopped routing to the candidate (0 for a completed plan), and the load.
+        stopped routing to the candidate and to the moment the rollback was
+        recorded (0 for a completed plan), and the load.
     """
     out = _Load()
     with pg_schema(prefix=ctx.schema) as schema:
@@ -156,6 +161,8 @@ def _guarded(ctx: BenchContext, version: int, timeout: float) -> tuple[float, _L
                     r = rollouts.status(_NAME) if "start" in marks else None
                     if r is not None and r.status == "completed":
                         stopped.set()
+                    if r is not None and r.status == "rolled_back":
+                        marks.setdefault("decided", time.time())
                     await asyncio.sleep(0.02)
 
             async def operate() -> None:
@@ -183,8 +190,10 @@ def _guarded(ctx: BenchContext, version: int, timeout: float) -> tuple[float, _L
 
         asyncio.run(go())
     if "gone" not in marks:
-        return 0.0, out
-    return marks["gone"] - (marks["start"] + INTERVAL), out
+        return 0.0, 0.0, out
+    bad_end = marks["start"] + INTERVAL
+    decided = marks.get("decided", marks["gone"])
+    return marks["gone"] - bad_end, decided - bad_end, out
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -192,19 +201,25 @@ def run(ctx: BenchContext) -> list[Figure]:
     seconds = 0.5 if ctx.quick else 5.0
     on, off = "health + metrics on", "health + metrics off"
     rates: dict[str, list[float]] = {on: [], off: []}
+    plain_errors: list[float] = []
     for rep in range(ctx.reps):
         for name in (on, off):
-            rates[name].append(_throughput(ctx, seconds, metrics=name == on))
+            rate, errors = _throughput(ctx, seconds, metrics=name == on)
+            rates[name].append(rate)
+            if name == off:
+                plain_errors.append(float(errors))
             print(
                 f"  [{rep + 1}/{ctx.reps}] rollout: {name:<24} "
                 f"{rates[name][-1]:>10,.0f} commands/s"
             )
     rollback: list[float] = []
+    recorded: list[float] = []
     failed: list[float] = []
     for rep in range(ctx.reps):
-        took, _ = _guarded(ctx, 3, 30.0)
+        took, decided, _ = _guarded(ctx, 3, 30.0)
         rollback.append(took)
-        _, load = _guarded(ctx, 2, 30.0)
+        recorded.append(decided)
+        _, _, load = _guarded(ctx, 2, 30.0)
         failed.append(float(load.errors))
         print(
             f"  [{rep + 1}/{ctx.reps}] rollout: rollback {took:.2f} s after the "
@@ -227,9 +242,9 @@ def run(ctx: BenchContext) -> list[Figure]:
             "rollback after the first bad interval",
             "s",
             f"2 engines, interval {INTERVAL:g} s, failure limit 1",
-            "faulty candidate (25 % rejected)",
+            "faulty candidate (25 % rejected): rollback on both engines",
             rollback,
-            {},
+            {"rollback recorded by the controller": recorded},
             Target(INTERVAL + 1.0, "<="),
         ),
         Figure(
@@ -239,7 +254,7 @@ def run(ctx: BenchContext) -> list[Figure]:
             what,
             "healthy candidate 10 -> 50 -> 100 %",
             failed,
-            {},
+            {"same load, no plan": plain_errors},
             Target(0.0, "<="),
         ),
     ]
