@@ -368,7 +368,7 @@ async def _canary(
             max_error_rate=0.05,
             max_latency_ratio=3.0,
             failure_limit=1,
-            deadline=20.0,
+            deadline=60.0,
         )
         r = await asyncio.to_thread(rollouts.start, plan, source=source, by=by)
         shares = ", ".join(f"{x:g} %" for x in steps)

@@ -263,7 +263,7 @@ class Rollouts:
         plan = r.plan
         end = self._window_end()
         overdue = self.clock() > r.started_at + plan.deadline
-        if end - r.window_from < plan.interval and not overdue:
+        if end - r.judged_to < plan.interval and not overdue:
             return None
         start = r.window_from
         args: dict[str, Any] = {"bucket_seconds": self.bucket_seconds}

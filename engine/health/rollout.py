@@ -180,7 +180,10 @@ class Rollout:
     progress: Progress = field(default_factory=Progress)
     """Current step and failures."""
     window_from: float = 0.0
-    """Start of the next window to judge (epoch seconds)."""
+    """Start of the next window to judge (epoch seconds); an inconclusive
+    window does not move it, so samples add up until there are enough."""
+    judged_to: float = 0.0
+    """End of the last window judged (the next is due ``interval`` later)."""
     decisions: list[RolloutDecided] = field(default_factory=list)
     """Every decision, oldest first."""
 
@@ -234,7 +237,13 @@ class RolloutView:
                 e.deadline,
             )
             self.rollouts[e.rollout] = Rollout(
-                e.rollout, plan, e.baseline, e.at, e.by, window_from=e.at
+                e.rollout,
+                plan,
+                e.baseline,
+                e.at,
+                e.by,
+                window_from=e.at,
+                judged_to=e.at,
             )
             return
         r = self.rollouts.get(getattr(e, "rollout", -1))
@@ -243,7 +252,9 @@ class RolloutView:
         if isinstance(e, RolloutDecided):
             r.decisions.append(e)
             r.progress = Progress(e.step, e.failures)
-            r.window_from = max(r.window_from, e.window_end)
+            r.judged_to = max(r.judged_to, e.window_end)
+            if e.verdict != "inconclusive":
+                r.window_from = max(r.window_from, e.window_end)
             if e.action == "rollback":
                 r.status = "rolled_back"
             elif e.action == "complete":
@@ -253,5 +264,6 @@ class RolloutView:
         elif isinstance(e, RolloutResumed) and r.status == "paused":
             r.status = "running"
             r.window_from = max(r.window_from, e.at)
+            r.judged_to = max(r.judged_to, e.at)
         elif isinstance(e, RolloutAborted) and r.active:
             r.status = "aborted"
