@@ -545,6 +545,7 @@ class Engine:
                         start=isinstance(req, Start),
                         status=wf.status(new.state),
                         seconds=time.perf_counter() - began,
+                        flags=new.flags,
                     )
                 return new.info(iid)
         raise ConflictRetriesExhausted(iid, self.max_attempts)
@@ -679,7 +680,7 @@ class Engine:
             events = list(wf.decide(inst.state, command, ctx))
         except CommandRejected as exc:
             if self.health is not None:
-                self.health.rejected(wf.name, wf.version)
+                self.health.rejected(wf.name, wf.version, ctx.pinned)
             raise CommandRejected(
                 exc.reason, instance_id=iid, command=command
             ) from None
@@ -687,7 +688,7 @@ class Engine:
             raise
         except Exception as exc:
             if self.health is not None:
-                self.health.crashed(wf.name, wf.version)
+                self.health.crashed(wf.name, wf.version, ctx.pinned)
             raise WorkflowCodeError(wf.ref, iid, "decide", exc) from exc
         state = inst.state
         try:
@@ -695,7 +696,7 @@ class Engine:
                 state = wf.evolve(state, e)
         except Exception as exc:
             if self.health is not None:
-                self.health.crashed(wf.name, wf.version)
+                self.health.crashed(wf.name, wf.version, ctx.pinned)
             raise WorkflowCodeError(wf.ref, iid, "evolve", exc) from exc
         now = now_micros()
         encode = self.codec.encode

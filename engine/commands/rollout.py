@@ -30,9 +30,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("rollout", help="guarded rollouts of a new version")
     rs = p.add_subparsers(dest="rollout_command", required=True, metavar="ACTION")
 
-    s = rs.add_parser("start", help="start a rollout plan for WORKFLOW@VERSION")
+    s = rs.add_parser(
+        "start", help="start a rollout plan for WORKFLOW@VERSION (or a flag ramp)"
+    )
     s.add_argument("workflow", metavar="W")
-    s.add_argument("version", metavar="V", type=int)
+    s.add_argument("version", metavar="V", type=int, nargs="?", default=0)
+    s.add_argument("--flag", metavar="NAME", help="ramp this percentage flag on W")
     s.add_argument("--source", metavar="MOD:ATTR", help="deploy V from here first")
     s.add_argument("--plan", metavar="FILE", help="a TOML or JSON plan file")
     s.add_argument("--steps", metavar="PCTS", help="shares, e.g. 5,25,50,100")
@@ -95,6 +98,7 @@ def _start(ctx: CliContext, args: argparse.Namespace) -> int:
         "max_latency_ratio": args.max_latency_ratio,
         "failure_limit": args.failure_limit,
         "deadline": args.deadline,
+        "flag": args.flag,
     }
     given = {k: v for k, v in given.items() if v is not None}
     if args.plan:
@@ -106,10 +110,15 @@ def _start(ctx: CliContext, args: argparse.Namespace) -> int:
             {"workflow": args.workflow, "version": args.version, **given}
         )
     r = _rollouts(ctx).start(plan, source=args.source, by=args.by, reason=args.reason)
+    what = (
+        f"flag {plan.flag} on {plan.workflow} at {plan.steps[0]:g} %"
+        if plan.flag
+        else f"{plan.workflow}@{plan.version} at {plan.steps[0]:g} % beside "
+        f"v{r.baseline}"
+    )
     ctx.out.print(
         Text(
-            f"rollout #{r.number}: {plan.workflow}@{plan.version} at "
-            f"{plan.steps[0]:g} % beside v{r.baseline}; steps "
+            f"rollout #{r.number}: {what}; steps "
             f"{','.join(f'{x:g}' for x in plan.steps)} every {plan.interval:g} s"
         )
     )
@@ -121,7 +130,13 @@ def status_table(r: Rollout) -> Table:
     plan = r.plan
     t = Table(
         title=(
-            f"rollout #{r.number} {plan.workflow}@{plan.version} vs v{r.baseline}: "
+            f"rollout #{r.number} "
+            + (
+                f"flag {plan.flag} on {plan.workflow} (on vs off)"
+                if plan.flag
+                else f"{plan.workflow}@{plan.version} vs v{r.baseline}"
+            )
+            + ": "
             f"{r.status}, share {r.share:g} %"
         )
     )

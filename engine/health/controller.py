@@ -134,12 +134,19 @@ class Rollouts:
             )
         wd = self.deployments.refresh().workflow(wf)
         routing = wd.effective()
-        if routing is None or routing.stable == version:
+        if plan.flag:
+            known = self.deployments.view.flags.get(plan.flag)
+            if known is None or known.kind != "percentage":
+                raise RolloutError(
+                    f"flag {plan.flag!r} is not a percentage flag; define it with "
+                    f"nonstop flags set {plan.flag} --percent 0 first"
+                )
+        elif routing is None or routing.stable == version:
             raise RolloutError(
                 f"{wf} has no stable version other than v{version} to compare "
                 f"with; deploy a baseline first (nonstop deploy {wf} V --source ...)"
             )
-        baseline = routing.stable
+        baseline = 0 if plan.flag or routing is None else routing.stable
         now = self.clock()
         started = RolloutStarted(
             view.position + 1,
@@ -156,10 +163,15 @@ class Rollouts:
             now,
             user,
             reason,
+            plan.flag,
         )
         self._append(started, view.position)
         why = f"rollout #{started.rollout}: first step {plan.steps[0]:g} %"
-        if version in wd.deployments and wd.deployments[version].state != "failed":
+        if plan.flag:
+            self.deployments.set_flag(
+                plan.flag, "percentage", percent=plan.steps[0], by=user, reason=why
+            )
+        elif version in wd.deployments and wd.deployments[version].state != "failed":
             self.deployments.promote(
                 wf, version, percent=plan.steps[0], by=user, reason=why
             )
@@ -252,6 +264,8 @@ class Rollouts:
         if not r.decisions or view.latest(r.plan.workflow) is not r:
             return False
         wf = r.plan.workflow
+        if r.plan.flag:
+            wf = f"flag:{r.plan.flag}"
         changed = [a.at for a in self.deployments.view.audit if a.subject == wf]
         return not changed or changed[-1] < r.decisions[-1].window_end * 1e6
 
@@ -267,8 +281,11 @@ class Rollouts:
             return None
         start = r.window_from
         args: dict[str, Any] = {"bucket_seconds": self.bucket_seconds}
-        cand = read_window(self.store, plan.workflow, plan.version, start, end, **args)
-        base = read_window(self.store, plan.workflow, r.baseline, start, end, **args)
+        subject, candidate, baseline = plan.subject
+        if baseline < 0:
+            baseline = r.baseline
+        cand = read_window(self.store, subject, candidate, start, end, **args)
+        base = read_window(self.store, subject, baseline, start, end, **args)
         analysis = analyze(cand, base, plan.thresholds)
         d = decide(
             analysis,
@@ -316,29 +333,15 @@ class Rollouts:
         wf, version = r.plan.workflow, r.plan.version
         wd = self.deployments.refresh().workflow(wf)
         routing = wd.routing
+        why = self._why(r)
+        if r.plan.flag:
+            self._reconcile_flag(r, why)
+            return
         if routing is None:
             return
-        last = r.decisions[-1] if r.decisions else None
-        why = f"rollout #{r.number}"
-        if last is not None:
-            why += (
-                f": {last.action} ({last.verdict}; samples {last.samples}, error "
-                f"rate {last.error_rate:.2%} vs {last.baseline_error_rate:.2%}"
-                + (
-                    f", latency ratio {last.latency_ratio:.2f}"
-                    if last.latency_ratio is not None
-                    else ""
-                )
-                + f"): {last.reason}"
-            )
         if r.status in ("rolled_back", "aborted"):
             if routing.canary == version:
-                reason = (
-                    why
-                    if r.status == "rolled_back"
-                    else f"rollout #{r.number}: aborted"
-                )
-                self.deployments.rollback(wf, by=self.name, reason=reason)
+                self.deployments.rollback(wf, by=self.name, reason=why)
             elif routing.stable == version and routing.canary is None:
                 log.warning("rollout #%s: v%s is already stable", r.number, version)
             return
@@ -351,6 +354,40 @@ class Rollouts:
             self.deployments.promote(
                 wf, version, percent=r.share, by=self.name, reason=why
             )
+
+    def _reconcile_flag(self, r: Rollout, why: str) -> None:
+        name = r.plan.flag
+        flag = self.deployments.view.flags.get(name)
+        if flag is None:
+            return
+        if r.status in ("rolled_back", "aborted"):
+            if not flag.killed:
+                self.deployments.kill_flag(name, by=self.name, reason=why)
+            return
+        if not flag.killed and flag.percent_bp < percent_to_bp(r.share):
+            self.deployments.set_flag(
+                name, "percentage", percent=r.share, by=self.name, reason=why
+            )
+
+    @staticmethod
+    def _why(r: Rollout) -> str:
+        """The reason routing changes carry: the last decision and its numbers."""
+        last = r.decisions[-1] if r.decisions else None
+        why = f"rollout #{r.number}"
+        if r.status == "aborted":
+            return f"{why}: aborted"
+        if last is not None:
+            why += (
+                f": {last.action} ({last.verdict}; samples {last.samples}, error "
+                f"rate {last.error_rate:.2%} vs {last.baseline_error_rate:.2%}"
+                + (
+                    f", latency ratio {last.latency_ratio:.2f}"
+                    if last.latency_ratio is not None
+                    else ""
+                )
+                + f"): {last.reason}"
+            )
+        return why
 
     # ---------------------------------------------------------- writing
 

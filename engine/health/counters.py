@@ -15,11 +15,13 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import Any
 
 from engine.errors import ConcurrencyConflict, NonstopError
 from engine.events import EventCodec, Metadata, now_micros
 from engine.health.analysis import LATENCY_BOUNDS, Counts
-from engine.health.events import HealthFlushed, health_stream
+from engine.health.events import ROLLOUT_STREAM, HealthFlushed, health_stream
+from engine.health.rollout import RolloutView, flag_subject
 from engine.store import EventStore, NewRecord
 
 __all__ = ["DEFAULT_BUCKET_SECONDS", "Health"]
@@ -80,6 +82,10 @@ class Health:
         self._positions: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.watch: frozenset[str] = frozenset()
+        """Flags being ramped by a rollout: counted apart, on and off (kept
+        up to date from the rollouts stream at each flush)."""
+        self._rollouts = RolloutView()
         self.flushes = 0
         """Flush transactions written (for monitoring and tests)."""
 
@@ -96,31 +102,64 @@ class Health:
         return row
 
     def accepted(
-        self, workflow: str, version: int, *, start: bool, status: str, seconds: float
+        self,
+        workflow: str,
+        version: int,
+        *,
+        start: bool,
+        status: str,
+        seconds: float,
+        flags: dict[str, Any] | None = None,
     ) -> None:
         """A command (a start when ``start``) was committed in ``seconds``.
 
         ``status`` is the instance's status after it (``completed`` and
-        ``failed`` count an instance that finished).
+        ``failed`` count an instance that finished); ``flags`` the flag
+        values the instance has seen (counted apart for flags being ramped).
         """
         row = self._row(workflow, version)
-        row[_ACC] += 1
-        if start:
-            row[_STARTED] += 1
-        if status == "completed":
-            row[_DONE] += 1
-        elif status == "failed":
-            row[_FAILED] += 1
-        row[_SUM] += seconds
-        row[_HIST + bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        hist = _HIST + bisect_left(LATENCY_BOUNDS, seconds)
+        rows = [row, *self._flag_rows(workflow, flags)] if self.watch else (row,)
+        for row in rows:
+            row[_ACC] += 1
+            if start:
+                row[_STARTED] += 1
+            if status == "completed":
+                row[_DONE] += 1
+            elif status == "failed":
+                row[_FAILED] += 1
+            row[_SUM] += seconds
+            row[hist] += 1
 
-    def rejected(self, workflow: str, version: int) -> None:
+    def rejected(
+        self, workflow: str, version: int, flags: dict[str, Any] | None = None
+    ) -> None:
         """The decider refused a command (``CommandRejected``)."""
         self._row(workflow, version)[_REJ] += 1
+        if self.watch:
+            for row in self._flag_rows(workflow, flags):
+                row[_REJ] += 1
 
-    def crashed(self, workflow: str, version: int) -> None:
+    def crashed(
+        self, workflow: str, version: int, flags: dict[str, Any] | None = None
+    ) -> None:
         """``decide`` or ``evolve`` raised on a command."""
         self._row(workflow, version)[_CRASH] += 1
+        if self.watch:
+            for row in self._flag_rows(workflow, flags):
+                row[_CRASH] += 1
+
+    def _flag_rows(
+        self, workflow: str, flags: dict[str, Any] | None
+    ) -> list[list[float]]:
+        """Rows of the watched flags this instance has seen, on (1) or off (0)."""
+        if not flags:
+            return []
+        return [
+            self._row(flag_subject(workflow, name), 1 if flags[name] else 0)
+            for name in self.watch
+            if name in flags
+        ]
 
     def pending(self) -> dict[tuple[str, int, int], Counts]:
         """What was counted and not flushed yet, by (workflow, version, bucket)."""
@@ -158,6 +197,8 @@ class Health:
             deltas = {k: d for k, d in deltas.items() if any(d)}
             written = 0
             if deltas and self.store is not None:
+                # Only an engine that counts needs to know which flags to split.
+                self._watch_flags()
                 try:
                     written = self._append(deltas)
                 except NonstopError as exc:
@@ -170,6 +211,24 @@ class Health:
                 self._flushed[key] = snap[key]
             self._forget_old(snap)
             return written
+
+    def _watch_flags(self) -> None:
+        """Follow the rollouts stream: which flags are being ramped."""
+        if self.store is None:
+            return
+        view = self._rollouts
+        try:
+            for r in self.store.iter_stream(ROLLOUT_STREAM, after=view.position):
+                for e in self.codec.decode(
+                    ROLLOUT_STREAM, r.position, r.global_position, r.type, r.data
+                ):
+                    view.apply(r.position, e.event)
+        except NonstopError as exc:
+            log.warning("cannot read the rollouts stream: %s", exc)
+            return
+        self.watch = frozenset(
+            r.plan.flag for r in view.rollouts.values() if r.plan.flag and r.active
+        )
 
     def _append(self, rows: dict[tuple[str, int, int], list[float]]) -> int:
         assert self.store is not None

@@ -83,6 +83,8 @@ class RolloutStarted(msgspec.Struct, frozen=True):
     """When it started (seconds since the epoch)."""
     by: str
     reason: str = ""
+    flag: str = ""
+    """A flag ramp: the flag's name (``version`` is then 0)."""
 
 
 @event("nonstop.RolloutDecided")

@@ -25,9 +25,24 @@ from engine.health.events import (
     RolloutStarted,
 )
 
-__all__ = ["Rollout", "RolloutPlan", "RolloutStatus", "RolloutView", "parse_duration"]
+__all__ = [
+    "Rollout",
+    "RolloutPlan",
+    "RolloutStatus",
+    "RolloutView",
+    "flag_subject",
+    "parse_duration",
+]
 
 RolloutStatus = Literal["running", "paused", "completed", "rolled_back", "aborted"]
+
+
+def flag_subject(workflow: str, flag: str) -> str:
+    """The health subject of ``workflow``'s instances by value of ``flag``.
+
+    Counted as ``SUBJECT@1`` (flag on) and ``SUBJECT@0`` (flag off).
+    """
+    return f"{workflow}+flag:{flag}"
 
 
 def parse_duration(text: str | float) -> float:
@@ -79,6 +94,9 @@ class RolloutPlan:
     """Failed windows (since the last advance) that roll back."""
     deadline: float = 1800.0
     """Seconds after the start past which a rollout that is not done rolls back."""
+    flag: str = ""
+    """Ramp this percentage flag instead of a version: instances with it on
+    are the candidate, with it off the baseline; a rollback kills it."""
 
     def __post_init__(self) -> None:
         s = self.steps
@@ -105,6 +123,16 @@ class RolloutPlan:
                     "and deadline > 0, min_sample and failure_limit >= 1, "
                     "max_error_rate in [0, 1], max_latency_ratio >= 1"
                 )
+
+    @property
+    def subject(self) -> tuple[str, int, int]:
+        """(health subject, candidate version, baseline version or -1).
+
+        ``-1`` stands for the rollout's recorded baseline version.
+        """
+        if self.flag:
+            return flag_subject(self.workflow, self.flag), 1, 0
+        return self.workflow, self.version, -1
 
     @property
     def thresholds(self) -> Thresholds:
@@ -235,6 +263,7 @@ class RolloutView:
                 e.max_latency_ratio,
                 e.failure_limit,
                 e.deadline,
+                e.flag,
             )
             self.rollouts[e.rollout] = Rollout(
                 e.rollout,

@@ -97,13 +97,30 @@ def _make(version: int, *, faulty: bool = False) -> Workflow[Any]:
     )
 
 
+def _flagged(state: Till, cmd: object, ctx: Context) -> list[object]:
+    """v4: the ``turbo`` path crashes on a fifth of the work."""
+    if isinstance(cmd, Work) and ctx.flag("turbo") and bad(ctx.instance_id, 0) < 40:
+        raise RuntimeError("turbo crashed")
+    decided: list[object] = _decider(False)(state, cmd, ctx)
+    return decided
+
+
 v1 = _make(1)
 v2 = _make(2)
 v3 = _make(3, faulty=True)
+v4 = Workflow(
+    name="tills",
+    version=4,
+    state_type=Till,
+    initial=Till,
+    decide=_flagged,
+    evolve=_evolve,
+    status=_status,
+)
 
 
 def registry() -> WorkflowRegistry:
     """Every version (engines also load them from the deployments registry)."""
     reg = WorkflowRegistry()
-    reg.register(v1, v2, v3)
+    reg.register(v1, v2, v3, v4)
     return reg
