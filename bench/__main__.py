@@ -27,6 +27,7 @@ PLUGINS = {
     "projection": "bench.projection",
     "kafka": "bench.kafka",
     "deploy": "bench.deploy",
+    "rollout": "bench.rollout",
 }
 """Scenario name -> module with ``DESCRIPTION`` (markdown) and
 ``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes

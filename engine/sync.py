@@ -18,6 +18,7 @@ from engine.core.errors import NonstopError
 from engine.core.events import RecordedEvent
 from engine.core.replay import InstanceInfo
 from engine.core.workflow import Status, WorkflowRegistry
+from engine.health import Health
 from engine.runtime import Engine, Router, Send, Start
 from engine.runtime.engine import DeadLetterMaker
 from engine.store import EventStore, Tracking
@@ -44,6 +45,8 @@ class SyncEngine:
         max_batch: int = 1_000,
         max_attempts: int = 8,
         router: Router | None = None,
+        health: Health | bool | None = None,
+        metrics: bool = False,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -61,6 +64,8 @@ class SyncEngine:
                 max_batch=max_batch,
                 max_attempts=max_attempts,
                 router=router,
+                health=health,
+                metrics=metrics,
             )
 
         self.engine = self._call(make())

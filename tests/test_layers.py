@@ -17,13 +17,32 @@ PACKAGES = ("engine", "upcasters", "projections", "examples")
 
 LAYERS: list[tuple[str, list[str]]] = [
     # (layer, module prefixes), lowest first
-    ("core", ["engine.core", "upcasters"]),
+    (
+        "core",
+        [
+            "engine.core",
+            "upcasters",
+            "engine.health.analysis",
+            "engine.health.events",
+            "engine.health.rollout",
+        ],
+    ),
     ("store", ["engine.store"]),
-    ("runtime", ["engine.runtime", "engine.snapshots", "engine.stats", "engine.sync"]),
+    (
+        "runtime",
+        [
+            "engine.runtime",
+            "engine.snapshots",
+            "engine.stats",
+            "engine.sync",
+            "engine.health",
+        ],
+    ),
     (
         "edges",
         [
             "engine.deploy",
+            "engine.health.controller",
             "engine.config",
             "engine.monitor",
             "engine.kafka",

@@ -27,6 +27,7 @@ GROUPS = (
     "engine.commands.deploy",
     "engine.commands.projections",
     "engine.commands.kafka",
+    "engine.commands.rollout",
 )
 """Modules whose ``register(sub)`` adds subcommands, in help order."""
 

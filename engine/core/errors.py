@@ -51,6 +51,7 @@ __all__ = [
     "PublishUsageError",
     "ReadModelUnavailable",
     "RetireRefused",
+    "RolloutError",
     "SchemaLockError",
     "SkipRefused",
     "SnapshotMigrationError",
@@ -489,6 +490,10 @@ class PublishUsageError(NonstopError, ValueError):
         super().__init__(
             f"publish needs {missing}: nonstop publish --kafka HOST:PORT --topic T"
         )
+
+
+class RolloutError(NonstopError):
+    """A rollout plan is malformed, or a rollout command does not apply."""
 
 
 # ---------------------------------------------------------------- projections

@@ -256,16 +256,67 @@ class _Canary:
 async def _canary(
     store_url: str, run: DemoRun, rng: random.Random, out: Console, n: int
 ) -> tuple[int, Table]:
-    """Canary v2 at 10 %, promote it in steps, then a faulty v3 and its rollback.
+    """Rollout plans: v2 is promoted by the guard, the faulty v3 rolled back by it.
 
     Returns the commits written and a summary. Problems go to ``run.errors``.
     """
     from engine.deploy import Deployments, Routing, migrate_instances, open_engine
+    from engine.health import Health
+    from engine.health.controller import RolloutController, Rollouts
+    from engine.health.rollout import RolloutPlan
+    from engine.store import open_store
 
     seen = _Canary()
     ops = Deployments(store_url)
-    engine = open_engine(store_url, orders.registry(), poll_interval=0.05)
+    store = open_store(store_url)
+    # Health counted per version, flushed often: the guard judges 1 s windows.
+    health = Health(store, flush_interval=0.1, bucket_seconds=1)
+    engine = open_engine(store, orders.registry(), poll_interval=0.05, health=health)
+    rollouts = Rollouts(store, bucket_seconds=1, settle=0.3)
+    controller = RolloutController(rollouts, ttl=2.0)
     by = "demo"
+
+    async def guard(
+        version: int, source: str, steps: tuple[float, ...], expect: str
+    ) -> None:
+        """Roll ``version`` out by a plan while orders flow; the guard decides."""
+        if await asyncio.to_thread(lambda: rollouts.refresh().active(WORKFLOW)):
+            await asyncio.to_thread(rollouts.abort, WORKFLOW, by=by, reason="reset")
+        plan = RolloutPlan(
+            WORKFLOW,
+            version,
+            steps=steps,
+            interval=1.0,
+            min_sample=30,
+            # Fraud-check failures (3 % of orders) count as errors and a shared
+            # machine's latency is noisy: the demo's limits leave room for both.
+            max_error_rate=0.05,
+            max_latency_ratio=3.0,
+            failure_limit=1,
+            deadline=60.0,
+        )
+        r = await asyncio.to_thread(rollouts.start, plan, source=source, by=by)
+        shares = ", ".join(f"{x:g} %" for x in steps)
+        seen.steps.append(f"rollout orders@{version}: {shares}")
+        out.print(
+            Text(
+                f"operator: rollout plan for orders@{version} ({shares}, 1 s "
+                f"windows against orders@{r.baseline}); the guard takes over"
+            )
+        )
+        while r.active:
+            await asyncio.sleep(0.06)  # past the engine's poll interval
+            await start(10)
+            for d in await asyncio.to_thread(controller.step):
+                out.print(
+                    Text(
+                        f"guard: {d.action} orders@{version} -> {d.share:g} % "
+                        f"({d.reason})"
+                    )
+                )
+            r = await asyncio.to_thread(rollouts.status, WORKFLOW)
+        if r.status != expect:
+            run.fail(f"rollout of orders@{version}", f"ended {r.status}")
 
     def change(what: str, fn: Callable[[], Any]) -> None:
         routing = fn()
@@ -329,30 +380,11 @@ async def _canary(
             await asyncio.to_thread(
                 change, "reset to orders@1", lambda: ops.promote(WORKFLOW, 1, by=by)
             )
-        steps = [
-            ("canary orders@2 at 10 %", lambda: deploy(2, "engine.demo.orders:v2", 10)),
-            (
-                "promote orders@2 to 50 %",
-                lambda: ops.promote(WORKFLOW, 2, percent=50, by=by),
-            ),
-            ("promote orders@2 to 100 %", lambda: ops.promote(WORKFLOW, 2, by=by)),
-            (
-                "canary the faulty orders@3 at 30 %",
-                lambda: deploy(3, "engine.demo.orders_faulty:v3", 30),
-            ),
-        ]
-        for what, fn in steps:
-            await asyncio.to_thread(change, what, fn)
-            await asyncio.sleep(0.06)  # past the engine's poll interval
-            await start(max(10, n // 6))
+        await guard(2, "engine.demo.orders:v2", (10.0, 50.0, 100.0), "completed")
+        await guard(3, "engine.demo.orders_faulty:v3", (30.0, 100.0), "rolled_back")
         out.print(
-            f"orders@3 misbehaves: {len(seen.misbehaved)} of its orders crashed in "
+            f"orders@3 misbehaved: {len(seen.misbehaved)} of its orders crashed in "
             "its fraud check (nothing was written for those commands)"
-        )
-        await asyncio.to_thread(
-            change,
-            "roll back",
-            lambda: ops.rollback(WORKFLOW, by=by, reason="orders@3 crashes"),
         )
         report = await migrate_instances(
             engine, WORKFLOW, 3, 2, by=by, reason="orders@3 rolled back"
@@ -372,6 +404,7 @@ async def _canary(
         )
         await _check_canary(engine, run, seen)
     finally:
+        await asyncio.to_thread(controller.lease.release)
         await engine.close()
         await asyncio.to_thread(ops.close)
     return engine.commits, _canary_summary(seen, run)

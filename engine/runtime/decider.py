@@ -36,6 +36,7 @@ from engine.core.events import (
 )
 from engine.core.replay import Instance, InstanceInfo
 from engine.core.workflow import Context, WorkflowRegistry
+from engine.health.counters import Health
 from engine.runtime.requests import Router, Send, Start
 from engine.store import NewRecord
 
@@ -58,14 +59,20 @@ class Decider:
         registry: The workflow versions.
         codec: Encodes the events.
         router: Routes new instances and evaluates flags (optional).
+        health: Counts rejections and crashes per version (optional).
     """
 
     def __init__(
-        self, registry: WorkflowRegistry, codec: EventCodec, router: Router | None
+        self,
+        registry: WorkflowRegistry,
+        codec: EventCodec,
+        router: Router | None,
+        health: Health | None = None,
     ) -> None:
         self.registry = registry
         self.codec = codec
         self.router = router
+        self.health = health
 
     def start(self, req: Start) -> Decided:
         """Decide a start: ``nonstop.Started`` and the first command's events.
@@ -144,18 +151,24 @@ class Decider:
         try:
             events = list(wf.decide(inst.state, command, ctx))
         except CommandRejected as exc:
+            if self.health is not None:
+                self.health.rejected(wf.name, wf.version, ctx.pinned)
             raise CommandRejected(
                 exc.reason, instance_id=iid, command=command
             ) from None
         except NonstopError:
             raise
         except Exception as exc:
+            if self.health is not None:
+                self.health.crashed(wf.name, wf.version, ctx.pinned)
             raise WorkflowCodeError(wf.ref, iid, "decide", exc) from exc
         state = inst.state
         try:
             for e in events:
                 state = wf.evolve(state, e)
         except Exception as exc:
+            if self.health is not None:
+                self.health.crashed(wf.name, wf.version, ctx.pinned)
             raise WorkflowCodeError(wf.ref, iid, "evolve", exc) from exc
         now = now_micros()
         encode = self.codec.encode

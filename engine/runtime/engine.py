@@ -19,6 +19,7 @@ docstrings; the logic is the retry loops and the batch assembly.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from engine.core.errors import (
 from engine.core.events import RecordedEvent
 from engine.core.replay import Instance, InstanceInfo
 from engine.core.workflow import Status, WorkflowRegistry
+from engine.health import Health, engine_health
 from engine.runtime.committer import GroupCommitter
 from engine.runtime.decider import Decided, Decider
 from engine.runtime.loader import InstanceLoader
@@ -67,6 +69,10 @@ class Engine:
         router: Chooses versions of new instances and evaluates flags (see
             :mod:`engine.deploy`); ``WorkflowRegistry.current_version`` when
             omitted.
+        health: Count commands and instances per version and flush the counts
+            to the store (``True``, or a :class:`~engine.health.Health`).
+        metrics: Also expose the counts to Prometheus (``nonstop[metrics]``);
+            implies ``health``.
     """
 
     def __init__(
@@ -80,8 +86,12 @@ class Engine:
         max_batch: int = 1_000,
         max_attempts: int = 8,
         router: Router | None = None,
+        health: Health | bool | None = None,
+        metrics: bool = False,
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
+        self.health = engine_health(self.store, health, metrics)
+        """Health counters per version (None unless asked for)."""
         self.registry = registry
         self.router = router
         if router is not None:
@@ -106,7 +116,7 @@ class Engine:
             cache_size=cache_size,
         )
         """Cache, replay and snapshots."""
-        self.decider = Decider(registry, self.codec, router)
+        self.decider = Decider(registry, self.codec, router, self.health)
         """Decides commands."""
         self.committer = GroupCommitter(self.store, max_batch=max_batch)
         """Group commit and commits in doubt."""
@@ -255,6 +265,7 @@ class Engine:
             ConflictRetriesExhausted: other writers kept winning the race.
             StoreUnavailable: the store failed.
         """
+        began = time.perf_counter()
         await self._refresh_routing()
         ids = {_target(i) for i in items}
         for attempt in range(1, self.max_attempts + 1):
@@ -278,6 +289,8 @@ class Engine:
                     continue
                 for iid, inst in touched.items():
                     self.loader.remember(iid, inst)
+                if self.health is not None:
+                    _count_batch(self.health, items, results, began)
                 return results
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -330,6 +343,8 @@ class Engine:
         """
         await self.committer.close()
         await self.loader.close()
+        if self.health is not None:
+            await asyncio.to_thread(self.health.close)
         await asyncio.to_thread(self.store.close)
 
     async def __aenter__(self) -> Engine:
@@ -353,6 +368,7 @@ class Engine:
 
     async def _run(self, req: Start | Send) -> InstanceInfo:
         iid = _target(req)
+        began = time.perf_counter()
         await self._refresh_routing()
         async with self.locks.hold(iid):
             for _ in range(self.max_attempts):
@@ -374,6 +390,16 @@ class Engine:
                         return await self._existing_start(req)
                     continue
                 self.loader.remember(iid, new)
+                if self.health is not None:
+                    wf = new.workflow
+                    self.health.accepted(
+                        wf.name,
+                        wf.version,
+                        start=isinstance(req, Start),
+                        status=wf.status(new.state),
+                        seconds=time.perf_counter() - began,
+                        flags=new.flags,
+                    )
                 return new.info(iid)
         raise ConflictRetriesExhausted(iid, self.max_attempts)
 
@@ -442,6 +468,25 @@ class Engine:
         if self.loader.cached(instance_id) is not None:
             return True
         return await asyncio.to_thread(self.store.stream_position, instance_id) > 0
+
+
+def _count_batch(
+    health: Health,
+    items: Sequence[Start | Send],
+    results: Sequence[InstanceInfo | NonstopError],
+    began: float,
+) -> None:
+    """Count the requests a batch committed (repeats answered are not)."""
+    seconds = time.perf_counter() - began
+    for item, res in zip(items, results, strict=True):
+        if isinstance(res, InstanceInfo) and res.applied:
+            health.accepted(
+                res.workflow,
+                res.version,
+                start=isinstance(item, Start),
+                status=res.status,
+                seconds=seconds,
+            )
 
 
 def _target(item: Start | Send) -> str:

@@ -298,7 +298,10 @@ def test_demo_store_comes_from_the_global_flag(capsys, tmp_path):
     code, out, _ = run(capsys, "--store", url, "demo", "--instances", "4")
     assert code == 0
     code, out, _ = run(capsys, "--store", url, "instances")
-    assert "44 instances" in out  # 4, then 10 in each of the 4 canary steps
+    # 4, then orders started while the rollout plans run: their number
+    # depends on how soon the guard decides.
+    found = re.search(r"(\d+) instances", out)
+    assert found and int(found[1]) > 4
 
 
 # ------------------------------------------------------------- console script
