@@ -45,6 +45,7 @@ class SyncEngine:
         max_batch: int = 1_000,
         max_attempts: int = 8,
         router: Router | None = None,
+        deployments: bool = True,
         health: Health | bool | None = None,
         metrics: bool = False,
     ) -> None:
@@ -64,6 +65,7 @@ class SyncEngine:
                 max_batch=max_batch,
                 max_attempts=max_attempts,
                 router=router,
+                deployments=deployments,
                 health=health,
                 metrics=metrics,
             )

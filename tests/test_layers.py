@@ -25,15 +25,27 @@ LAYERS: list[tuple[str, list[str]]] = [
             "engine.health.analysis",
             "engine.health.events",
             "engine.health.rollout",
+            "engine.stats",
         ],
     ),
     ("store", ["engine.store"]),
+    (
+        # The deployments registry: routing data in the store, read by engines.
+        "routing",
+        [
+            "engine.deploy.registry",
+            "engine.deploy.routing",
+            "engine.deploy.flags",
+            "engine.deploy.view",
+            "engine.deploy.events",
+            "engine.loading",
+        ],
+    ),
     (
         "runtime",
         [
             "engine.runtime",
             "engine.snapshots",
-            "engine.stats",
             "engine.sync",
             "engine.health",
         ],
@@ -46,7 +58,6 @@ LAYERS: list[tuple[str, list[str]]] = [
             "engine.config",
             "engine.monitor",
             "engine.kafka",
-            "engine.loading",
             "projections",
         ],
     ),

@@ -19,6 +19,7 @@ docstrings; the logic is the retry loops and the batch assembly.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -49,6 +50,8 @@ if TYPE_CHECKING:  # upcasters imports engine.core: no import cycle at run time
 
 __all__ = ["Engine"]
 
+log = logging.getLogger("nonstop.runtime")
+
 DeadLetterMaker = Callable[[list[InstanceInfo | NonstopError]], Sequence[DeadLetter]]
 """Builds the dead letters of a batch from its results."""
 
@@ -66,9 +69,15 @@ class Engine:
         cache_size: Instances kept folded in memory.
         max_batch: Most records one group commit writes.
         max_attempts: Tries of one command against concurrent writers.
-        router: Chooses versions of new instances and evaluates flags (see
-            :mod:`engine.deploy`); ``WorkflowRegistry.current_version`` when
-            omitted.
+        router: Chooses versions of new instances and evaluates flags. When
+            omitted, the deployments registry in the store does
+            (:class:`~engine.deploy.Deployments`): ``nonstop deploy``,
+            ``promote``, ``rollback`` and flag changes take effect in this
+            engine without a restart, and a workflow with no deployment routes
+            to ``WorkflowRegistry.current_version``.
+        deployments: ``False`` opts out of the store's deployments (routing by
+            ``WorkflowRegistry.current_version`` alone, flags at their
+            defaults); a warning is logged if the store holds deployments.
         health: Count commands and instances per version and flush the counts
             to the store (``True``, or a :class:`~engine.health.Health`).
         metrics: Also expose the counts to Prometheus (``nonstop[metrics]``);
@@ -86,10 +95,17 @@ class Engine:
         max_batch: int = 1_000,
         max_attempts: int = 8,
         router: Router | None = None,
+        deployments: bool = True,
         health: Health | bool | None = None,
         metrics: bool = False,
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
+        if router is None and deployments:
+            from engine.deploy.registry import Deployments
+
+            router = Deployments(self.store)
+        elif router is None:
+            _warn_if_routed(self.store)
         self.health = engine_health(self.store, health, metrics)
         """Health counters per version (None unless asked for)."""
         self.registry = registry
@@ -468,6 +484,19 @@ class Engine:
         if self.loader.cached(instance_id) is not None:
             return True
         return await asyncio.to_thread(self.store.stream_position, instance_id) > 0
+
+
+def _warn_if_routed(store: EventStore) -> None:
+    """Log a warning when ``store`` holds deployments an engine will ignore."""
+    from engine.deploy.events import INDEX_STREAM
+
+    if store.read_stream(INDEX_STREAM, limit=1):
+        log.warning(
+            "the store %s holds deployments (nonstop deploy/promote/rollback) and "
+            "flags that this engine ignores (deployments=False): new instances "
+            "route by WorkflowRegistry.current_version, flags read their defaults",
+            store.url,
+        )
 
 
 def _count_batch(
