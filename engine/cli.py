@@ -297,6 +297,19 @@ def _init(ctx: CliContext) -> int:
         open_store(ctx.store_url).close()
         ctx.out.print(f"created a nonstop store at {redact(ctx.store_url)}")
         return 0
+    from engine.deploy import Deployments
+
+    # Stores written before the registry index: list their deployments in it
+    # (one scan of the log, once; nothing to do on an indexed store).
+    with Deployments(ctx.store_url) as deployments:
+        added = deployments.reindex()
+    if added:
+        ctx.out.print(
+            f"a nonstop store exists at {redact(ctx.store_url)}; indexed the "
+            f"deployments of {len(added)} workflow(s) written before the index: "
+            + ", ".join(s.partition(":")[2] for s in added)
+        )
+        return 0
     ctx.out.print(f"a nonstop store exists at {redact(ctx.store_url)}; nothing changed")
     return 0
 

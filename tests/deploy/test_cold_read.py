@@ -8,6 +8,7 @@ global order counts every row it passes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -184,3 +185,25 @@ def test_a_cold_read_folds_what_a_follower_folded(
         (a.subject, a.action, a.detail) for a in followed.audit
     ]
     store.close()
+
+
+def test_nonstop_init_indexes_a_store_written_before_the_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    fresh = MemoryStore()
+    Deployments(fresh).deploy("jobs", 1, f"{SRC}:v1")
+    url = f"sqlite:///{tmp_path / 'legacy.db'}"
+    with open_store(url) as legacy:  # the same events, no index
+        legacy.append(
+            [
+                NewRecord(r.stream_id, r.position, r.type, r.data)
+                for r in fresh.read_stream(deploy_stream("jobs"))
+            ]
+        )
+    assert main(["--store", url, "init"]) == 0
+    assert "indexed the deployments of 1 workflow(s)" in capsys.readouterr().out
+    assert Deployments(url).refresh().route("jobs", "k") == 1
+    assert main(["--store", url, "init"]) == 0
+    assert "nothing changed" in capsys.readouterr().out
