@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "engine.deploy",
             "engine.health.controller",
+            "engine.health.audit",
             "engine.config",
             "engine.monitor",
             "engine.kafka",

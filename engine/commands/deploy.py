@@ -342,11 +342,12 @@ def _iso(micros: int) -> str:
 
 
 def _audit(ctx: CliContext, args: argparse.Namespace) -> int:
+    from engine.health.audit import rollout_audit
+
     with _registry(ctx) as reg:
         view = reg.refresh()
-    entries = [
-        a for a in view.audit if args.subject is None or a.subject == args.subject
-    ]
+        found = sorted([*view.audit, *rollout_audit(reg.store)], key=lambda a: a.at)
+    entries = [a for a in found if args.subject is None or a.subject == args.subject]
     if args.json:
         print_json(
             [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,11 @@ def test_start_status_pause_resume_abort(
     assert view.audit[-1].action == "rollback"
     code, out = nonstop(capsys, sqlite_url, "rollout", "resume", "tills")
     assert code == 2 and "no rollout paused" in out
+    code, out = nonstop(capsys, sqlite_url, "audit", "--json")
+    actions = [a["action"] for a in json.loads(out) if a["subject"] == "tills"]
+    for kind in ("start", "pause", "resume", "abort"):
+        assert f"rollout {kind}" in actions
+    assert actions.index("rollout start") < actions.index("rollout abort")
 
 
 def test_a_bad_plan_is_refused_with_what_to_do(

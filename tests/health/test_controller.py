@@ -6,6 +6,7 @@ import contextlib
 
 from engine.deploy import Deployments
 from engine.health import Health
+from engine.health.audit import rollout_audit
 from engine.health.controller import Rollouts
 from engine.health.rollout import RolloutPlan
 from engine.store import open_store
@@ -39,6 +40,16 @@ def test_inconclusive_windows_add_up_until_there_are_enough(sqlite_url: str) -> 
     assert len(rollouts.status("tills").decisions) == 2  # one decision per window
     routing = Deployments(store).refresh().workflow("tills").routing
     assert routing is not None and routing.stable == 2
+    # Every decision, the hold too, is in the audit with its numbers.
+    audit = [a for a in rollout_audit(store) if a.subject == "tills"]
+    assert [a.action for a in audit] == [
+        "rollout start",
+        "rollout hold",
+        "rollout complete",
+    ]
+    hold = audit[1]
+    assert "inconclusive" in hold.detail and "samples 15 vs 15" in hold.detail
+    assert hold.by and hold.reason
     health.close()
 
 
