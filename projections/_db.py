@@ -19,9 +19,6 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Literal
 
-import psycopg
-from psycopg import sql as pgsql
-
 from engine.core.errors import ReadModelUnavailable, StoreUnavailable
 from engine.core.extras import require
 from engine.store.urls import parse_postgres_url, redact, scheme_of, sqlite_path
@@ -198,6 +195,8 @@ class Database:
             raise ReadModelUnavailable(self.url, str(exc)) from None
 
     def _pg_tx(self) -> Iterator[Tx]:
+        import psycopg  # nonstop[postgres]: loaded only for a PostgreSQL read model
+
         if self._conn.broken and self._reconnect is not None:
             self._conn = self._reconnect()  # the server came back after an outage
         if self._conn.closed:
@@ -292,6 +291,9 @@ def _postgres(url: str) -> Database:
 
 
 def _pg_connect(url: str) -> Any:
+    import psycopg  # nonstop[postgres]: checked by open_database before this
+    from psycopg import sql as pgsql
+
     conninfo, schema = pg_conninfo(url)
     try:
         conn = psycopg.connect(**conninfo, autocommit=True)

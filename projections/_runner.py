@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import psycopg
 
 from engine.core.codec import EventCodec
 from engine.core.errors import (
@@ -580,6 +580,8 @@ class Runner:
             wake.clear()
 
     async def _listen(self, url: str, stop: asyncio.Event) -> None:
+        import psycopg  # a PostgreSQL store: nonstop[postgres] is installed
+
         conninfo, _ = pg_conninfo(url)
 
         async def session() -> None:
@@ -622,7 +624,10 @@ def _raise_if_unavailable(db: Database, exc: Exception) -> None:
     A lost connection or a lock timeout is no fault of the event: the batch is
     retried later instead of stopping the projection.
     """
-    if isinstance(exc, psycopg.OperationalError) or (
+    # psycopg is loaded only for a PostgreSQL read model; without it, no
+    # exception can be one of its errors.
+    psycopg = sys.modules.get("psycopg")
+    if (psycopg is not None and isinstance(exc, psycopg.OperationalError)) or (
         isinstance(exc, sqlite3.OperationalError)
         and ("locked" in str(exc) or "busy" in str(exc))
     ):

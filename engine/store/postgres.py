@@ -28,6 +28,7 @@ from engine.store import deadletters as dl
 from engine.store import pg_append, retry
 from engine.store.adapter import conflict
 from engine.store.deadletters import DeadLetter, StoredDeadLetter
+from engine.store.pg_recorder import PostgresRecorder
 from engine.store.port import (
     EventStore,
     NewRecord,
@@ -36,7 +37,6 @@ from engine.store.port import (
     Snapshot,
     Tracking,
 )
-from engine.store.recorders import PostgresRecorder
 from engine.store.urls import parse_postgres_url, redact
 from engine.store.watchdog import Watchdog
 

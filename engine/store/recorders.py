@@ -1,4 +1,7 @@
-"""The ``eventsourcing`` recorder subclasses the adapters are built on.
+"""The ``eventsourcing`` recorder subclasses of the SQLite and memory adapters.
+
+The PostgreSQL one is in :mod:`engine.store.pg_recorder`, so that an embedded
+SQLite user needs no PostgreSQL driver installed.
 
 Each adds the dead-letter table (:mod:`engine.store.deadletters`) to the
 library's process recorder, inserted in the same transaction as the events
@@ -15,84 +18,13 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOProcessRecorder
-from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
-from psycopg import sql
 
 from engine.core.events import now_micros
 from engine.store import deadletters as dl
-from engine.store import pg_append
 from engine.store.deadletters import TABLE, DeadLetter, StoredDeadLetter
 
-__all__ = ["MemoryRecorder", "PostgresRecorder", "SQLiteRecorder"]
-
-
-class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
-    """The PostgreSQL process recorder, with dead letters and the append function.
-
-    Only its DDL and its in-transaction hooks (``_insert_events``,
-    ``_lock_table``, ``_notify_channel``) are used: the store runs its own
-    statements (see :mod:`engine.store.pg_append`), so none of the library's
-    ``@retry``-decorated methods ever runs an append or a read.
-    """
-
-    def __init__(
-        self,
-        datastore: PostgresDatastore,
-        *,
-        events_table_name: str,
-        tracking_table_name: str,
-    ) -> None:
-        super().__init__(
-            datastore,
-            events_table_name=events_table_name,
-            tracking_table_name=tracking_table_name,
-        )
-        table = sql.Identifier(datastore.schema, TABLE)
-        self._dl_create = sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, "
-            "consumer text NOT NULL, topic text NOT NULL, partition integer NOT NULL, "
-            "offset_ bigint NOT NULL, reason text NOT NULL, key bytea, value bytea, "
-            "headers bytea NOT NULL, timestamp_ms bigint NOT NULL, "
-            "recorded_at bigint NOT NULL, replayed_to text, "
-            "UNIQUE (consumer, topic, partition, offset_))"
-        ).format(table)
-        self._dl_insert = sql.SQL(
-            f"INSERT INTO {{}} ({dl.COLUMNS}) VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        ).format(table)
-        self.statements = pg_append.Statements(
-            schema=datastore.schema,
-            events_table=events_table_name,
-            channel=self.channel_name,
-            lock_timeout=datastore.lock_timeout,
-        )
-
-    def create_table(self) -> None:
-        """Create the events, tracking and dead-letter tables, the append function."""
-        super().create_table()
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._dl_create)
-            curs.execute(self.statements.create_function)
-
-    def _insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        # The library's hook inserts the tracking record; then the dead letters.
-        super()._insert_events(curs, stored_events, **kwargs)
-        letters: Sequence[DeadLetter] = kwargs.get("dead_letters") or ()
-        if letters:
-            now = now_micros()
-            curs.executemany(self._dl_insert, [dl.row(d, now) for d in letters])
-
-    def in_transaction(self, curs: Any, **kwargs: Any) -> None:
-        """Insert the tracking record and dead letters of an append in ``curs``."""
-        self._insert_events(curs, (), **kwargs)
-
-    def lock_and_notify(self, curs: Any) -> None:
-        """Take the events table lock and queue the notification in ``curs``."""
-        self._lock_table(curs)
-        self._notify_channel(curs)
+__all__ = ["MemoryRecorder", "SQLiteRecorder"]
 
 
 class SQLiteRecorder(SQLiteProcessRecorder):  # type: ignore[misc]

@@ -1,8 +1,8 @@
 """The wheel, installed into a fresh virtual environment, runs the demo.
 
-Built from a copy of the source tree, installed with the ``postgres`` extra only
-(the event store's package imports the PostgreSQL recorders today), and run
-from a directory that is not the repository.
+Built from a copy of the source tree, installed with no extra (the embedded
+SQLite user's install: no psycopg, aiokafka or hypothesis), and run from a
+directory that is not the repository.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _run(*cmd: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding the wheel built from this tree, with [postgres]."""
+    """A fresh venv holding the wheel built from this tree, core only."""
     base = tmp_path_factory.mktemp("wheel")
     src = base / "src"
     shutil.copytree(ROOT, src, ignore=_SKIP)
@@ -56,7 +56,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = base / "venv"
     done = _run(sys.executable, "-m", "venv", env, cwd=base)
     assert done.returncode == 0, done.stderr
-    spec = f"nonstop[postgres] @ {wheel.as_uri()}"
+    spec = f"nonstop @ {wheel.as_uri()}"
     done = _run(env / "bin" / "python", "-m", "pip", "install", spec, cwd=base)
     assert done.returncode == 0, done.stdout + done.stderr
     return env
@@ -82,6 +82,32 @@ def test_the_three_packages_import_and_the_example_ships_its_lock(
     done = _run(venv / "bin" / "python", "-c", code, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert str(venv) in done.stdout  # the installed copy, not the repository
+
+
+def test_the_core_install_has_no_driver_and_reads_its_store(
+    venv: Path, tmp_path: Path
+) -> None:
+    code = (
+        "import importlib.util\n"
+        "for m in ('psycopg', 'aiokafka', 'hypothesis'):\n"
+        "    assert importlib.util.find_spec(m) is None, m\n"
+    )
+    done = _run(venv / "bin" / "python", "-c", code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    demo = _run(venv / "bin" / "nonstop", "demo", "--instances", "10", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    for args in (("instances",), ("versions",), ("projections", "status")):
+        done = _run(
+            venv / "bin" / "nonstop", "--store", "sqlite:///nonstop-demo.db", *args,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = _run(
+        venv / "bin" / "nonstop", "--store", "postgresql://u@127.0.0.1/db", "init",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "pip install 'nonstop[postgres]'" in done.stderr
 
 
 def test_upcasters_testing_names_the_testing_extra(venv: Path, tmp_path: Path) -> None:
