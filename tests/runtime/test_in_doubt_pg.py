@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from engine import (
     Context,
@@ -36,7 +37,19 @@ from engine import (
     event,
     open_store,
 )
+from engine.kafka.publisher import EVENT_ID, Publisher
+from engine.kafka.worker import Message, Worker
 from engine.store.postgres import PostgresStore
+from projections import Projection, Runner, Tx, open_database
+from tests.kafka import conftest as kafka_conftest
+from tests.kafka.conftest import (
+    FAST_GROUP,
+    Produced,
+    create_topic,
+    produce,
+    tracked,
+    wait_until,
+)
 from tests.proxy import Proxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -106,6 +119,9 @@ def registry() -> WorkflowRegistry:
 
 
 # ------------------------------------------------------------------- fixtures
+
+kafka = kafka_conftest.kafka
+"""A Tansu broker (the Kafka tests' fixture)."""
 
 
 @pytest.fixture
@@ -276,3 +292,183 @@ async def test_a_group_of_concurrent_callers_with_a_lost_reply_is_applied_once(
         assert [r.position for r in direct.read_stream(k)] == list(range(1, TRIALS + 3))
     assert count_tag(direct, ids[-1], "lost-group-") == TRIALS
     global_contiguous(direct)
+
+
+# ------------------------------------------------------------ the Kafka worker
+
+
+def tag_mapping(msg: Message) -> Start | Send | None:
+    """``open:TAG`` starts instance ``KEY``; any other value ``TAG`` is added."""
+    key = (msg.key or b"").decode()
+    value = (msg.value or b"").decode()
+    if value.startswith("open:"):
+        return Start("tagged", Open(value[5:]), instance_id=key)
+    return Send(key, Add(value))
+
+
+@pytest.mark.kafka
+async def test_the_kafka_worker_with_lost_commit_replies_applies_each_message_once(
+    kafka: str, pg_url: str, proxy: Proxy, direct: EventStore
+) -> None:
+    topic = await create_topic(kafka, partitions=1)
+    produced = Produced(partitions=1)
+    await produce(kafka, topic, [(b"w", b"open:first")], produced)
+    async with asyncio.timeout(240), Engine(through(proxy, pg_url), registry()) as e:
+        worker = Worker(
+            e,
+            bootstrap=kafka,
+            topics=[topic],
+            group="g",
+            mapping=tag_mapping,
+            consumer_options=FAST_GROUP,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+
+        async def tracked_all() -> bool:
+            if task.done():
+                task.result()  # surface a crash
+            now = await asyncio.to_thread(tracked, direct, "g", topic, 1)
+            return now == produced.ends
+
+        try:
+            await wait_until(tracked_all, 60, "the open message")
+            for i in range(TRIALS):
+                tag = mark("worker", i)
+                # The batch's transaction commits; the reply to its COMMIT is lost.
+                proxy.drop_reply_to(b"COMMIT", after=tag.encode())
+                await produce(kafka, topic, [(b"w", tag.encode())], produced)
+                await wait_until(tracked_all, 60, f"message {tag}")
+                dropped(proxy)
+                assert count_tag(direct, "w", tag) == 1
+        finally:
+            stop.set()
+            await task
+    assert worker.stats.applied == TRIALS + 1
+    assert worker.stats.dead == 0
+    assert tracked(direct, "g", topic, 1) == {0: TRIALS + 1}
+    stored = direct.read_stream("w")
+    assert [r.position for r in stored] == list(range(1, TRIALS + 3))
+    async with Engine(pg_url, registry()) as fresh:
+        history = await fresh.history("w")
+        ids = [ev.command_id for ev in history][1:]
+        assert len(ids) == len(set(ids)) == TRIALS + 1  # each message once
+    global_contiguous(direct)
+
+
+# ------------------------------------------------------- the projection runner
+
+
+def seen_projection() -> Projection:
+    """One row per applied ``Added`` event (no key: a second apply shows)."""
+    p = Projection("indoubt", version=1, tables=["seen"])
+
+    @p.setup
+    def create(tx: Tx) -> None:
+        tx.execute(
+            f"CREATE TABLE {tx.table('seen')} (tag TEXT NOT NULL, gp BIGINT NOT NULL)"
+        )
+
+    @p.on("tests.indoubt.Added")
+    def added(tx: Tx, e: Any) -> None:
+        tx.execute(
+            f"INSERT INTO {tx.table('seen')} (tag, gp) VALUES (?, ?)",
+            (e.event.tag, e.global_position),
+        )
+
+    return p
+
+
+async def test_the_projection_runner_with_lost_commit_replies_applies_each_event_once(
+    pg_url: str, proxy: Proxy, direct: EventStore
+) -> None:
+    runner = Runner(direct, [seen_projection()], db=proxy.url(pg_url), batch_size=1)
+    stop = asyncio.Event()
+    try:
+        async with asyncio.timeout(240), Engine(pg_url, registry()) as e:
+            await e.start("tagged", Open("first"), instance_id="p")
+            task = asyncio.create_task(runner.run(stop))
+            try:
+                for i in range(TRIALS):
+                    tag = mark("projection", i)
+                    # The batch's transaction (position and row) commits; the
+                    # reply to its COMMIT is lost.
+                    proxy.drop_reply_to(b"COMMIT", after=tag.encode())
+                    await e.send("p", Add(tag))
+                    gp = direct.last_global_position()
+                    await runner.wait_for("indoubt", gp, timeout=60)
+                    dropped(proxy)
+            finally:
+                stop.set()
+                await task
+        with open_database(pg_url) as db:
+            rows = db.query("SELECT tag, gp FROM indoubt_seen ORDER BY gp")
+        assert [r[0] for r in rows] == [mark("projection", i) for i in range(TRIALS)]
+        assert len({r[1] for r in rows}) == TRIALS
+    finally:
+        runner.close()
+
+
+# -------------------------------------------------------------- the publisher
+
+
+async def _published_ids(kafka: str, topic: str, expected: set[str]) -> list[str]:
+    """Every ``nonstop-event-id`` on ``topic`` (read until ``expected`` are seen)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    ids: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not expected <= set(ids):
+                batches = await consumer.getmany(timeout_ms=500)
+                for recs in batches.values():
+                    for rec in recs:
+                        ids.extend(v.decode() for k, v in rec.headers if k == EVENT_ID)
+    finally:
+        await consumer.stop()
+    return ids
+
+
+@pytest.mark.kafka
+async def test_the_publisher_with_lost_tracking_replies_never_skips_an_event(
+    kafka: str, pg_url: str, proxy: Proxy, direct: EventStore
+) -> None:
+    topic = await create_topic(kafka, partitions=1)
+    store = through(proxy, pg_url)
+    try:
+        async with asyncio.timeout(240), Engine(pg_url, registry()) as e:
+            publisher = Publisher(
+                store, e.codec, kafka, topic, page=5, poll_interval=0.02
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(publisher.run(stop))
+
+            async def tracked_head() -> bool:
+                if task.done():
+                    task.result()
+                head = await asyncio.to_thread(direct.last_global_position)
+                at = await asyncio.to_thread(direct.tracking_position, publisher.name)
+                return at == head
+
+            try:
+                for i in range(TRIALS):
+                    tag = mark("publisher", i)
+                    # The tracking write after the page commits; its reply is lost.
+                    proxy.drop_reply_to(b"COMMIT", after=publisher.name.encode())
+                    await e.start("tagged", Open(tag), instance_id=f"pub-{i}")
+                    await wait_until(tracked_head, 60, f"events of {tag}")
+                    dropped(proxy)
+            finally:
+                stop.set()
+                await task
+    finally:
+        store.close()
+    rows = direct.read_all(limit=100_000)
+    expected = {f"{r.stream_id}:{r.position}" for r in rows}
+    assert len(expected) == 2 * TRIALS
+    ids = await _published_ids(kafka, topic, expected)
+    # At least once: every event is published; a lost reply may repeat a page.
+    assert expected <= set(ids)
+    assert direct.tracking_position(publisher.name) == rows[-1].global_position
