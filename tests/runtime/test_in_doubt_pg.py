@@ -151,9 +151,14 @@ def mark(kind: str, i: int) -> str:
     return f"lost-{kind}-{i:04d}"
 
 
-def dropped(proxy: Proxy) -> None:
-    """The reply was really dropped (the injection happened)."""
-    assert proxy.dropped.is_set(), "the marked append never reached the proxy"
+async def dropped(proxy: Proxy) -> None:
+    """The reply was really dropped (the injection happened).
+
+    Waited for: a direct read may see the commit before the proxy has read
+    the server's reply.
+    """
+    hit = await asyncio.to_thread(proxy.dropped.wait, 10)
+    assert hit, "the marked append never reached the proxy"
 
 
 def count_tag(store: EventStore, iid: str, tag: str) -> int:
@@ -188,7 +193,7 @@ async def test_start_with_a_lost_reply_is_applied_once_and_told_so(
             cid = f"cmd-{tag}" if command_id else None
             proxy.drop_reply_to(tag.encode())
             info = await e.start("tagged", Open(tag), instance_id=iid, command_id=cid)
-            dropped(proxy)
+            await dropped(proxy)
             assert (info.applied, info.position) == (True, 2)
             assert info.state.tags == (tag,)
             assert len(direct.read_stream(iid)) == 2
@@ -213,7 +218,7 @@ async def test_send_with_a_lost_reply_is_applied_once_and_told_so(
             cid = f"cmd-{tag}" if command_id else None
             proxy.drop_reply_to(tag.encode())
             info = await e.send("s", Add(tag), command_id=cid)
-            dropped(proxy)
+            await dropped(proxy)
             assert (info.applied, info.position) == (True, 3 + i)
             assert info.state.tags[-1] == tag
             assert count_tag(direct, "s", tag) == 1
@@ -251,7 +256,7 @@ async def test_handle_batch_with_tracking_and_a_lost_reply_is_applied_once(
                 ],
                 tracking=Tracking("partition-0", i + 1),
             )
-            dropped(proxy)
+            await dropped(proxy)
             assert all(isinstance(r, InstanceInfo) and r.applied for r in results)
             positions = [r.position for r in results]  # type: ignore[union-attr]
             assert positions == [2, 2 + i + 1, 3]
@@ -283,7 +288,7 @@ async def test_a_group_of_concurrent_callers_with_a_lost_reply_is_applied_once(
                     for n, k in enumerate(ids)
                 )
             )
-            dropped(proxy)
+            await dropped(proxy)
             grouped += e.commits - before < len(ids)
             for info in infos:
                 assert (info.applied, info.position) == (True, 3 + i)
@@ -339,7 +344,7 @@ async def test_the_kafka_worker_with_lost_commit_replies_applies_each_message_on
                 proxy.drop_reply_to(b"COMMIT", after=tag.encode())
                 await produce(kafka, topic, [(b"w", tag.encode())], produced)
                 await wait_until(tracked_all, 60, f"message {tag}")
-                dropped(proxy)
+                await dropped(proxy)
                 assert count_tag(direct, "w", tag) == 1
         finally:
             stop.set()
@@ -397,7 +402,7 @@ async def test_the_projection_runner_with_lost_commit_replies_applies_each_event
                     await e.send("p", Add(tag))
                     gp = direct.last_global_position()
                     await runner.wait_for("indoubt", gp, timeout=60)
-                    dropped(proxy)
+                    await dropped(proxy)
             finally:
                 stop.set()
                 await task
@@ -459,7 +464,7 @@ async def test_the_publisher_with_lost_tracking_replies_never_skips_an_event(
                     proxy.drop_reply_to(b"COMMIT", after=publisher.name.encode())
                     await e.start("tagged", Open(tag), instance_id=f"pub-{i}")
                     await wait_until(tracked_head, 60, f"events of {tag}")
-                    dropped(proxy)
+                    await dropped(proxy)
             finally:
                 stop.set()
                 await task
