@@ -292,10 +292,30 @@ async def test_a_group_of_concurrent_callers_with_a_lost_reply_is_applied_once(
             grouped += e.commits - before < len(ids)
             for info in infos:
                 assert (info.applied, info.position) == (True, 3 + i)
-        assert grouped == TRIALS  # the group writer carried the lost replies
+            # A group of starts: nobody hears InstanceExists for its own.
+            proxy.drop_reply_to(tag.encode() + b"-start")
+            before = e.commits
+            started = await asyncio.gather(
+                *(
+                    e.start(
+                        "tagged",
+                        Open(f"{tag}-start" if n == len(ids) - 1 else f"{i}-{k}"),
+                        instance_id=f"{k}-{i}",
+                    )
+                    for n, k in enumerate(ids)
+                )
+            )
+            await dropped(proxy)
+            grouped += e.commits - before < len(ids)
+            for info in started:
+                assert (info.applied, info.position) == (True, 2)
+        assert grouped == 2 * TRIALS  # the group writer carried the lost replies
     for k in ids:
         assert [r.position for r in direct.read_stream(k)] == list(range(1, TRIALS + 3))
     assert count_tag(direct, ids[-1], "lost-group-") == TRIALS
+    for i in range(TRIALS):
+        for k in ids:
+            assert [r.position for r in direct.read_stream(f"{k}-{i}")] == [1, 2]
     global_contiguous(direct)
 
 
@@ -340,8 +360,12 @@ async def test_the_kafka_worker_with_lost_commit_replies_applies_each_message_on
             await wait_until(tracked_all, 60, "the open message")
             for i in range(TRIALS):
                 tag = mark("worker", i)
-                # The batch's transaction commits; the reply to its COMMIT is lost.
-                proxy.drop_reply_to(b"COMMIT", after=tag.encode())
+                # Odd trials: the batch commits, the reply to its COMMIT is
+                # lost. Even ones: the reply to its insert (rolled back, retried).
+                if i % 2:
+                    proxy.drop_reply_to(b"COMMIT", after=tag.encode())
+                else:
+                    proxy.drop_reply_to(tag.encode())
                 await produce(kafka, topic, [(b"w", tag.encode())], produced)
                 await wait_until(tracked_all, 60, f"message {tag}")
                 await dropped(proxy)
@@ -396,9 +420,13 @@ async def test_the_projection_runner_with_lost_commit_replies_applies_each_event
             try:
                 for i in range(TRIALS):
                     tag = mark("projection", i)
-                    # The batch's transaction (position and row) commits; the
-                    # reply to its COMMIT is lost.
-                    proxy.drop_reply_to(b"COMMIT", after=tag.encode())
+                    # Odd trials: the batch (position and row) commits, the
+                    # reply to its COMMIT is lost. Even ones: the reply to the
+                    # row's insert (rolled back, applied again).
+                    if i % 2:
+                        proxy.drop_reply_to(b"COMMIT", after=tag.encode())
+                    else:
+                        proxy.drop_reply_to(tag.encode())
                     await e.send("p", Add(tag))
                     gp = direct.last_global_position()
                     await runner.wait_for("indoubt", gp, timeout=60)
