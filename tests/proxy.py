@@ -28,6 +28,8 @@ class _Link:
         self.server = server
         self.dropping = False
         """The marked request went up: reset the client at the reply."""
+        self.armed = False
+        """The ``after`` request went up on this link: its marker counts."""
 
 
 class Proxy:
@@ -43,6 +45,7 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._marker: bytes | None = None
+        self._after: bytes | None = None
         self.dropped = threading.Event()
         """Set when a reply was dropped (the client's connection reset)."""
         self._flowing: asyncio.Event | None = None
@@ -77,13 +80,16 @@ class Proxy:
         """Forward the held bytes and go on."""
         self._call(self._set_flowing(True))
 
-    def drop_reply_to(self, marker: bytes) -> None:
+    def drop_reply_to(self, marker: bytes, *, after: bytes | None = None) -> None:
         """Reset the client at the reply to the next request holding ``marker``.
 
         The request reaches the server whole; the server's reply is discarded
-        and the client's connection aborted once it arrives.
+        and the client's connection aborted once it arrives. With ``after``,
+        only a request on the connection that sent a request holding ``after``
+        counts (the COMMIT of one chosen transaction, say).
         """
         self.dropped.clear()
+        self._after = after
         self._marker = marker
 
     def close(self) -> None:
@@ -154,8 +160,16 @@ class Proxy:
                 await self._flowing.wait()
                 if upstream:
                     marker = self._marker
-                    if marker is not None and marker in data:
-                        self._marker = None
+                    after = self._after
+                    if marker is not None and after is not None and after in data:
+                        link.armed = True
+                    if (
+                        marker is not None
+                        and marker in data
+                        and (after is None or link.armed)
+                    ):
+                        self._marker = self._after = None
+                        link.armed = False
                         link.dropping = True
                 elif link.dropping:
                     # The server answered the marked request: the client never
