@@ -13,7 +13,7 @@ import asyncio
 import os
 import sys
 
-from engine import Engine
+from engine import Engine, StoreUnavailable
 from tests.runtime.counter import Begin, Increment, registry
 
 INSTANCES = 8
@@ -31,11 +31,18 @@ async def _caller(engine: Engine, acks: int, trial: str, k: int) -> None:
     while True:
         i += 1
         cid = f"{trial}-{k}-{i}"
-        info = await engine.send(
-            instance_id((k + i) % INSTANCES), Increment(1), command_id=cid
-        )
-        if info.applied:
-            os.write(acks, f"{cid}\n".encode())
+        target = instance_id((k + i) % INSTANCES)
+        while True:
+            try:
+                info = await engine.send(target, Increment(1), command_id=cid)
+                break
+            except StoreUnavailable:
+                # A bounded wait ran out (a loaded machine): the caller retries
+                # with the same command id, which cannot apply it twice.
+                await asyncio.sleep(0.05)
+        # applied, or answered as a repeat of a retry that had applied: either
+        # way the caller now knows the command is in the log.
+        os.write(acks, f"{cid}\n".encode())
 
 
 async def main(url: str, acks_path: str, trial: str) -> None:

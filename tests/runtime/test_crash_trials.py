@@ -55,7 +55,10 @@ async def _wait_for(path: Path, count: int, proc: subprocess.Popen[bytes]) -> No
     async def poll() -> None:
         while not await reached():
             if proc.poll() is not None:
-                pytest.fail(f"the engine process exited early ({proc.returncode})")
+                err = proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+                pytest.fail(
+                    f"the engine process exited early ({proc.returncode}):\n{err}"
+                )
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(poll(), timeout=60)
