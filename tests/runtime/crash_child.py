@@ -34,7 +34,7 @@ async def _caller(engine: Engine, acks: int, trial: str, k: int) -> None:
         target = instance_id((k + i) % INSTANCES)
         while True:
             try:
-                info = await engine.send(target, Increment(1), command_id=cid)
+                await engine.send(target, Increment(1), command_id=cid)
                 break
             except StoreUnavailable:
                 # A bounded wait ran out (a loaded machine): the caller retries
