@@ -293,3 +293,24 @@ def test_the_cli_lists_unreadable_instances(
     done = _nonstop(user, "--store", url, "instances")
     assert done.returncode == 0, done.stderr
     assert "2 instances (1 running, 1 unreadable)" in done.stdout
+
+
+@pytest.mark.timeout(180)
+def test_projections_run_goes_past_bad_data_and_re_reads_it(
+    url: str, store: EventStore, tmp_path: Path
+) -> None:
+    corrupt(store, "garbage")
+    user = tmp_path / "user"
+    user.mkdir()
+    shutil.copy(counter.__file__, user / "counterapp.py")
+    done = _nonstop(user, "--store", url, "projections", "run", "--once")
+    assert done.returncode == 0, done.stderr
+    done = _nonstop(user, "--store", url, "projections", "status")
+    assert done.returncode == 0, done.stdout + done.stderr  # 1 if it had stopped
+    _repair(url, "bad", 3, _data(Incremented(5), 3))
+    store.append([_record("bad", 4, Incremented(10))])
+    done = _nonstop(user, "--store", url, "projections", "run", "--once")
+    assert done.returncode == 0, done.stderr
+    with InstancesReadModel(store, registry(), db=url, fresh=False) as model:
+        bad = {i.instance_id: i for i in model.instances()}["bad"]
+    assert (bad.status, bad.state.n, bad.position) == ("running", 16, 4)
