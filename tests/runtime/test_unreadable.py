@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import Engine, EventStore, SyncEngine, open_store
 from engine.core.codec import EventCodec
@@ -314,3 +316,52 @@ def test_projections_run_goes_past_bad_data_and_re_reads_it(
     with InstancesReadModel(store, registry(), db=url, fresh=False) as model:
         bad = {i.instance_id: i for i in model.instances()}["bad"]
     assert (bad.status, bad.state.n, bad.position) == ("running", 16, 4)
+
+
+# ------------------------------------------------------------------ the law
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    broken=st.integers(0, 3),
+    how=st.sampled_from(["garbage", "gap", "newer"]),
+)
+def test_engine_and_read_model_agree_on_every_instance(
+    tmp_path_factory: pytest.TempPathFactory,
+    lengths: list[int],
+    broken: int,
+    how: str,
+) -> None:
+    """Whatever breaks one stream, both listings say the same of every instance."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('law') / 'events.db'}"
+    store = open_store(url)
+    try:
+        for i, n in enumerate(lengths):
+            store.append(_sound(f"i{i}", n))
+        victim = f"i{broken % len(lengths)}"
+        at = len(store.read_stream(victim)) + 1
+        if how == "garbage":
+            store.append([NewRecord(victim, at, INCREMENTED, b"\xc1")])
+        elif how == "gap":
+            store.append([_record(victim, at + 1, Incremented(1))])
+        else:
+            data = _data(Incremented(1), at)
+            store.append(
+                [NewRecord(victim, at, INCREMENTED, data[:1] + b"\x09" + data[2:])]
+            )
+        with SyncEngine(url, registry()) as engine:
+            listed = engine.instances()
+        with InstancesReadModel(store, registry(), db=url) as model:
+            modelled = model.instances()
+        assert listed == modelled
+        assert [i.instance_id for i in listed if i.status == "unreadable"] == [victim]
+        for i in listed:
+            if i.instance_id != victim:
+                assert i.state.n == lengths[int(i.instance_id[1:])] - 1
+    finally:
+        store.close()
