@@ -33,6 +33,7 @@ from engine.stats import StatsSource, VersionStats
 from engine.store import EventStore
 from projections._api import ALL, Projection, Undecodable
 from projections._db import Database, Tx
+from projections._meta import load_builds
 from projections._runner import Runner, default_codec, resume, status
 
 __all__ = ["NAME", "InstancesReadModel", "StreamReader", "instances_projection"]
@@ -107,6 +108,7 @@ def instances_projection(
         )
         tx.execute(f"CREATE INDEX {t}_wvs ON {t} (workflow, version, status)")
         tx.execute(f"CREATE INDEX {t}_start ON {t} (started_global)")
+        tx.execute(f"CREATE INDEX {t}_status ON {t} (status)")
 
     @p.on_batch(ALL)
     def fold(tx: Tx, batch: Iterable[RecordedEvent]) -> None:
@@ -243,6 +245,7 @@ class InstancesReadModel(StatsSource):
     ) -> None:
         self.registry = registry
         codec = codec or default_codec()
+        self._replay = Replay(codec, registry.get)
         projection = instances_projection(
             registry, codec=codec, stream=lambda sid: self.runner.store.iter_stream(sid)
         )
@@ -264,7 +267,51 @@ class InstancesReadModel(StatsSource):
                 raise ProjectionStateError(
                     f"the instances projection stopped at {s.failure.describe()}"
                 )
+        self.recheck()
         return n
+
+    def recheck(self) -> int:
+        """Re-read the unreadable instances from the store; returns how many recovered.
+
+        A repaired stream (or one a newly installed upcaster can read) becomes
+        readable here without waiting for its next event. It costs one stream
+        read per unreadable instance; readable ones are not touched.
+        """
+        recovered = 0
+        with self.runner.db.transaction() as tx:
+            serving = [b for b in load_builds(tx, NAME) if b.state == "serving"]
+            if not serving:
+                return 0
+            build = serving[0]
+            t = tx.bound(build.build).table("by_id")
+            bad = tx.query(
+                f"SELECT instance_id, position FROM {t} WHERE status = 'unreadable'"
+            )
+        upto = build.position
+        for iid, pos in bad:
+            rows = takewhile(lambda r: r[2] <= upto, self.runner.store.iter_stream(iid))
+            try:
+                inst = self._replay.replay(iid, rows)
+            except UNREADABLE:
+                continue
+            wf = inst.workflow
+            with self.runner.db.transaction() as tx:
+                # Only if the runner has not rewritten the row meanwhile.
+                recovered += tx.execute(
+                    f"UPDATE {t} SET workflow = ?, version = ?, status = ?, "
+                    "position = ?, state = ?, error = NULL "
+                    "WHERE instance_id = ? AND status = 'unreadable' AND position = ?",
+                    (
+                        wf.name,
+                        wf.version,
+                        wf.status(inst.state),
+                        inst.position,
+                        msgspec.msgpack.encode(inst.state),
+                        iid,
+                        pos,
+                    ),
+                )
+        return recovered
 
     def instances(
         self,

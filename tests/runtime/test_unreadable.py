@@ -237,6 +237,30 @@ async def test_a_repaired_stream_is_readable_again(store: EventStore, url: str) 
         assert (bad.state.n, bad.position) == (116, 5)
 
 
+def test_a_repaired_stream_is_readable_on_the_next_listing(
+    store: EventStore, url: str
+) -> None:
+    corrupt(store, "newer")
+    with InstancesReadModel(store, registry(), db=url) as model:
+        bad = {i.instance_id: i for i in model.instances()}["bad"]
+        assert bad.status == "unreadable"
+        assert model.version_stats()[0].unreadable == 1
+        _repair(url, "bad", 3, _data(Incremented(7), 3))  # no new event
+        bad = {i.instance_id: i for i in model.instances()}["bad"]
+        assert (bad.status, bad.state.n, bad.position, bad.error) == (
+            "running",
+            8,
+            3,
+            None,
+        )
+        (stats,) = model.version_stats()
+        assert (stats.running, stats.unreadable) == (2, 0)
+        # The events after it are folded as usual.
+        store.append([_record("bad", 4, Incremented(100))])
+        bad = {i.instance_id: i for i in model.instances()}["bad"]
+        assert (bad.state.n, bad.position) == (108, 4)
+
+
 def test_an_unreadable_instance_stays_so_while_new_events_are_bad(
     store: EventStore, url: str
 ) -> None:
