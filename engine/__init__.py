@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     )
     from engine.core.workflow import (
         Context,
+        ListingStatus,
         Status,
         Workflow,
         WorkflowRegistry,
@@ -151,6 +152,7 @@ _WHERE: dict[str, str] = {
     "event": "engine.core.events",
     "EventCodec": "engine.core.codec",
     "Context": "engine.core.workflow",
+    "ListingStatus": "engine.core.workflow",
     "Status": "engine.core.workflow",
     "Workflow": "engine.core.workflow",
     "WorkflowRegistry": "engine.core.workflow",
@@ -224,6 +226,7 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "EventCodec",
     # workflows
     "Context",
+    "ListingStatus",
     "Status",
     "Workflow",
     "WorkflowRegistry",

@@ -120,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", metavar="V", type=int, help="only this version")
     p.add_argument(
         "--status",
-        choices=["running", "completed", "failed"],
-        help="only instances with this status",
+        choices=["running", "completed", "failed", "unreadable"],
+        help="only instances with this status (unreadable: its stored events "
+        "cannot be replayed; the listing shows why)",
     )
     _listing_args(p, full=False)
 
@@ -358,7 +359,7 @@ def _instances(ctx: CliContext, args: Any) -> int:
             Text(f"{info.workflow}@{info.version}"),
             _status(info.status),
             str(info.position),
-            Text(_summary(info.state)),
+            Text(info.error or "") if info.error else Text(_summary(info.state)),
         )
     if found:
         out.print(table)
@@ -465,7 +466,12 @@ def _when(micros: int) -> str:
 
 
 def _status(status: str) -> str:
-    colour = {"running": "yellow", "completed": "green", "failed": "red"}
+    colour = {
+        "running": "yellow",
+        "completed": "green",
+        "failed": "red",
+        "unreadable": "magenta",
+    }
     return f"[{colour.get(status, 'white')}]{status}[/]"
 
 

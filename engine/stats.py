@@ -30,6 +30,9 @@ class VersionStats:
     """Instances that failed."""
     oldest_running_started_us: int | None
     """When the oldest running instance started (µs since the epoch), or None."""
+    unreadable: int = 0
+    """Instances whose stored events cannot be replayed (not counted as running;
+    ``nonstop instances --status unreadable`` names their errors)."""
 
 
 class StatsSource(Protocol):

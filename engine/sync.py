@@ -17,7 +17,7 @@ from engine.core.codec import EventCodec
 from engine.core.errors import NonstopError
 from engine.core.events import RecordedEvent
 from engine.core.replay import InstanceInfo
-from engine.core.workflow import Status, WorkflowRegistry
+from engine.core.workflow import ListingStatus, WorkflowRegistry
 from engine.health import Health
 from engine.runtime import Engine, Router, Send, Start
 from engine.runtime.engine import DeadLetterMaker
@@ -141,7 +141,7 @@ class SyncEngine:
         *,
         workflow: str | None = None,
         version: int | None = None,
-        status: Status | None = None,
+        status: ListingStatus | None = None,
     ) -> list[InstanceInfo]:
         """See :meth:`Engine.instances`."""
         return self._call(

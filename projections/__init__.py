@@ -14,7 +14,14 @@ from engine.core.errors import (
     ReadModelUnavailable,
     UnknownProjection,
 )
-from projections._api import ALL, BatchHandler, Handler, Projection, Setup
+from projections._api import (
+    ALL,
+    BatchHandler,
+    Handler,
+    Projection,
+    Setup,
+    Undecodable,
+)
 from projections._db import Database, Dialect, Tx, open_database
 from projections._meta import Failure
 from projections._runner import (
@@ -44,6 +51,7 @@ __all__ = [
     "Runner",
     "Setup",
     "Tx",
+    "Undecodable",
     "UnknownProjection",
     "default_codec",
     "open_database",

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from engine.core.errors import ProjectionDefinitionError
+from engine.core.errors import EventDecodeError, ProjectionDefinitionError
 from engine.core.events import RecordedEvent
 from projections._db import Tx
 
-__all__ = ["ALL", "BatchHandler", "Handler", "Projection", "Setup"]
+__all__ = [
+    "ALL",
+    "BatchHandler",
+    "Handler",
+    "Projection",
+    "Setup",
+    "Undecodable",
+]
 
 Handler = Callable[[Tx, RecordedEvent], None]
 """``handler(tx, event)``: apply one event to the read model."""
@@ -25,6 +33,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ALL = "*"
 """Pass to :meth:`Projection.on` to handle every event type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """The ``event`` of a stored event that cannot be decoded.
+
+    Only a projection declared with ``undecodable=True`` receives it (others
+    stop at such an event); the :class:`~engine.core.events.RecordedEvent`
+    keeps the stored type name, stream id and positions.
+    """
+
+    error: EventDecodeError
+    """Why it cannot be decoded (it names the stream and position)."""
+
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 # A table may not start with v<digit>: its view would collide with a build table.
@@ -42,6 +64,9 @@ class Projection:
         tables: The logical table names ``setup`` creates (``tx.table(NAME)``).
         keep: Keep the tables of the previous build after a switch (default:
             drop them in the switch transaction).
+        undecodable: Hand an event that cannot be decoded to the handlers as a
+            :class:`RecordedEvent` whose ``event`` is an :class:`Undecodable`
+            (default: the projection stops at it, see ``nonstop projections``).
 
     Example:
         >>> totals = Projection("totals", version=1, tables=["by_workflow"])
@@ -60,6 +85,7 @@ class Projection:
         version: int = 1,
         tables: Sequence[str],
         keep: bool = False,
+        undecodable: bool = False,
     ) -> None:
         if not _NAME.match(name):
             raise ProjectionDefinitionError(
@@ -81,6 +107,7 @@ class Projection:
         self.version = version
         self.tables = tuple(tables)
         self.keep = keep
+        self.undecodable = undecodable
         self._setup: Setup | None = None
         self._handlers: dict[str, Handler] = {}
         self._batch: BatchHandler | None = None

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,17 +24,18 @@ import msgspec
 
 from engine.core.codec import EventCodec
 from engine.core.errors import (
+    EventDecodeError,
     ProjectionDefinitionError,
     ProjectionStateError,
     ReadModelUnavailable,
     StoreUnavailable,
     UnknownProjection,
 )
-from engine.core.events import Envelope, now_micros
+from engine.core.events import Envelope, RecordedEvent, now_micros
 from engine.store import EventStore, Record, open_store
 from engine.store.retry import Backoff, until_stopped
 from projections import _meta
-from projections._api import Projection
+from projections._api import Projection, Undecodable
 from projections._db import Database, Tx, open_database, pg_conninfo
 from projections._meta import BUILDS, SERVING, SKIPS, Build, Failure
 
@@ -383,23 +384,30 @@ class Runner:
             if per:
                 for i, r in enumerate(records):
                     try:
-                        p.apply(
-                            btx,
-                            decode(
+                        try:
+                            events = decode(
                                 r.stream_id,
                                 r.position,
                                 r.global_position,
                                 r.type,
                                 r.data,
-                            ),
-                        )
+                            )
+                        except EventDecodeError as exc:
+                            if not p.undecodable:
+                                raise
+                            events = [_undecodable(r, exc)]
+                        p.apply(btx, events)
                     except Exception as exc:  # handlers are user code
                         _raise_if_unavailable(self.db, exc)
                         raise _HandlerFailed(i, exc) from exc
                 return
             try:
                 # Decoded while the handler iterates: nothing piles up.
-                p.apply(btx, self.codec.decode_many(records))
+                many = self.codec.decode_many
+                p.apply(
+                    btx,
+                    _tolerant(many, records) if p.undecodable else many(records),
+                )
             except Exception as exc:  # handlers are user code
                 _raise_if_unavailable(self.db, exc)
                 raise _BatchFailed from exc
@@ -684,6 +692,46 @@ def status(db: Database, store: EventStore) -> list[ProjectionStatus]:
             )
         )
     return out
+
+
+def _undecodable(r: Record, error: EventDecodeError) -> RecordedEvent:
+    """What a projection taking undecodable events receives for ``r``."""
+    return RecordedEvent(
+        r.stream_id,
+        r.position,
+        r.global_position,
+        r.type,
+        0,
+        0,
+        Undecodable(error),
+        _recorded_at(r.data),
+        "",
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def _tolerant(
+    decode_many: Callable[[Iterable[Record]], Iterator[RecordedEvent]],
+    records: Sequence[Record],
+) -> Iterator[RecordedEvent]:
+    """``decode_many(records)``, an undecodable record passed on as such."""
+    it = iter(records)
+    last: list[Record] = []
+
+    def feed() -> Iterator[Record]:
+        for r in it:
+            last[:] = [r]
+            yield r
+
+    while True:
+        try:
+            yield from decode_many(feed())
+            return
+        except EventDecodeError as exc:  # raised while decoding last[0]
+            yield _undecodable(last[0], exc)
 
 
 def _recorded_at(data: bytes) -> int:

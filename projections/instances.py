@@ -9,8 +9,9 @@ deployments' drain counts read it instead of scanning the log.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any
 
 import msgspec
@@ -18,39 +19,82 @@ import msgspec
 from engine.core.codec import EventCodec
 from engine.core.errors import NonstopError, ProjectionStateError
 from engine.core.events import RecordedEvent, is_reserved_stream
-from engine.core.replay import Instance, InstanceInfo, Replay
-from engine.core.workflow import Status, WorkflowRegistry
+from engine.core.replay import (
+    STARTED,
+    UNREADABLE,
+    Instance,
+    InstanceInfo,
+    RecordRow,
+    Replay,
+    error_text,
+)
+from engine.core.workflow import ListingStatus, WorkflowRegistry
 from engine.stats import StatsSource, VersionStats
 from engine.store import EventStore
-from projections._api import ALL, Projection
+from projections._api import ALL, Projection, Undecodable
 from projections._db import Database, Tx
-from projections._runner import Runner, resume, status
+from projections._meta import load_builds
+from projections._runner import Runner, default_codec, resume, status
 
-__all__ = ["NAME", "InstancesReadModel", "instances_projection"]
+__all__ = ["NAME", "InstancesReadModel", "StreamReader", "instances_projection"]
 
 NAME = "nonstop_instances"
 """The projection's name; readers query the view ``nonstop_instances_by_id``."""
 VIEW = f"{NAME}_by_id"
 _CHUNK = 500
-_COLUMNS = "instance_id, workflow, version, status, position, started_us, state"
+_COLUMNS = "instance_id, workflow, version, status, position, started_us, state, error"
+
+StreamReader = Callable[[str], Iterable[RecordRow]]
+"""``reader(stream_id)``: a stream's stored records in order (a store's
+``iter_stream``); the read model re-reads an unreadable instance with it."""
 
 
 @dataclass(slots=True)
 class _Row:
-    inst: Instance
+    inst: Instance | None
+    """The folded instance; None while it is unreadable."""
     started_global: int
     started_us: int
+    workflow: str = ""
+    version: int = 0
+    position: int = 0
+    error: str | None = None
+    """Why it is unreadable (then ``position`` is the bad event's)."""
+    reloaded: int = 0
+    """Global position up to which it was re-read from the store in this batch."""
 
 
-def instances_projection(registry: WorkflowRegistry) -> Projection:
+def instances_projection(
+    registry: WorkflowRegistry,
+    *,
+    codec: EventCodec | None = None,
+    stream: StreamReader | None = None,
+) -> Projection:
     """The instances projection over the workflows of ``registry``.
+
+    An instance whose events cannot be folded (an event that does not decode,
+    one written by newer code, a gap in its positions, no start) gets status
+    ``unreadable`` with the error; the projection goes on with the others.
+    When a new event arrives for an unreadable instance it is re-read whole
+    from ``stream`` (with ``codec``, which has the upcasters), so a repaired
+    stream or a new upcaster makes it readable again; without ``stream`` it
+    stays unreadable until the read model is rebuilt.
 
     Its handler raises (and so stops the projection at that event) when an
     instance's version is not in ``registry``: register every version that
     has instances.
     """
-    p = Projection(NAME, version=1, tables=["by_id"])
+    p = Projection(NAME, version=2, tables=["by_id"], undecodable=True)
     replay = Replay(EventCodec(), registry.get)
+    full = Replay(codec or default_codec(), registry.get)
+
+    def reread(e: RecordedEvent) -> Instance:
+        """The instance re-read from the store up to ``e`` (raises if unreadable)."""
+        assert stream is not None
+        g = e.global_position
+        return full.replay(
+            e.stream_id, takewhile(lambda r: r[2] <= g, stream(e.stream_id))
+        )
 
     @p.setup
     def create(tx: Tx) -> None:
@@ -59,10 +103,12 @@ def instances_projection(registry: WorkflowRegistry) -> Projection:
         tx.execute(
             f"CREATE TABLE {t} (instance_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, "
             "version INTEGER NOT NULL, status TEXT NOT NULL, position BIGINT NOT NULL, "
-            f"started_global BIGINT NOT NULL, started_us BIGINT NOT NULL, state {blob})"
+            "started_global BIGINT NOT NULL, started_us BIGINT NOT NULL, "
+            f"state {blob}, error TEXT)"
         )
         tx.execute(f"CREATE INDEX {t}_wvs ON {t} (workflow, version, status)")
         tx.execute(f"CREATE INDEX {t}_start ON {t} (started_global)")
+        tx.execute(f"CREATE INDEX {t}_status ON {t} (status)")
 
     @p.on_batch(ALL)
     def fold(tx: Tx, batch: Iterable[RecordedEvent]) -> None:
@@ -70,14 +116,16 @@ def instances_projection(registry: WorkflowRegistry) -> Projection:
         rows = _load(tx, registry, {e.stream_id for e in events})
         dirty: set[str] = set()
         for e in events:
-            _apply(replay, rows, e)
+            _apply(replay, rows, e, None if stream is None else reread)
             dirty.add(e.stream_id)
         tx.executemany(
             f"INSERT INTO {tx.table('by_id')} (instance_id, workflow, version, status, "
-            "position, started_global, started_us, state) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
-            "version = excluded.version, status = excluded.status, "
-            "position = excluded.position, state = excluded.state",
+            "position, started_global, started_us, state, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (instance_id) DO UPDATE SET "
+            "workflow = excluded.workflow, version = excluded.version, "
+            "status = excluded.status, position = excluded.position, "
+            "state = excluded.state, error = excluded.error",
             [_params(iid, rows[iid]) for iid in sorted(dirty)],
         )
 
@@ -91,26 +139,77 @@ def _load(tx: Tx, registry: WorkflowRegistry, ids: set[str]) -> dict[str, _Row]:
     for i in range(0, len(todo), _CHUNK):
         chunk = todo[i : i + _CHUNK]
         marks = ",".join("?" * len(chunk))
-        for iid, wf_name, version, pos, g, us, data in tx.query(
+        for iid, wf_name, version, pos, g, us, data, error in tx.query(
             "SELECT instance_id, workflow, version, position, started_global, "
-            f"started_us, state FROM {t} WHERE instance_id IN ({marks})",
+            f"started_us, state, error FROM {t} WHERE instance_id IN ({marks})",
             chunk,
         ):
+            if error is not None:
+                out[iid] = _Row(None, g, us, wf_name, version, pos, error)
+                continue
             wf = registry.get(wf_name, version)
             state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
             out[iid] = _Row(Instance(wf, state, pos), g, us)
     return out
 
 
-def _apply(replay: Replay, rows: dict[str, _Row], e: RecordedEvent) -> None:
+def _apply(
+    replay: Replay,
+    rows: dict[str, _Row],
+    e: RecordedEvent,
+    reread: Callable[[RecordedEvent], Instance] | None,
+) -> None:
     row = rows.get(e.stream_id)
-    inst = replay.apply(None if row is None else row.inst, e)
-    if row is None or inst is not row.inst:  # a start
-        rows[e.stream_id] = _Row(inst, e.global_position, e.recorded_at)
+    if row is None:
+        row = rows[e.stream_id] = _Row(None, e.global_position, e.recorded_at)
+    elif e.global_position <= row.reloaded:
+        return  # the re-read folded it already (a record an upcaster split)
+    try:
+        if row.error is not None:
+            if reread is None:
+                return  # nothing to re-read it from: it stays as it was marked
+            row.inst, row.error = reread(e), None
+            row.reloaded = e.global_position
+            return
+        if isinstance(e.event, Undecodable):
+            raise e.event.error
+        inst = replay.apply(row.inst, e)
+    except UNREADABLE as exc:
+        _mark(row, e, exc)
+        return
+    if inst is not row.inst:  # a start
+        row.inst, row.started_global, row.started_us = (
+            inst,
+            e.global_position,
+            e.recorded_at,
+        )
+
+
+def _mark(row: _Row, e: RecordedEvent, exc: NonstopError) -> None:
+    """Record why ``row`` cannot be folded, keeping its workflow if known."""
+    if row.inst is not None:
+        row.workflow, row.version = row.inst.workflow.name, row.inst.workflow.version
+    elif e.type == STARTED and not isinstance(e.event, Undecodable):
+        row.workflow, row.version = e.event.workflow, e.event.version
+    row.inst = None
+    row.position = int(getattr(exc, "position", e.position))
+    row.error = error_text(exc)
 
 
 def _params(iid: str, r: _Row) -> tuple[Any, ...]:
     inst = r.inst
+    if inst is None:
+        return (
+            iid,
+            r.workflow,
+            r.version,
+            "unreadable",
+            r.position,
+            r.started_global,
+            r.started_us,
+            None,
+            r.error,
+        )
     return (
         iid,
         inst.workflow.name,
@@ -120,6 +219,7 @@ def _params(iid: str, r: _Row) -> tuple[Any, ...]:
         r.started_global,
         r.started_us,
         msgspec.msgpack.encode(inst.state),
+        None,
     )
 
 
@@ -144,9 +244,12 @@ class InstancesReadModel(StatsSource):
         fresh: bool = True,
     ) -> None:
         self.registry = registry
-        self.runner = Runner(
-            store, [instances_projection(registry)], db=db, codec=codec
+        codec = codec or default_codec()
+        self._replay = Replay(codec, registry.get)
+        projection = instances_projection(
+            registry, codec=codec, stream=lambda sid: self.runner.store.iter_stream(sid)
         )
+        self.runner = Runner(store, [projection], db=db, codec=codec)
         self.fresh = fresh
 
     def refresh(self) -> int:
@@ -164,16 +267,64 @@ class InstancesReadModel(StatsSource):
                 raise ProjectionStateError(
                     f"the instances projection stopped at {s.failure.describe()}"
                 )
+        self.recheck()
         return n
+
+    def recheck(self) -> int:
+        """Re-read the unreadable instances from the store; returns how many recovered.
+
+        A repaired stream (or one a newly installed upcaster can read) becomes
+        readable here without waiting for its next event. It costs one stream
+        read per unreadable instance; readable ones are not touched.
+        """
+        recovered = 0
+        with self.runner.db.transaction() as tx:
+            serving = [b for b in load_builds(tx, NAME) if b.state == "serving"]
+            if not serving:
+                return 0
+            build = serving[0]
+            t = tx.bound(build.build).table("by_id")
+            bad = tx.query(
+                f"SELECT instance_id, position FROM {t} WHERE status = 'unreadable'"
+            )
+        upto = build.position
+        for iid, pos in bad:
+            rows = takewhile(lambda r: r[2] <= upto, self.runner.store.iter_stream(iid))
+            try:
+                inst = self._replay.replay(iid, rows)
+            except UNREADABLE:
+                continue
+            wf = inst.workflow
+            with self.runner.db.transaction() as tx:
+                # Only if the runner has not rewritten the row meanwhile.
+                recovered += tx.execute(
+                    f"UPDATE {t} SET workflow = ?, version = ?, status = ?, "
+                    "position = ?, state = ?, error = NULL "
+                    "WHERE instance_id = ? AND status = 'unreadable' AND position = ?",
+                    (
+                        wf.name,
+                        wf.version,
+                        wf.status(inst.state),
+                        inst.position,
+                        msgspec.msgpack.encode(inst.state),
+                        iid,
+                        pos,
+                    ),
+                )
+        return recovered
 
     def instances(
         self,
         *,
         workflow: str | None = None,
         version: int | None = None,
-        status: Status | None = None,
+        status: ListingStatus | None = None,
     ) -> list[InstanceInfo]:
-        """Instances in start order, filtered by workflow, version and status."""
+        """Instances in start order, filtered by workflow, version and status.
+
+        An instance the projection could not fold has status ``unreadable``,
+        ``state`` None, the bad event's ``position`` and the ``error``.
+        """
         if self.fresh:
             self.refresh()
         where, params = _filters(workflow, version, status)
@@ -181,7 +332,10 @@ class InstancesReadModel(StatsSource):
             f"SELECT {_COLUMNS} FROM {VIEW}{where} ORDER BY started_global", params
         )
         out: list[InstanceInfo] = []
-        for iid, wf_name, ver, st, pos, _us, data in rows:
+        for iid, wf_name, ver, st, pos, _us, data, error in rows:
+            if error is not None:
+                out.append(InstanceInfo(iid, wf_name, ver, None, pos, st, error=error))
+                continue
             wf = self.registry.get(wf_name, ver)
             state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
             out.append(InstanceInfo(iid, wf_name, ver, state, pos, st))
@@ -197,15 +351,22 @@ class InstancesReadModel(StatsSource):
             "SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
-            "MIN(CASE WHEN status = 'running' THEN started_us END) "
+            "MIN(CASE WHEN status = 'running' THEN started_us END), "
+            "SUM(CASE WHEN status = 'unreadable' THEN 1 ELSE 0 END) "
             f"FROM {VIEW}{where} GROUP BY workflow, version ORDER BY workflow, version",
             params,
         )
         return [
             VersionStats(
-                str(w), int(v), int(r), int(c), int(f), None if o is None else int(o)
+                str(w),
+                int(v),
+                int(r),
+                int(c),
+                int(f),
+                None if o is None else int(o),
+                int(u),
             )
-            for w, v, r, c, f, o in rows
+            for w, v, r, c, f, o, u in rows
         ]
 
     def close(self) -> None:

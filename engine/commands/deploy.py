@@ -274,6 +274,7 @@ def _version_rows(
                     "running": running,
                     "completed": c.completed if c else 0,
                     "failed": c.failed if c else 0,
+                    "unreadable": c.unreadable if c else 0,
                     "oldest_running_started_us": c.oldest_running_started_us
                     if c
                     else None,
@@ -303,7 +304,9 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
             f"{share:g} %" if share else "-",
             str(r["running"]),
             str(r["completed"]),
-            str(r["failed"]),
+            f"{r['failed']} (+{r['unreadable']} unreadable)"
+            if r["unreadable"]
+            else str(r["failed"]),
             _age((now - oldest) / 1e6) if oldest else "-",
             Text(r["source"] or ""),
         )

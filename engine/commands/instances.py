@@ -265,8 +265,8 @@ def _print_info(ctx: CliContext, info: InstanceInfo, verb: str, as_json: bool) -
 
 
 def info_json(info: InstanceInfo) -> dict[str, Any]:
-    """An instance as plain JSON-able values."""
-    return {
+    """An instance as plain JSON-able values (``error`` when it is unreadable)."""
+    out = {
         "instance_id": info.instance_id,
         "workflow": info.workflow,
         "version": info.version,
@@ -274,6 +274,9 @@ def info_json(info: InstanceInfo) -> dict[str, Any]:
         "position": info.position,
         "state": plain(info.state),
     }
+    if info.error is not None:
+        out["error"] = info.error
+    return out
 
 
 def event_json(e: RecordedEvent) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rich.table import Table
@@ -148,7 +149,7 @@ def _db_url(ctx: CliContext, args: Any) -> str:
 def _code(ctx: CliContext, args: Any) -> list[Any]:
     from projections.instances import instances_projection
 
-    found = [instances_projection(ctx.registry())]
+    found = [instances_projection(ctx.registry(), stream=_stream_reader(ctx))]
     if getattr(args, "projections", None):
         found.extend(load_projections(args.projections))
     return found
@@ -197,6 +198,19 @@ def _status(ctx: CliContext, args: Any) -> int:
     else:
         ctx.out.print("no projections yet (`nonstop projections run --once`)")
     return 1 if any(s.failure for s in rows) else 0
+
+
+def _stream_reader(ctx: CliContext) -> Callable[[str], Iterable[Any]]:
+    """Reads a stream (to re-read an unreadable instance), opening a store once."""
+    opened: list[Any] = []
+
+    def read(stream_id: str) -> Iterable[Any]:
+        if not opened:
+            opened.append(open_store(ctx.store_url))
+            atexit.register(opened[0].close)
+        return opened[0].iter_stream(stream_id)  # type: ignore[no-any-return]
+
+    return read
 
 
 def _runner(ctx: CliContext, args: Any, code: Sequence[Any]) -> Any:

@@ -30,18 +30,21 @@ from engine.core.errors import (
     WorkflowCodeError,
 )
 from engine.core.events import SYSTEM_TYPES, Migrated, RecordedEvent, Started
-from engine.core.workflow import Status, Workflow
+from engine.core.workflow import ListingStatus, Workflow
 
 __all__ = [
     "MIGRATED",
     "STARTED",
+    "UNREADABLE",
     "Instance",
     "InstanceInfo",
     "RecordRow",
     "Replay",
     "WorkflowLookup",
     "checked",
+    "error_text",
     "pinned_flags",
+    "unreadable_info",
 ]
 
 STARTED = "nonstop.Started"
@@ -74,10 +77,14 @@ class InstanceInfo(msgspec.Struct, frozen=True):
     """Current state."""
     position: int
     """Position of its last event."""
-    status: Status
-    """running, completed or failed."""
+    status: ListingStatus
+    """running, completed or failed; ``unreadable`` in a listing when its stored
+    events cannot be replayed (see ``error``)."""
     applied: bool = True
     """False when a repeated command id was answered without applying it again."""
+    error: str | None = None
+    """Why an ``unreadable`` instance cannot be replayed (the error type and
+    message, naming the position); None otherwise."""
 
 
 @dataclass(slots=True)
@@ -109,6 +116,32 @@ class Instance:
             wf.status(self.state),
             applied,
         )
+
+
+UNREADABLE = (CorruptStream, EventDecodeError)
+"""The errors that make an instance ``unreadable`` in listings (bad stored data;
+``EventFromNewerCode`` is an ``EventDecodeError``)."""
+
+
+def error_text(exc: BaseException) -> str:
+    """An error as listings show it: its type name and message."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def unreadable_info(
+    instance_id: str, workflow: str, version: int, exc: NonstopError
+) -> InstanceInfo:
+    """The listing entry of an unreadable instance, at the bad event's position."""
+    position = int(getattr(exc, "position", 0))
+    return InstanceInfo(
+        instance_id,
+        workflow,
+        version,
+        None,
+        position,
+        "unreadable",
+        error=error_text(exc),
+    )
 
 
 def pinned_flags(

@@ -22,6 +22,7 @@ from engine.core.errors import (
 __all__ = [
     "Context",
     "FlagReader",
+    "ListingStatus",
     "Status",
     "Workflow",
     "WorkflowRegistry",
@@ -31,6 +32,9 @@ __all__ = [
 
 S = TypeVar("S")
 Status = Literal["running", "completed", "failed"]
+ListingStatus = Literal["running", "completed", "failed", "unreadable"]
+"""A status in listings: a workflow :data:`Status`, or ``unreadable`` for an
+instance whose stored events cannot be replayed (the listing names the error)."""
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 from engine.core.codec import EventCodec
+from engine.core.errors import EventDecodeError
 from engine.core.workflow import WorkflowRegistry
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats
@@ -33,7 +34,13 @@ async def engine_stats(
     infos = await engine.instances(workflow=workflow)
     started = await asyncio.to_thread(_started_at, engine.store, engine.codec)
     counts: dict[tuple[str, int], dict[str, Any]] = defaultdict(
-        lambda: {"running": 0, "completed": 0, "failed": 0, "oldest": None}
+        lambda: {
+            "running": 0,
+            "completed": 0,
+            "failed": 0,
+            "unreadable": 0,
+            "oldest": None,
+        }
     )
     for info in infos:
         c = counts[(info.workflow, info.version)]
@@ -42,7 +49,15 @@ async def engine_stats(
         if info.status == "running" and at is not None:
             c["oldest"] = at if c["oldest"] is None else min(c["oldest"], at)
     return [
-        VersionStats(w, v, c["running"], c["completed"], c["failed"], c["oldest"])
+        VersionStats(
+            w,
+            v,
+            c["running"],
+            c["completed"],
+            c["failed"],
+            c["oldest"],
+            c["unreadable"],
+        )
         for (w, v), c in sorted(counts.items())
     ]
 
@@ -50,9 +65,12 @@ async def engine_stats(
 def _started_at(store: EventStore, codec: EventCodec) -> dict[str, int]:
     out: dict[str, int] = {}
     for rec in store.iter_all(types=[_STARTED]):
-        (e,) = codec.decode(
-            rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
-        )
+        try:
+            (e,) = codec.decode(
+                rec.stream_id, rec.position, rec.global_position, rec.type, rec.data
+            )
+        except EventDecodeError:  # listed as unreadable, never as running
+            continue
         out[rec.stream_id] = e.recorded_at
     return out
 

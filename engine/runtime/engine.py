@@ -35,7 +35,7 @@ from engine.core.errors import (
 )
 from engine.core.events import RecordedEvent
 from engine.core.replay import Instance, InstanceInfo
-from engine.core.workflow import Status, WorkflowRegistry
+from engine.core.workflow import ListingStatus, WorkflowRegistry
 from engine.health import Health, engine_health
 from engine.runtime.committer import GroupCommitter
 from engine.runtime.decider import Decided, Decider
@@ -254,7 +254,7 @@ class Engine:
         *,
         workflow: str | None = None,
         version: int | None = None,
-        status: Status | None = None,
+        status: ListingStatus | None = None,
     ) -> list[InstanceInfo]:
         """Instances in start order, filtered by workflow, version and status."""
         return await asyncio.to_thread(

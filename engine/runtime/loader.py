@@ -21,10 +21,18 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engine.core.codec import EventCodec
-from engine.core.errors import UnknownInstance, UnknownWorkflow
+from engine.core.errors import NonstopError, UnknownInstance, UnknownWorkflow
 from engine.core.events import RecordedEvent
-from engine.core.replay import STARTED, Instance, InstanceInfo, Replay, checked
-from engine.core.workflow import Status, Workflow, WorkflowRegistry
+from engine.core.replay import (
+    STARTED,
+    UNREADABLE,
+    Instance,
+    InstanceInfo,
+    Replay,
+    checked,
+    unreadable_info,
+)
+from engine.core.workflow import ListingStatus, Workflow, WorkflowRegistry
 from engine.runtime.requests import Router
 from engine.snapshots import snapshot_state, usable
 from engine.store import EventStore, Record, RecordRow, Snapshot
@@ -255,15 +263,28 @@ class InstanceLoader:
         return out
 
     def instances_sync(
-        self, workflow: str | None, version: int | None, status: Status | None
+        self,
+        workflow: str | None,
+        version: int | None,
+        status: ListingStatus | None,
     ) -> list[InstanceInfo]:
-        """Instances in start order, filtered (blocking; scans the starts)."""
+        """Instances in start order, filtered (blocking; scans the starts).
+
+        An instance whose stored events cannot be replayed (a gap, an event
+        that does not decode, one written by newer code) is listed with status
+        ``unreadable`` and the error; the listing goes on with the others.
+        """
         out: list[InstanceInfo] = []
         for rec in self.store.iter_all(types=[STARTED]):
             iid = rec.stream_id
             inst = self.cache.get(iid)
-            inst = self.catch_up(iid, inst) if inst else self.load_sync(iid)
-            info = inst.info(iid)
+            try:
+                inst = self.catch_up(iid, inst) if inst else self.load_sync(iid)
+            except UNREADABLE as exc:
+                self.cache.pop(iid, None)
+                info = self._unreadable(rec, exc)
+            else:
+                info = inst.info(iid)
             if workflow is not None and info.workflow != workflow:
                 continue
             if version is not None and info.version != version:
@@ -272,3 +293,13 @@ class InstanceLoader:
                 continue
             out.append(info)
         return out
+
+    def _unreadable(self, start: Record, exc: NonstopError) -> InstanceInfo:
+        """The listing entry of an instance its error keeps from being folded."""
+        name, version = "", 0
+        try:  # the start may still name the workflow when a later event is bad
+            started, _ = self.replay.started(start.stream_id, start)
+            name, version = started.workflow, started.version
+        except NonstopError:
+            pass
+        return unreadable_info(start.stream_id, name, version, exc)

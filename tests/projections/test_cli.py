@@ -83,9 +83,10 @@ def test_run_once_then_status(capsys, store):
     )
     assert code == 0, err
     assert "applied 12 events to 2 projections" in out  # 6 events each
-    for name in ("nonstop_instances", "per_type"):
-        row = cells(out, f"{name}_v1")
-        assert row[:7] == [name, "1", f"{name}_v1", "serving *", "6", "0", "0.0"]
+    # The built-in projection is at version 2 (it records unreadable instances).
+    for name, v in (("nonstop_instances", "2"), ("per_type", "1")):
+        row = cells(out, f"{name}_v{v}")
+        assert row[:7] == [name, v, f"{name}_v{v}", "serving *", "6", "0", "0.0"]
 
 
 def test_rebuild_switches_to_a_new_build(capsys, store):
@@ -94,9 +95,9 @@ def test_rebuild_switches_to_a_new_build(capsys, store):
         capsys, "--store", store, "projections", "rebuild", "nonstop_instances"
     )
     assert code == 0
-    assert "new build nonstop_instances_v1_r1 requested" in out
-    assert "built nonstop_instances_v1_r1 from 6 events" in out
-    assert cells(out, "nonstop_instances_v1_r1")[3] == "serving *"
+    assert "new build nonstop_instances_v2_r1 requested" in out
+    assert "built nonstop_instances_v2_r1 from 6 events" in out
+    assert cells(out, "nonstop_instances_v2_r1")[3] == "serving *"
     code, out, _ = run(capsys, "--store", store, "instances")
     assert "2 instances (1 completed, 1 running)" in out
 
@@ -183,6 +184,6 @@ def test_run_once_with_small_batches_and_another_database(capsys, store, tmp_pat
     code, out, _ = run(capsys, *args, "run", "--once", "--batch", "2", "--db", db)
     assert code == 0 and "applied 6 events to 1 projections" in out
     code, out, _ = run(capsys, *args, "status", "--db", db)
-    assert cells(out, "nonstop_instances_v1")[4:6] == ["6", "0"]
+    assert cells(out, "nonstop_instances_v2")[4:6] == ["6", "0"]
     code, out, _ = run(capsys, *args, "status")  # the store's database has none
     assert "no projections yet" in out

@@ -71,14 +71,18 @@ async def test_get_history_and_replay_raise_the_same_error(
             await engine.close()
 
 
-def test_the_instances_read_model_stops_at_the_same_error(
+def test_the_instances_read_model_marks_it_with_the_same_error(
     store: EventStore, sqlite_url: str, corrupt: tuple[str, int]
 ) -> None:
-    says, _ = corrupt
+    # It used to stop at the error; it now lists the stream as unreadable.
+    says, position = corrupt
     model = InstancesReadModel(store, registry(), db=sqlite_url)
     try:
-        with pytest.raises(Exception, match="CorruptStream") as err:
-            model.instances()
-        assert says in str(err.value)
+        found = {i.instance_id: i for i in model.instances()}
+        bad = found["bad"]
+        assert bad.status == "unreadable" and bad.position == position
+        assert bad.error is not None and bad.error.startswith("CorruptStream: ")
+        assert says in bad.error
+        assert found["ok"].status == "running" and found["ok"].state.n == 1
     finally:
         model.close()
