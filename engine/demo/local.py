@@ -77,7 +77,9 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
     engine = old.engine(store_url)
     try:
         # Phase 1: release 1, orders@1 is current.
-        await _gather([_start(engine, run, iid, rng, old.place_order) for iid in first])
+        await _gather(
+            [_start(engine, run, iid, rng, old.place_order, 1) for iid in first]
+        )
         paid = rng.sample(first, len(first) // 3)
         await _gather([_step(engine, run, iid, "pay") for iid in paid])
         out.print(
@@ -104,7 +106,7 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
 
         # Phase 2: orders@2 is current.
         await _gather(
-            [_start(engine, run, iid, rng, new.place_order) for iid in second]
+            [_start(engine, run, iid, rng, new.place_order, 2) for iid in second]
         )
         checked = rng.sample(second, len(second) // 3)
         await _gather([_step(engine, run, iid, "check") for iid in checked])
@@ -173,6 +175,7 @@ async def _start(
     iid: str,
     rng: random.Random,
     place: Callable[..., Any],
+    version: int,
 ) -> None:
     amount = rng.randint(5, 500)
     run.amounts[iid] = amount
@@ -182,6 +185,9 @@ async def _start(
             place(order_id=iid, amount=amount, customer=rng.choice(CUSTOMERS)),
             instance_id=iid,
             command_id=f"{iid}:place",
+            # Pinned: these phases show a release's code deciding, whatever
+            # the store's deployments (a store of an earlier run) route to.
+            version=version,
         )
     except NonstopError as exc:
         run.fail(iid, f"start failed: {exc}")
