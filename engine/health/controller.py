@@ -79,18 +79,22 @@ class Rollouts:
         self.codec = codec if codec is not None else EventCodec()
         self.deployments = Deployments(store, poll_interval=0.0, codec=self.codec)
         self._view = RolloutView()
+        # A controller thread and an operator (or a test) may share this object:
+        # one fold at a time, so no event is applied twice.
+        self._fold_lock = threading.Lock()
 
     # ------------------------------------------------------------ reading
 
     def refresh(self) -> RolloutView:
-        """Fold the rollout events written since the last refresh."""
-        view = self._view
-        for r in self.store.iter_stream(ROLLOUT_STREAM, after=view.position):
-            for e in self.codec.decode(
-                ROLLOUT_STREAM, r.position, r.global_position, r.type, r.data
-            ):
-                view.apply(r.position, e.event)
-        return view
+        """Fold the rollout events written since the last refresh (thread-safe)."""
+        with self._fold_lock:
+            view = self._view
+            for r in self.store.iter_stream(ROLLOUT_STREAM, after=view.position):
+                for e in self.codec.decode(
+                    ROLLOUT_STREAM, r.position, r.global_position, r.type, r.data
+                ):
+                    view.apply(r.position, e.event)
+            return view
 
     def status(self, workflow: str) -> Rollout:
         """The newest rollout of ``workflow``.
