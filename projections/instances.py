@@ -91,14 +91,15 @@ def _load(tx: Tx, registry: WorkflowRegistry, ids: set[str]) -> dict[str, _Row]:
     for i in range(0, len(todo), _CHUNK):
         chunk = todo[i : i + _CHUNK]
         marks = ",".join("?" * len(chunk))
-        for iid, wf_name, version, pos, g, us, data in tx.query(
-            "SELECT instance_id, workflow, version, position, started_global, "
+        for iid, wf_name, version, st, pos, g, us, data in tx.query(
+            "SELECT instance_id, workflow, version, status, position, started_global, "
             f"started_us, state FROM {t} WHERE instance_id IN ({marks})",
             chunk,
         ):
             wf = registry.get(wf_name, version)
             state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
-            out[iid] = _Row(Instance(wf, state, pos), g, us)
+            inst = Instance(wf, state, pos, cancelled=st == "cancelled")
+            out[iid] = _Row(inst, g, us)
     return out
 
 
@@ -115,7 +116,7 @@ def _params(iid: str, r: _Row) -> tuple[Any, ...]:
         iid,
         inst.workflow.name,
         inst.workflow.version,
-        inst.workflow.status(inst.state),
+        inst.status,
         inst.position,
         r.started_global,
         r.started_us,
@@ -197,15 +198,22 @@ class InstancesReadModel(StatsSource):
             "SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
-            "MIN(CASE WHEN status = 'running' THEN started_us END) "
+            "MIN(CASE WHEN status = 'running' THEN started_us END), "
+            "SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) "
             f"FROM {VIEW}{where} GROUP BY workflow, version ORDER BY workflow, version",
             params,
         )
         return [
             VersionStats(
-                str(w), int(v), int(r), int(c), int(f), None if o is None else int(o)
+                str(w),
+                int(v),
+                int(r),
+                int(c),
+                int(f),
+                None if o is None else int(o),
+                int(x),
             )
-            for w, v, r, c, f, o in rows
+            for w, v, r, c, f, o, x in rows
         ]
 
     def close(self) -> None:

@@ -274,6 +274,7 @@ def _version_rows(
                     "running": running,
                     "completed": c.completed if c else 0,
                     "failed": c.failed if c else 0,
+                    "cancelled": c.cancelled if c else 0,
                     "oldest_running_started_us": c.oldest_running_started_us
                     if c
                     else None,
@@ -290,6 +291,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
             name, justify="right" if name in ("running", "completed") else "left"
         )
     table.add_column("failed", justify="right")
+    table.add_column("cancelled", justify="right")
     table.add_column("oldest in-flight", justify="right")
     table.add_column("source")
     now = time.time() * 1e6
@@ -304,6 +306,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
             str(r["running"]),
             str(r["completed"]),
             str(r["failed"]),
+            str(r["cancelled"]),
             _age((now - oldest) / 1e6) if oldest else "-",
             Text(r["source"] or ""),
         )

@@ -33,7 +33,13 @@ async def engine_stats(
     infos = await engine.instances(workflow=workflow)
     started = await asyncio.to_thread(_started_at, engine.store, engine.codec)
     counts: dict[tuple[str, int], dict[str, Any]] = defaultdict(
-        lambda: {"running": 0, "completed": 0, "failed": 0, "oldest": None}
+        lambda: {
+            "running": 0,
+            "completed": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "oldest": None,
+        }
     )
     for info in infos:
         c = counts[(info.workflow, info.version)]
@@ -42,7 +48,15 @@ async def engine_stats(
         if info.status == "running" and at is not None:
             c["oldest"] = at if c["oldest"] is None else min(c["oldest"], at)
     return [
-        VersionStats(w, v, c["running"], c["completed"], c["failed"], c["oldest"])
+        VersionStats(
+            w,
+            v,
+            c["running"],
+            c["completed"],
+            c["failed"],
+            c["oldest"],
+            c["cancelled"],
+        )
         for (w, v), c in sorted(counts.items())
     ]
 
