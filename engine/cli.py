@@ -22,7 +22,13 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import GROUPS, CliContext
-from engine.commands.instances import event_json, info_json, print_json, readable
+from engine.commands.instances import (
+    cancellation,
+    event_json,
+    info_json,
+    print_json,
+    readable,
+)
 from engine.core.errors import (
     AppLoadError,
     EventDecodeError,
@@ -120,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", metavar="V", type=int, help="only this version")
     p.add_argument(
         "--status",
-        choices=["running", "completed", "failed", "unreadable"],
+        choices=["running", "completed", "failed", "cancelled", "unreadable"],
         help="only instances with this status (unreadable: its stored events "
         "cannot be replayed; the listing shows why)",
     )
@@ -387,6 +393,10 @@ def _show(ctx: CliContext, instance_id: str, as_json: bool, full: bool) -> int:
     head.add_row("workflow", f"{info.workflow}@{info.version}")
     head.add_row("status", _status(info.status))
     head.add_row("position", str(info.position))
+    cancel = cancellation(events) if info.status == "cancelled" else None
+    if cancel is not None:
+        head.add_row("cancelled by", Text(cancel.by or "-"))
+        head.add_row("reason", Text(cancel.reason))
     for name, value in _fields(info.state):
         head.add_row(Text(f"state.{name}"), Text(readable(value, full=full)))
     out.print(head)
@@ -470,6 +480,7 @@ def _status(status: str) -> str:
         "running": "yellow",
         "completed": "green",
         "failed": "red",
+        "cancelled": "blue",
         "unreadable": "magenta",
     }
     return f"[{colour.get(status, 'white')}]{status}[/]"

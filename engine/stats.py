@@ -23,13 +23,15 @@ class VersionStats:
     version: int
     """The workflow version."""
     running: int
-    """Instances neither completed nor failed."""
+    """Instances neither completed, failed nor cancelled."""
     completed: int
     """Instances that completed."""
     failed: int
     """Instances that failed."""
     oldest_running_started_us: int | None
     """When the oldest running instance started (µs since the epoch), or None."""
+    cancelled: int = 0
+    """Instances an operator cancelled (finished, like completed and failed)."""
     unreadable: int = 0
     """Instances whose stored events cannot be replayed (not counted as running;
     ``nonstop instances --status unreadable`` names their errors)."""

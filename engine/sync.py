@@ -179,6 +179,19 @@ class SyncEngine:
             )
         )
 
+    def cancel(
+        self,
+        instance_id: str,
+        *,
+        reason: str,
+        by: str = "",
+        command_id: str | None = None,
+    ) -> InstanceInfo:
+        """See :meth:`Engine.cancel`."""
+        return self._call(
+            self.engine.cancel(instance_id, reason=reason, by=by, command_id=command_id)
+        )
+
     def close(self) -> None:
         """Close the engine and stop its loop thread."""
         try:

@@ -139,9 +139,10 @@ def _load(tx: Tx, registry: WorkflowRegistry, ids: set[str]) -> dict[str, _Row]:
     for i in range(0, len(todo), _CHUNK):
         chunk = todo[i : i + _CHUNK]
         marks = ",".join("?" * len(chunk))
-        for iid, wf_name, version, pos, g, us, data, error in tx.query(
-            "SELECT instance_id, workflow, version, position, started_global, "
-            f"started_us, state, error FROM {t} WHERE instance_id IN ({marks})",
+        for iid, wf_name, version, st, pos, g, us, data, error in tx.query(
+            "SELECT instance_id, workflow, version, status, position, "
+            "started_global, started_us, state, error "
+            f"FROM {t} WHERE instance_id IN ({marks})",
             chunk,
         ):
             if error is not None:
@@ -149,7 +150,8 @@ def _load(tx: Tx, registry: WorkflowRegistry, ids: set[str]) -> dict[str, _Row]:
                 continue
             wf = registry.get(wf_name, version)
             state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
-            out[iid] = _Row(Instance(wf, state, pos), g, us)
+            inst = Instance(wf, state, pos, cancelled=st == "cancelled")
+            out[iid] = _Row(inst, g, us)
     return out
 
 
@@ -214,7 +216,7 @@ def _params(iid: str, r: _Row) -> tuple[Any, ...]:
         iid,
         inst.workflow.name,
         inst.workflow.version,
-        inst.workflow.status(inst.state),
+        inst.status,
         inst.position,
         r.started_global,
         r.started_us,
@@ -352,6 +354,7 @@ class InstancesReadModel(StatsSource):
             "SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
             "MIN(CASE WHEN status = 'running' THEN started_us END), "
+            "SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN status = 'unreadable' THEN 1 ELSE 0 END) "
             f"FROM {VIEW}{where} GROUP BY workflow, version ORDER BY workflow, version",
             params,
@@ -364,9 +367,10 @@ class InstancesReadModel(StatsSource):
                 int(c),
                 int(f),
                 None if o is None else int(o),
+                int(x),
                 int(u),
             )
-            for w, v, r, c, f, o, u in rows
+            for w, v, r, c, f, o, x, u in rows
         ]
 
     def close(self) -> None:

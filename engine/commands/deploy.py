@@ -22,6 +22,7 @@ from rich.text import Text
 
 from engine.commands import CliContext
 from engine.commands.instances import print_json
+from engine.commands.progress import INTERRUPTED, bar, interruptible, rate
 from engine.core.errors import MapperLoadError
 from engine.core.workflow import WorkflowRegistry
 from engine.deploy import (
@@ -31,6 +32,7 @@ from engine.deploy import (
     default_user,
     migrate_instances,
 )
+from engine.deploy.migrate import MigrationReport
 from engine.deploy.view import DeploymentState
 from engine.loading import import_object
 from engine.runtime import Engine
@@ -274,6 +276,7 @@ def _version_rows(
                     "running": running,
                     "completed": c.completed if c else 0,
                     "failed": c.failed if c else 0,
+                    "cancelled": c.cancelled if c else 0,
                     "unreadable": c.unreadable if c else 0,
                     "oldest_running_started_us": c.oldest_running_started_us
                     if c
@@ -291,6 +294,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
             name, justify="right" if name in ("running", "completed") else "left"
         )
     table.add_column("failed", justify="right")
+    table.add_column("cancelled", justify="right")
     table.add_column("oldest in-flight", justify="right")
     table.add_column("source")
     now = time.time() * 1e6
@@ -307,6 +311,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
             f"{r['failed']} (+{r['unreadable']} unreadable)"
             if r["unreadable"]
             else str(r["failed"]),
+            str(r["cancelled"]),
             _age((now - oldest) / 1e6) if oldest else "-",
             Text(r["source"] or ""),
         )
@@ -383,24 +388,63 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
     mapper = _mapper(args.mapper) if args.mapper else None
     with _registry(ctx) as reg:
         registry = _loaded(ctx, reg)
-
-        async def job() -> Any:
-            engine = Engine(reg.store, registry)
-            return await migrate_instances(
-                engine,
-                args.workflow,
-                args.from_version,
-                args.to_version,
-                mapper,
-                instance_ids=args.instance,
-                dry_run=args.dry_run,
-                registry=reg,
-                by=args.by or default_user(),
-                reason=args.reason,
-                mapper_name=args.mapper or "",
+        with interruptible() as stop, bar(ctx.out) as progress:
+            task = progress.add_task(
+                f"{args.workflow} v{args.from_version} -> v{args.to_version}",
+                total=None,
+                rate="",
             )
+            began = time.monotonic()
 
-        report = asyncio.run(job())
+            def show(done: int, total: int) -> None:
+                progress.update(
+                    task,
+                    completed=done,
+                    total=max(total, 1),
+                    rate=rate(done, time.monotonic() - began, "instances"),
+                )
+
+            async def job() -> MigrationReport:
+                engine = Engine(reg.store, registry)
+                return await migrate_instances(
+                    engine,
+                    args.workflow,
+                    args.from_version,
+                    args.to_version,
+                    mapper,
+                    instance_ids=args.instance,
+                    dry_run=args.dry_run,
+                    registry=reg,
+                    by=args.by or default_user(),
+                    reason=args.reason,
+                    mapper_name=args.mapper or "",
+                    progress=show,
+                    stop=stop,
+                )
+
+            report = asyncio.run(job())
+    _migration_table(ctx, args, report)
+    done = report.count("would migrate" if report.dry_run else "migrated")
+    ctx.out.print(
+        f"{done} {'would be ' if report.dry_run else ''}migrated, "
+        f"{report.count('failed')} failed"
+    )
+    if report.stopped:
+        left = report.remaining
+        ctx.out.print(
+            Text(
+                f"stopped by Ctrl-C before {left[0]}: the instance in flight was "
+                f"finished, {len(left)} still run v{args.from_version}; run the "
+                "same command again to go on (migrated instances are skipped)"
+            )
+        )
+        return INTERRUPTED
+    return 1 if report.count("failed") else 0
+
+
+def _migration_table(
+    ctx: CliContext, args: argparse.Namespace, report: MigrationReport
+) -> None:
     title = "dry run: nothing written" if report.dry_run else "migration"
     table = Table(
         title=f"{title}: {args.workflow} v{args.from_version} -> v{args.to_version}"
@@ -411,12 +455,6 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
         colour = "red" if r.outcome == "failed" else "green"
         table.add_row(r.instance_id, f"[{colour}]{r.outcome}[/]", Text(r.detail))
     ctx.out.print(table)
-    done = report.count("would migrate" if report.dry_run else "migrated")
-    ctx.out.print(
-        f"{done} {'would be ' if report.dry_run else ''}migrated, "
-        f"{report.count('failed')} failed"
-    )
-    return 1 if report.count("failed") else 0
 
 
 def _mapper(spec: str) -> Any:

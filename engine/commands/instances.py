@@ -1,4 +1,4 @@
-"""``nonstop start`` and ``nonstop send``: act on instances from the command line.
+"""``nonstop start``, ``send`` and ``cancel``: act on instances from the command line.
 
 A command is named by its type: the class name of one of the command types
 the workflow version declares (see :func:`command_types`), and its ``--input``
@@ -27,12 +27,19 @@ from rich.text import Text
 
 from engine.commands import CliContext
 from engine.core.errors import CommandInputError
-from engine.core.events import Migrated, RecordedEvent, Started, default_event_types
+from engine.core.events import (
+    Cancelled,
+    Migrated,
+    RecordedEvent,
+    Started,
+    default_event_types,
+)
 from engine.core.workflow import Workflow, WorkflowRegistry
 from engine.runtime import Engine, InstanceInfo
 
 __all__ = [
     "CommandInputError",
+    "cancellation",
     "command_types",
     "event_json",
     "info_json",
@@ -47,7 +54,7 @@ _msgpack = msgspec.msgpack.Decoder()
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add ``start`` and ``send`` to ``sub``."""
+    """Add ``start``, ``send`` and ``cancel`` to ``sub``."""
     p = sub.add_parser("start", help="start an instance of W with a JSON input")
     p.add_argument("workflow", metavar="W")
     p.add_argument(
@@ -79,6 +86,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--command-id", metavar="ID", help="idempotency key")
     _json_arg(p)
     p.set_defaults(run=_send)
+
+    p = sub.add_parser(
+        "cancel", help="cancel a running instance (it takes no more commands)"
+    )
+    p.add_argument("instance_id", metavar="ID")
+    p.add_argument("--reason", required=True, help="why (kept in its history)")
+    p.add_argument("--by", default="", help="who cancels it (kept in its history)")
+    p.add_argument("--command-id", metavar="ID", help="idempotency key")
+    _json_arg(p)
+    p.set_defaults(run=_cancel)
 
 
 def _json_arg(p: argparse.ArgumentParser) -> None:
@@ -226,6 +243,26 @@ def _send(ctx: CliContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel(ctx: CliContext, args: argparse.Namespace) -> int:
+    from engine.store import require_store
+
+    require_store(ctx.store_url)  # StoreNotFound: exit 2, nothing created
+    registry = ctx.registry()
+
+    async def job(engine: Engine) -> InstanceInfo:
+        return await engine.cancel(
+            args.instance_id,
+            reason=args.reason,
+            by=args.by,
+            command_id=args.command_id,
+        )
+
+    info = _run(lambda: Engine(ctx.store_url, registry), job)
+    verb = "cancelled" if info.applied else "already cancelled (same --command-id)"
+    _print_info(ctx, info, verb, args.json)
+    return 0
+
+
 def _workflow(
     registry: WorkflowRegistry, name: str, version: int | None
 ) -> Workflow[Any]:
@@ -294,6 +331,14 @@ def event_json(e: RecordedEvent) -> dict[str, Any]:
         "causation_id": e.causation_id,
         "event": plain(e.event),
     }
+
+
+def cancellation(events: list[RecordedEvent]) -> Cancelled | None:
+    """The ``nonstop.Cancelled`` event of a history, if it has one."""
+    for e in reversed(events):
+        if isinstance(e.event, Cancelled):
+            return e.event
+    return None
 
 
 def plain(value: Any) -> Any:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # upcasters imports engine.core.errors: no import cycle at ru
 __all__ = [
     "RESERVED_STREAM_PREFIX",
     "SYSTEM_TYPES",
+    "Cancelled",
     "Envelope",
     "EventType",
     "EventTypeRegistry",
@@ -176,7 +177,24 @@ class Migrated(msgspec.Struct, frozen=True):
     """Why."""
 
 
-SYSTEM_TYPES = frozenset({"nonstop.Started", "nonstop.Migrated"})
+class Cancelled(msgspec.Struct, frozen=True):
+    """An operator cancelled an instance: it takes no more commands.
+
+    Replay folds it into the status ``cancelled`` without asking the workflow's
+    reducer; the events a workflow's ``on_cancel`` decided come right before it.
+    """
+
+    workflow: str
+    """Workflow name."""
+    version: int
+    """The version the instance ran under."""
+    reason: str
+    """Why it was cancelled."""
+    by: str = ""
+    """Who cancelled it."""
+
+
+SYSTEM_TYPES = frozenset({"nonstop.Started", "nonstop.Migrated", "nonstop.Cancelled"})
 
 RESERVED_STREAM_PREFIX = "nonstop."
 """Stream ids starting with it are the engine's own (the deployments registry,
@@ -192,7 +210,7 @@ class EventTypeRegistry:
     """Maps stable type names to event structs and back.
 
     Every registry starts with the engine's system events (``nonstop.Started``,
-    ``nonstop.Migrated``), which any engine must be able to read.
+    ``nonstop.Migrated``, ``nonstop.Cancelled``), which any engine must be able to read.
     """
 
     def __init__(self) -> None:
@@ -200,6 +218,7 @@ class EventTypeRegistry:
         self._by_cls: dict[type[Any], EventType] = {}
         self.register(Started, "nonstop.Started")
         self.register(Migrated, "nonstop.Migrated")
+        self.register(Cancelled, "nonstop.Cancelled")
 
     def register(self, cls: type[E], name: str, schema: int = 1) -> type[E]:
         """Register ``cls`` under ``name`` at schema version ``schema``.

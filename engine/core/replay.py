@@ -2,9 +2,10 @@
 
 A stream begins with ``nonstop.Started`` at position 1, which pins the workflow
 version; its positions follow each other without a gap; ``nonstop.Migrated``
-switches the version and replaces the state; every other event is folded with
-the pinned version's ``evolve``. Command ids and flag values recorded with the
-events are collected on the way (idempotence, pinned flags).
+switches the version and replaces the state; ``nonstop.Cancelled`` sets the
+status ``cancelled`` (the workflow's reducer never sees it); every other event
+is folded with the pinned version's ``evolve``. Command ids and flag values
+recorded with the events are collected on the way (idempotence, pinned flags).
 
 The runtime folds raw stored rows (:meth:`Replay.fold`, with a one-pass typed
 decode for events at their current schema); the instances read model folds
@@ -30,9 +31,10 @@ from engine.core.errors import (
     WorkflowCodeError,
 )
 from engine.core.events import SYSTEM_TYPES, Migrated, RecordedEvent, Started
-from engine.core.workflow import ListingStatus, Workflow
+from engine.core.workflow import ListingStatus, Status, Workflow
 
 __all__ = [
+    "CANCELLED",
     "MIGRATED",
     "STARTED",
     "UNREADABLE",
@@ -51,6 +53,8 @@ STARTED = "nonstop.Started"
 """Type name of the first event of every instance."""
 MIGRATED = "nonstop.Migrated"
 """Type name of the event that moves an instance to another version."""
+CANCELLED = "nonstop.Cancelled"
+"""Type name of the event that ends an instance as cancelled."""
 
 RecordRow = tuple[str, int, int, str, bytes]
 """A stored record as a plain tuple: stream id, position, global position, type
@@ -78,8 +82,8 @@ class InstanceInfo(msgspec.Struct, frozen=True):
     position: int
     """Position of its last event."""
     status: ListingStatus
-    """running, completed or failed; ``unreadable`` in a listing when its stored
-    events cannot be replayed (see ``error``)."""
+    """running, completed, failed or cancelled; ``unreadable`` in a listing when
+    its stored events cannot be replayed (see ``error``)."""
     applied: bool = True
     """False when a repeated command id was answered without applying it again."""
     error: str | None = None
@@ -103,6 +107,13 @@ class Instance:
     """The routing key given at start (flags bucket on it, else on the id)."""
     flags: dict[str, Any] | None = None
     """Flag values evaluated so far, pinned for the instance's life."""
+    cancelled: bool = False
+    """An operator cancelled it (``nonstop.Cancelled``): it takes no commands."""
+
+    @property
+    def status(self) -> Status:
+        """``cancelled``, or what the workflow says of the state."""
+        return "cancelled" if self.cancelled else self.workflow.status(self.state)
 
     def info(self, instance_id: str, *, applied: bool = True) -> InstanceInfo:
         """The public view of this instance."""
@@ -113,7 +124,7 @@ class Instance:
             wf.version,
             self.state,
             self.position,
-            wf.status(self.state),
+            "cancelled" if self.cancelled else wf.status(self.state),
             applied,
         )
 
@@ -272,6 +283,7 @@ class Replay:
         position = inst.position
         found: dict[str, int] = {}
         flags = inst.flags
+        cancelled = inst.cancelled
         try:
             # enumerate counts in C: one comparison per row checks the gaps.
             for expected, (_, position, _, name, data) in enumerate(
@@ -283,6 +295,13 @@ class Replay:
                     if name == MIGRATED:
                         wf, state = self._migrated(stream_id, position, data)
                         evolve = wf.evolve
+                    elif name == CANCELLED:
+                        cancelled = True
+                        cid = self.codec.decode_payloads(
+                            stream_id, position, name, data
+                        )[1]
+                        if cid is not None:
+                            found[cid] = position
                     continue
                 # Fast path: the current schema decodes in one typed pass. The
                 # test of stored_schema(data) == et.schema, inlined (hot loop).
@@ -321,7 +340,7 @@ class Replay:
             return inst
         commands = {**inst.commands, **found} if found else inst.commands
         # Instance(...) rather than replace(): replace() is slow here.
-        return Instance(wf, state, position, commands, inst.key, flags)
+        return Instance(wf, state, position, commands, inst.key, flags, cancelled)
 
     def apply(self, inst: Instance | None, e: RecordedEvent) -> Instance:
         """Fold one decoded event into ``inst`` (``None`` before the start).
@@ -349,6 +368,10 @@ class Replay:
             raise _gap(sid, e.position, inst.position)
         if e.type == MIGRATED:
             inst.workflow, inst.state = self._switch(sid, e.position, e.event)
+        elif e.type == CANCELLED:
+            inst.cancelled = True
+            if e.command_id is not None:
+                inst.commands[e.command_id] = e.position
         elif e.type not in SYSTEM_TYPES:
             try:
                 inst.state = inst.workflow.evolve(inst.state, e.event)

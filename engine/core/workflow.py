@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 S = TypeVar("S")
-Status = Literal["running", "completed", "failed"]
-ListingStatus = Literal["running", "completed", "failed", "unreadable"]
+Status = Literal["running", "completed", "failed", "cancelled"]
+ListingStatus = Literal["running", "completed", "failed", "cancelled", "unreadable"]
 """A status in listings: a workflow :data:`Status`, or ``unreadable`` for an
 instance whose stored events cannot be replayed (the listing names the error)."""
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -63,7 +63,10 @@ class Workflow(Generic[S]):
     evolve: Callable[[S, Any], S]
     """``evolve(state, event) -> state``, pure."""
     status: Callable[[S], Status]
-    """Tells whether a state is running, completed or failed (the terminal ones)."""
+    """Tells whether a state is running, completed or failed (the terminal ones).
+
+    The engine itself reports ``cancelled`` for an instance an operator
+    cancelled (``nonstop.Cancelled``), whatever this returns."""
     snapshot_every: int = 0
     """Write a snapshot every N events (0: never)."""
     description: str = ""
@@ -74,6 +77,13 @@ class Workflow(Generic[S]):
     Snapshots record it: an older snapshot is brought up to date by state
     upcasters (``UpcasterRegistry.add_state``) or ignored and rebuilt from
     events."""
+    on_cancel: Callable[[S, Any, Context], Sequence[Any]] | None = None
+    """Optional ``on_cancel(state, cancel, ctx) -> events``: the workflow's own
+    handling of an operator's cancel (``cancel`` is an
+    :class:`~engine.core.events.Cancelled`). Its events are folded with
+    ``evolve`` and written before ``nonstop.Cancelled``; raising
+    ``CommandRejected`` refuses the cancel. Without it the engine records the
+    cancel alone."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

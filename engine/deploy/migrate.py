@@ -6,12 +6,18 @@ nothing for it and is reported; the others proceed. Checked against the
 deployments registry, a target that was never deployed (or failed, or retired)
 is refused before anything is written, and the run is added to the registry's
 audit trail (``nonstop.InstancesMigrated``: counts, versions, mapper, who, why).
+
+A run reports progress after each instance and can be stopped between two
+instances (``stop``): the instance in flight is finished, the rest are left
+running ``from_version``. Running it again selects only the instances still on
+``from_version``, so it goes on where it stopped and never migrates one twice.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from engine.core.errors import DeployError, NonstopError
@@ -50,6 +56,10 @@ class MigrationReport:
     """True when nothing was written."""
     results: list[MigrationResult] = field(default_factory=list)
     """One per selected instance, in start order."""
+    stopped: bool = False
+    """True when ``stop`` ended the run before every instance was done."""
+    remaining: list[str] = field(default_factory=list)
+    """The selected instances left untouched by a stopped run, in start order."""
 
     def count(self, outcome: Outcome) -> int:
         """How many instances had ``outcome``."""
@@ -73,6 +83,8 @@ async def migrate_instances(
     by: str = "",
     reason: str = "",
     mapper_name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> MigrationReport:
     """Migrate the running instances of ``workflow@from_version`` to ``to_version``.
 
@@ -93,6 +105,11 @@ async def migrate_instances(
         reason: Why (stored in each event and in the audit).
         mapper_name: How the audit names the mapper (default: its
             ``module:qualname``).
+        progress: Called as ``progress(done, total)`` once the instances are
+            selected and after each one (migrated or failed).
+        stop: Checked before each instance: once set, the run ends there
+            (the instance in flight was finished) and the report lists the
+            ones left in ``remaining``.
 
     Raises:
         DeployError: the target is the source, or never deployed, failed or
@@ -125,17 +142,18 @@ async def migrate_instances(
                 )
             )
     fn = mapper or _identity
-    for iid in selected:
-        try:
-            info = await engine.migrate(
-                iid, to_version, fn, dry_run=dry_run, by=by, reason=reason
-            )
-        except NonstopError as exc:
-            report.results.append(MigrationResult(iid, "failed", str(exc)))
-            continue
-        outcome: Outcome = "would migrate" if dry_run else "migrated"
-        detail = f"{info.status} at position {info.position}: {info.state!r}"
-        report.results.append(MigrationResult(iid, outcome, detail[:200]))
+    total = len(selected)
+    if progress is not None:
+        progress(0, total)
+    for n, iid in enumerate(selected):
+        if stop is not None and stop.is_set():
+            report = replace(report, stopped=True, remaining=selected[n:])
+            break
+        report.results.append(
+            await _migrate_one(engine, iid, to_version, fn, dry_run, by, reason)
+        )
+        if progress is not None:
+            progress(n + 1, total)
     if isinstance(registry, Deployments) and not dry_run and report.results:
         registry.record_migration(
             workflow,
@@ -148,6 +166,26 @@ async def migrate_instances(
             reason=reason,
         )
     return report
+
+
+async def _migrate_one(
+    engine: Engine,
+    iid: str,
+    to_version: int,
+    fn: Callable[[Any], Any],
+    dry_run: bool,
+    by: str,
+    reason: str,
+) -> MigrationResult:
+    try:
+        info = await engine.migrate(
+            iid, to_version, fn, dry_run=dry_run, by=by, reason=reason
+        )
+    except NonstopError as exc:
+        return MigrationResult(iid, "failed", str(exc))
+    outcome: Outcome = "would migrate" if dry_run else "migrated"
+    detail = f"{info.status} at position {info.position}: {info.state!r}"
+    return MigrationResult(iid, outcome, detail[:200])
 
 
 def _check_target(view: DeployView, workflow: str, version: int) -> None:

@@ -38,6 +38,7 @@ async def engine_stats(
             "running": 0,
             "completed": 0,
             "failed": 0,
+            "cancelled": 0,
             "unreadable": 0,
             "oldest": None,
         }
@@ -56,6 +57,7 @@ async def engine_stats(
             c["completed"],
             c["failed"],
             c["oldest"],
+            c["cancelled"],
             c["unreadable"],
         )
         for (w, v), c in sorted(counts.items())

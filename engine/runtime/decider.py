@@ -13,6 +13,7 @@ commit in doubt the committer recognises its own records by them.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from engine.core.errors import (
 )
 from engine.core.events import (
     RESERVED_STREAM_PREFIX,
+    Cancelled,
     Metadata,
     Migrated,
     Started,
@@ -118,7 +120,7 @@ class Decider:
         if req.command_id is not None and req.command_id in inst.commands:
             return inst.info(iid, applied=False)
         wf = inst.workflow
-        status = wf.status(inst.state)
+        status = inst.status
         if status != "running":
             raise CommandRejected(
                 f"the instance is {status}; it takes no more commands",
@@ -136,6 +138,7 @@ class Decider:
         meta: Metadata,
         *,
         first: Sequence[Any] = (),
+        last: Sequence[Any] = (),
         owned: bool = False,
     ) -> Decided:
         """Decide and encode one command.
@@ -187,6 +190,11 @@ class Decider:
             name, data = encode(e, meta, recorded_at=now, ctx=recorded, key=key)
             recorded = key = None
             records.append(NewRecord(iid, position, name, data))
+        for e in last:  # system events the reducer does not fold
+            position += 1
+            name, data = encode(e, meta, recorded_at=now, key=key)
+            key = None
+            records.append(NewRecord(iid, position, name, data))
         commands = inst.commands
         if meta.command_id is not None and records:
             if owned:
@@ -197,6 +205,65 @@ class Decider:
         if records and len(ctx.pinned) != len(flags or ()):
             flags = ctx.pinned
         return Instance(wf, state, position, commands, inst.key, flags), records
+
+    def cancel(
+        self,
+        iid: str,
+        inst: Instance,
+        reason: str,
+        by: str,
+        command_id: str | None,
+    ) -> Decided | InstanceInfo:
+        """Decide cancelling ``inst``: ``on_cancel`` events, then the system event.
+
+        The workflow's ``on_cancel`` events come first when it has one, then
+        ``nonstop.Cancelled``. A repeated command id is answered.
+
+        Raises:
+            CommandRejected: the instance is not running, the reason is empty,
+                or ``on_cancel`` refused.
+            WorkflowCodeError: ``on_cancel`` or ``evolve`` raised.
+        """
+        if command_id is not None and command_id in inst.commands:
+            return inst.info(iid, applied=False)
+        wf = inst.workflow
+        event = Cancelled(wf.name, wf.version, reason, by)
+        if not reason.strip():
+            raise CommandRejected(
+                "a cancel needs a reason (who asked and why is audited); "
+                "give one with --reason",
+                instance_id=iid,
+                command=event,
+            )
+        status = inst.status
+        if status != "running":
+            raise CommandRejected(
+                f"the instance is {status}; only a running instance can be "
+                "cancelled (nothing was written)",
+                instance_id=iid,
+                command=event,
+            )
+        meta = Metadata(wf.ref, command_id)
+        if wf.on_cancel is None:
+            name, body = self.codec.encode(
+                event, meta, recorded_at=now_micros(), key=_key(command_id)
+            )
+            position = inst.position + 1
+            commands = inst.commands
+            if command_id is not None:
+                commands = {**commands, command_id: position}
+            new = Instance(
+                wf, inst.state, position, commands, inst.key, inst.flags, True
+            )
+            return new, [NewRecord(iid, position, name, body)]
+        # decide() runs on_cancel as the decider of this one command.
+        handled = dataclasses.replace(wf, decide=wf.on_cancel)
+        new, records = self.decide(
+            iid, Instance(handled, *_rest(inst)), event, meta, last=[event]
+        )
+        new.workflow = wf
+        new.cancelled = True
+        return new, records
 
     def migration(
         self,
@@ -215,7 +282,7 @@ class Decider:
         """
         old = inst.workflow
         new_wf = self.registry.get(old.name, version)
-        status = old.status(inst.state)
+        status = inst.status
         if status != "running":
             raise MigrationError(iid, new_wf.ref, f"the instance is {status}")
         if version == old.version:
@@ -246,6 +313,14 @@ class Decider:
         if router is None:
             return None
         return lambda kind, name, default: router.evaluate(kind, name, key, default)
+
+
+def _key(command_id: str | None) -> str | None:
+    return new_key() if command_id is None else None
+
+
+def _rest(inst: Instance) -> tuple[Any, ...]:
+    return (inst.state, inst.position, inst.commands, inst.key, inst.flags)
 
 
 def _encode_input(value: Any) -> bytes:

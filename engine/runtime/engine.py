@@ -352,6 +352,48 @@ class Engine:
                 return new.info(instance_id)
         raise ConflictRetriesExhausted(instance_id, self.max_attempts)
 
+    async def cancel(
+        self,
+        instance_id: str,
+        *,
+        reason: str,
+        by: str = "",
+        command_id: str | None = None,
+    ) -> InstanceInfo:
+        """Cancel a running instance: it ends as ``cancelled``, audited.
+
+        Appends ``nonstop.Cancelled`` (who, why); when the workflow has an
+        ``on_cancel`` handler, the events it decides come first. Replay folds
+        the event into the status ``cancelled``; the instance takes no more
+        commands. A command id already applied is answered with
+        ``applied=False`` and writes nothing.
+
+        Raises:
+            UnknownInstance: no such instance.
+            CommandRejected: the instance is not running (already cancelled,
+                completed or failed), ``reason`` is empty, or ``on_cancel``
+                refused; nothing was written.
+            WorkflowCodeError: ``on_cancel`` or ``evolve`` raised.
+            ConflictRetriesExhausted: other writers kept winning the race.
+        """
+        async with self.locks.hold(instance_id):
+            for _ in range(self.max_attempts):
+                inst = self.loader.cached(instance_id) or await self.loader.load(
+                    instance_id
+                )
+                outcome = self.decider.cancel(instance_id, inst, reason, by, command_id)
+                if isinstance(outcome, InstanceInfo):
+                    return outcome
+                new, records = outcome
+                try:
+                    await self.committer.commit(records)
+                except ConcurrencyConflict:
+                    self.loader.forget(instance_id)
+                    continue
+                self.loader.remember(instance_id, new)
+                return new.info(instance_id)
+        raise ConflictRetriesExhausted(instance_id, self.max_attempts)
+
     async def close(self) -> None:
         """Finish pending writes and background snapshots, then close the store.
 
@@ -412,7 +454,7 @@ class Engine:
                         wf.name,
                         wf.version,
                         start=isinstance(req, Start),
-                        status=wf.status(new.state),
+                        status=new.status,
                         seconds=time.perf_counter() - began,
                         flags=new.flags,
                     )

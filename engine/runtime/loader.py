@@ -54,6 +54,7 @@ class SnapshotBody(msgspec.Struct, array_like=True):
     state: msgspec.Raw
     commands: dict[str, int]
     flags: dict[str, Any] = {}
+    cancelled: bool = False
 
 
 class InstanceLoader:
@@ -220,14 +221,24 @@ class InstanceLoader:
             log.exception("state upcaster failed on the snapshot of %s", instance_id)
             return None
         flags = dict(body.flags) if body.flags else None
-        return Instance(wf, state, snap.position, dict(body.commands), flags=flags)
+        return Instance(
+            wf,
+            state,
+            snap.position,
+            dict(body.commands),
+            flags=flags,
+            cancelled=body.cancelled,
+        )
 
     def snapshot(
         self, instance_id: str, inst: Instance, *, replace: bool = False
     ) -> None:
         """Save a snapshot of ``inst`` (blocking); a failure is only logged."""
         body = SnapshotBody(
-            msgspec.Raw(_encoder.encode(inst.state)), inst.commands, inst.flags or {}
+            msgspec.Raw(_encoder.encode(inst.state)),
+            inst.commands,
+            inst.flags or {},
+            inst.cancelled,
         )
         try:
             self.store.save_snapshot(

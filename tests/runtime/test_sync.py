@@ -18,9 +18,15 @@ _PUBLIC = sorted(
 
 
 def test_engine_has_the_methods_the_twin_is_checked_for() -> None:
-    assert {"start", "send", "get", "migrate", "write_snapshot", "close"} <= set(
-        _PUBLIC
-    )
+    assert {
+        "start",
+        "send",
+        "get",
+        "migrate",
+        "cancel",
+        "write_snapshot",
+        "close",
+    } <= set(_PUBLIC)
 
 
 @pytest.mark.parametrize("name", _PUBLIC)
