@@ -3,6 +3,10 @@
 Every :class:`~engine.core.errors.NonstopError` ends the command with one line on
 stderr (``nonstop: error: ...``) and exit code 2; store URLs are never printed
 with their password.
+
+It is a little over 500 lines: the top-level parser and the instance
+listing commands share one context; the command groups live in
+:mod:`engine.commands`.
 """
 
 from __future__ import annotations

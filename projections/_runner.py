@@ -4,6 +4,10 @@ Each batch is one read-model transaction: the handlers' writes and the build's
 new position commit together, and the position moves only from the value read
 (compare and set), so a crash, a retry or a second runner never applies an
 event twice.
+
+It is longer than most modules: catch-up, read-ahead, live follow,
+build switches and failure records share the runner's per-build state;
+the SQL lives in :mod:`projections._meta`.
 """
 
 from __future__ import annotations

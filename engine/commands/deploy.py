@@ -5,6 +5,9 @@ Also ``retire``, ``migrate``, ``audit`` and ``flags list|set|kill``.
 Every change is written to the deployments registry in the store with who made
 it (``--by``, default ``$USER``) and why (``--reason``); every engine on the
 store sees it within its poll interval.
+
+It is a little over 500 lines: one command group (deploy, promote,
+rollback, versions, retire, migrate, audit, flags) with its tables.
 """
 
 from __future__ import annotations

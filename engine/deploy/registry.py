@@ -12,6 +12,10 @@ operators race, the loser's append fails, nothing of it is written, and it
 raises :class:`~engine.core.errors.DeployConflict` naming the change that
 won (it never re-decides on routing it did not see). Flag changes, failure
 records and migration audits retry on the fresh state instead.
+
+It is longer than most modules: the registry's reads (cold read by
+stream, follow) and its serialised writes share one view and one lock, and
+splitting them would expose that state between modules.
 """
 
 from __future__ import annotations

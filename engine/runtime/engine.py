@@ -12,8 +12,9 @@ Cancellation: locks are taken in ``async with`` blocks (several on one
 ``AsyncExitStack``); appends are tasks the committer owns, shielded from the
 caller's cancel and awaited by :meth:`Engine.close`.
 
-The module is a little over 400 lines because it carries the public API's
-docstrings; the logic is the retry loops and the batch assembly.
+The module is over 500 lines because it carries the public API's docstrings
+(start, send, get, cancel, migrate, handle_batch, ...); the logic is the retry
+loops, the batch assembly and the health counts.
 """
 
 from __future__ import annotations
