@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from engine.core import errors as _errors
+
 if TYPE_CHECKING:
     from engine.core.codec import (
         EventCodec,
@@ -100,53 +102,8 @@ if TYPE_CHECKING:
     )
 
 _WHERE: dict[str, str] = {
-    "AlreadyReplayed": "engine.core.errors",
-    "AppLoadError": "engine.core.errors",
-    "BrokerUnavailable": "engine.core.errors",
-    "CanaryActive": "engine.core.errors",
-    "CommandInputError": "engine.core.errors",
-    "CommandRejected": "engine.core.errors",
-    "CommitInDoubt": "engine.core.errors",
-    "ConcurrencyConflict": "engine.core.errors",
-    "ConflictRetriesExhausted": "engine.core.errors",
-    "CorruptStream": "engine.core.errors",
-    "DeadLetterNotFound": "engine.core.errors",
-    "DeployConflict": "engine.core.errors",
-    "DeployError": "engine.core.errors",
-    "DeploySourceError": "engine.core.errors",
-    "DuplicateRegistration": "engine.core.errors",
-    "EventDecodeError": "engine.core.errors",
-    "EventFromNewerCode": "engine.core.errors",
-    "FlagError": "engine.core.errors",
-    "InstanceExists": "engine.core.errors",
-    "MapperLoadError": "engine.core.errors",
-    "MappingError": "engine.core.errors",
-    "MappingLoadError": "engine.core.errors",
-    "MigrationError": "engine.core.errors",
-    "MissingExtra": "engine.core.errors",
-    "NonstopError": "engine.core.errors",
-    "ProjectionDefinitionError": "engine.core.errors",
-    "ProjectionError": "engine.core.errors",
-    "ProjectionStateError": "engine.core.errors",
-    "ProjectionsLoadError": "engine.core.errors",
-    "SkipRefused": "engine.core.errors",
-    "PublishUsageError": "engine.core.errors",
-    "PublishBlocked": "engine.core.errors",
-    "ReadModelUnavailable": "engine.core.errors",
-    "RetireRefused": "engine.core.errors",
-    "RolloutError": "engine.core.errors",
-    "SchemaLockError": "engine.core.errors",
-    "SnapshotMigrationError": "engine.core.errors",
-    "StoreNotFound": "engine.core.errors",
-    "StoreUnavailable": "engine.core.errors",
-    "UnknownEventType": "engine.core.errors",
-    "UnknownInstance": "engine.core.errors",
-    "UnknownProjection": "engine.core.errors",
-    "UnknownWorkflow": "engine.core.errors",
-    "UnsupportedFieldType": "engine.core.errors",
-    "UpcastChainError": "engine.core.errors",
-    "WorkflowCodeError": "engine.core.errors",
-    "WorkflowDefinitionError": "engine.core.errors",
+    # every error, from the one error module (pure: loads no driver)
+    **dict.fromkeys(_errors.__all__, "engine.core.errors"),
     "EventTypeRegistry": "engine.core.events",
     "RecordedEvent": "engine.core.events",
     "event": "engine.core.events",
