@@ -23,7 +23,7 @@ postgres:
 	@bash .ci/ensure-postgres
 
 test: $(STAMP) postgres
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: $(STAMP) postgres
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
