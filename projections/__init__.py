@@ -24,16 +24,15 @@ from projections._api import (
 )
 from projections._db import Database, Dialect, Tx, open_database
 from projections._meta import Failure
-from projections._runner import (
+from projections._ops import (
     ProjectionStatus,
-    Runner,
-    default_codec,
     request_rebuild,
     resume,
     skip,
     skips,
     status,
 )
+from projections._runner import Runner, default_codec
 
 __all__ = [
     "ALL",

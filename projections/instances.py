@@ -34,7 +34,8 @@ from engine.store import EventStore
 from projections._api import ALL, Projection, Undecodable
 from projections._db import Database, Tx
 from projections._meta import load_builds
-from projections._runner import Runner, default_codec, resume, status
+from projections._ops import resume, status
+from projections._runner import Runner, default_codec
 
 __all__ = ["NAME", "InstancesReadModel", "StreamReader", "instances_projection"]
 
