@@ -1,7 +1,9 @@
 """``nonstop worker``, ``nonstop publish`` and ``nonstop deadletters``: Kafka.
 
 ``worker`` applies messages as commands with exactly-once effect until SIGTERM
-or SIGINT, then finishes its batch in flight and leaves the group. ``publish``
+or SIGINT, then finishes its batch in flight and leaves the group; it counts
+per-version health and runs the rollout controller beside it (one worker at a
+time acts, by a lease). ``publish``
 relays committed events to a topic; ``publish skip POS`` passes over an event it
 cannot read (with a recorded reason) and ``publish skips`` lists those.
 ``deadletters list`` shows the messages a
@@ -15,13 +17,17 @@ import argparse
 import asyncio
 import signal
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
 from engine.core.extras import require
+
+if TYPE_CHECKING:
+    from engine.health.controller import RolloutController
+    from engine.runtime import Engine
 
 __all__ = ["register"]
 
@@ -61,6 +67,20 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=10_000,
         metavar="MS",
         help="consumer group session timeout (default: 10000)",
+    )
+    p.add_argument(
+        "--no-health",
+        dest="health",
+        action="store_false",
+        help="do not count per-version health (rollout plans then see no data "
+        "from this worker)",
+    )
+    p.add_argument(
+        "--no-guard",
+        dest="guard",
+        action="store_false",
+        help="do not run the rollout controller beside the worker (by default "
+        "every worker runs one; a lease in the store lets one of them act)",
     )
     p.set_defaults(run=_worker)
 
@@ -137,7 +157,8 @@ def _worker(ctx: CliContext, args: Any) -> int:
     registry = ctx.registry()
 
     async def run() -> int:
-        engine = Engine(ctx.store_url, registry)
+        engine = Engine(ctx.store_url, registry, health=args.health)
+        guard = _start_guard(engine) if args.guard else None
         try:
             worker = Worker(
                 engine,
@@ -158,6 +179,8 @@ def _worker(ctx: CliContext, args: Any) -> int:
             )
             stats = await worker.run(_stop_on_signals())
         finally:
+            if guard is not None:
+                await asyncio.to_thread(guard.stop)
             await engine.close()
         ctx.out.print(
             f"worker stopped: {stats.applied} applied, {stats.skipped} skipped, "
@@ -167,6 +190,19 @@ def _worker(ctx: CliContext, args: Any) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _start_guard(engine: Engine) -> RolloutController:
+    """Start the rollout controller in a thread on the worker's store.
+
+    Every worker runs one; the controller lease in the store lets one act at a
+    time, and another takes over within the lease ttl when that worker stops.
+    """
+    from engine.health.controller import RolloutController, Rollouts
+
+    controller = RolloutController(Rollouts(engine.store))
+    controller.start()
+    return controller
 
 
 def _publish(ctx: CliContext, args: Any) -> int:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from engine import Engine, open_store
 from engine.cli import main
+from engine.health.lease import Lease
+from engine.health.window import read_window
 from engine.store import DeadLetter
 from tests.kafka import tally
-from tests.kafka.conftest import create_topic
+from tests.kafka.conftest import create_topic, produce, wait_until
 
 APP = "tests.kafka.tally:registry"
 
@@ -78,3 +84,62 @@ def test_the_kafka_demo_switches_versions_mid_stream(kafka, sqlite_url, capsys):
     assert "demo OK" in out
     assert "orders@1" in out and "orders@2" in out  # both versions ran
     assert "3 dead-lettered" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_worker_counts_health_and_runs_the_rollout_guard(
+    kafka, sqlite_url, tmp_path
+):
+    """`nonstop worker` flushes per-version health and holds the controller lease."""
+    topic = await create_topic(kafka, partitions=1)
+    await produce(
+        kafka,
+        topic,
+        [(b"t1", b'{"open": true}')] + [(b"t1", b'{"add": 1}')] * 9,
+    )
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "--store",
+        sqlite_url,
+        "--app",
+        APP,
+        "worker",
+        "--kafka",
+        kafka,
+        "--topic",
+        topic,
+        "--group",
+        "g-guard",
+        "--mapping",
+        "tests.kafka.tally:mapping",
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    store = open_store(sqlite_url)
+    lease = Lease(store, "reader", ttl=10)
+    try:
+
+        async def counted() -> bool:
+            now = time.time()
+            counts = read_window(store, "tally", 1, now - 300, now + 60)
+            return counts.accepted >= 10
+
+        async def leased() -> bool:
+            _, taken = lease.current()
+            return taken is not None and taken.expires > time.time()
+
+        await wait_until(counted, 60, "the worker's health flush")
+        await wait_until(leased, 30, "the worker's rollout controller lease")
+    finally:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(worker.communicate(), 30)
+    assert worker.returncode == 0, err.decode()
+    assert "10 applied" in out.decode()
+    _, taken = lease.current()
+    assert taken is not None and taken.expires <= time.time()  # released on stop
+    store.close()
