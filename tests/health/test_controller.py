@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from engine.deploy import Deployments
 from engine.health import Health
@@ -95,3 +98,47 @@ def test_a_flag_ramp_is_killed_when_the_flag_on_path_fails(sqlite_url: str) -> N
     flag = Deployments(store).refresh().flags["turbo"]
     assert flag.killed
     engine.close()
+
+
+def test_two_threads_refreshing_one_rollouts_object_apply_each_event_once(
+    sqlite_url: str,
+) -> None:
+    """A controller thread and an operator share one ``Rollouts``: no double fold."""
+    store = open_store(sqlite_url)
+    now = [1_000_000.0]
+    clock = lambda: now[0]  # noqa: E731
+    Deployments(store).deploy("tills", 1, "tests.health.flows:v1", by="t")
+    writer = Rollouts(store, clock=clock, bucket_seconds=1, settle=0)
+    plan = RolloutPlan("tills", 2, steps=(10, 100), interval=10, min_sample=20)
+    writer.start(plan, source="tests.health.flows:v2", by="t")
+    now[0] += 10
+    [decided] = writer.tick()
+    assert decided.action == "hold"
+
+    shared = Rollouts(store, clock=clock, bucket_seconds=1, settle=0)
+    both_inside = threading.Barrier(2, timeout=0.5)
+
+    class Meeting:
+        """The store, but a read waits (briefly) for a second concurrent read."""
+
+        def iter_stream(self, *args: Any, **kwargs: Any) -> Any:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_inside.wait()  # only reached by both without the fold lock
+            return store.iter_stream(*args, **kwargs)
+
+    folded: list[int] = []
+    decode = shared.codec.decode
+
+    def counting(stream: str, position: int, *args: Any) -> Any:
+        folded.append(position)
+        return decode(stream, position, *args)
+
+    shared.store = Meeting()  # type: ignore[assignment]
+    shared.codec.decode = counting  # type: ignore[method-assign,assignment]
+    with ThreadPoolExecutor(2) as pool:
+        for f in [pool.submit(shared.refresh) for _ in range(2)]:
+            f.result(timeout=10)
+    assert sorted(folded) == [1, 2]  # the start and the hold, each folded once
+    r = shared.refresh().latest("tills")
+    assert r is not None and len(r.decisions) == 1
+    store.close()
