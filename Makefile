@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NONSTOP_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
 export NONSTOP_TEST_POSTGRES
 
-.PHONY: demo test bench lint docs venv postgres clean
+.PHONY: demo test bench lint docs venv postgres prometheus clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,15 @@ demo: $(STAMP)
 postgres:
 	@bash .ci/ensure-postgres
 
-test: $(STAMP) postgres
+# The rollout guard's PromQL checks are tested against Debian's prometheus:
+# installed with apt when missing (the tests skip without it, except under CI).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  prometheus >/dev/null; } || echo "prometheus is not installed: the PromQL \
+	rollout tests will be skipped" >&2
+
+test: $(STAMP) postgres prometheus
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: $(STAMP) postgres

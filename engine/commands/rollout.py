@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.core.errors import RolloutError
 from engine.health.controller import RolloutController, Rollouts
 from engine.health.counters import DEFAULT_BUCKET_SECONDS
 from engine.health.rollout import Rollout, RolloutPlan, parse_duration
@@ -45,6 +46,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("--max-latency-ratio", metavar="X", type=float)
     s.add_argument("--failure-limit", metavar="N", type=int)
     s.add_argument("--deadline", metavar="DUR", help="roll back if not done by then")
+    s.add_argument(
+        "--prometheus", metavar="URL", help="Prometheus server for --metric-query"
+    )
+    s.add_argument(
+        "--metric-query",
+        nargs=3,
+        action="append",
+        metavar=("NAME", "MAX", "PROMQL"),
+        help="also fail a window when PROMQL (with $workflow, $version, $baseline, "
+        "$interval) is above MAX (repeat; replaces the plan file's metrics)",
+    )
     _who(s)
     s.set_defaults(run=_start)
 
@@ -99,6 +111,8 @@ def _start(ctx: CliContext, args: argparse.Namespace) -> int:
         "failure_limit": args.failure_limit,
         "deadline": args.deadline,
         "flag": args.flag,
+        "prometheus": args.prometheus,
+        "metrics": _metric_queries(args.metric_query),
     }
     given = {k: v for k, v in given.items() if v is not None}
     if args.plan:
@@ -123,6 +137,27 @@ def _start(ctx: CliContext, args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _metric_queries(given: list[list[str]] | None) -> list[dict[str, Any]] | None:
+    """``--metric-query NAME MAX PROMQL`` arguments as plan metric checks.
+
+    Raises:
+        RolloutError: a MAX is not a number.
+    """
+    if not given:
+        return None
+    out: list[dict[str, Any]] = []
+    for name, bound, query in given:
+        try:
+            top = float(bound)
+        except ValueError:
+            raise RolloutError(
+                f"--metric-query {name}: MAX {bound!r} is not a number "
+                "(e.g. --metric-query p99 0.5 'histogram_quantile(...)')"
+            ) from None
+        out.append({"name": name, "query": query, "max": top})
+    return out
 
 
 def status_table(r: Rollout) -> Table:
@@ -156,6 +191,10 @@ def status_table(r: Rollout) -> Table:
             d.verdict,
             d.action,
             d.reason,
+        )
+    if plan.metrics:
+        t.caption = f"metric checks on {plan.prometheus}: " + "; ".join(
+            f"{m.name} ({m.bounds})" for m in plan.metrics
         )
     return t
 

@@ -7,7 +7,8 @@ acts on what comes back. Only the standard library and msgspec are imported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import msgspec
@@ -25,6 +26,7 @@ __all__ = [
     "analyze",
     "decide",
     "latency_bucket",
+    "with_checks",
 ]
 
 LATENCY_BOUNDS: tuple[float, ...] = (
@@ -230,6 +232,25 @@ def analyze(candidate: Counts, baseline: Counts, limits: Thresholds) -> Analysis
         base_rate,
         ratio,
     )
+
+
+def with_checks(analysis: Analysis, extra: Sequence[Check]) -> Analysis:
+    """``analysis`` with more checks of the same window (external metrics).
+
+    A failed extra check fails the window. An extra check that could not be
+    judged (no data, server unreachable) makes a passing window inconclusive:
+    the rollout holds rather than advancing blind, and never rolls back for it.
+    An inconclusive or failed window stays so.
+    """
+    if not extra:
+        return analysis
+    checks = analysis.checks + tuple(extra)
+    verdict = analysis.verdict
+    if any(c.ok is False for c in extra) and verdict != "inconclusive":
+        verdict = "fail"
+    elif verdict == "pass" and any(c.ok is None for c in extra):
+        verdict = "inconclusive"
+    return replace(analysis, verdict=verdict, checks=checks)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from engine.core.codec import EventCodec
 from engine.core.errors import ConcurrencyConflict, NonstopError, RolloutError
 from engine.core.events import Metadata, now_micros
 from engine.deploy import Deployments, default_user, percent_to_bp
-from engine.health.analysis import analyze, decide
+from engine.health.analysis import analyze, decide, with_checks
 from engine.health.counters import DEFAULT_BUCKET_SECONDS
 from engine.health.events import (
     ROLLOUT_STREAM,
@@ -39,6 +39,7 @@ from engine.health.events import (
     RolloutStarted,
 )
 from engine.health.lease import Lease
+from engine.health.promql import PromQL, metric_checks, render
 from engine.health.rollout import Rollout, RolloutPlan, RolloutView
 from engine.health.window import read_window
 from engine.store import EventStore, NewRecord
@@ -152,6 +153,7 @@ class Rollouts:
                 f"with; deploy a baseline first (nonstop deploy {wf} V --source ...)"
             )
         baseline = 0 if plan.flag or routing is None else routing.stable
+        self._try_queries(plan, baseline)
         now = self.clock()
         started = RolloutStarted(
             view.position + 1,
@@ -169,6 +171,8 @@ class Rollouts:
             user,
             reason,
             plan.flag,
+            plan.prometheus,
+            list(plan.metrics),
         )
         self._append(started, view.position)
         why = f"rollout #{started.rollout}: first step {plan.steps[0]:g} %"
@@ -274,6 +278,25 @@ class Rollouts:
         changed = [a.at for a in self.deployments.view.audit if a.subject == wf]
         return not changed or changed[-1] < r.decisions[-1].window_end * 1e6
 
+    def _try_queries(self, plan: RolloutPlan, baseline: int) -> None:
+        """Run each metric query once: a plan Prometheus refuses is not started.
+
+        Raises:
+            RolloutError: the server does not answer or refuses a query.
+        """
+        if not plan.metrics:
+            return
+        server = PromQL(plan.prometheus)
+        values = _query_values(plan, plan.subject[1], baseline)
+        for m in plan.metrics:
+            try:
+                server.value(render(m.query, **values))
+            except RolloutError as exc:
+                raise RolloutError(
+                    f"metric check {m.name!r} cannot be evaluated, so the plan was "
+                    f"not started: {exc}"
+                ) from None
+
     def _window_end(self) -> float:
         b = self.bucket_seconds
         return float(int((self.clock() - self.settle) // b * b))
@@ -292,6 +315,10 @@ class Rollouts:
         cand = read_window(self.store, subject, candidate, start, end, **args)
         base = read_window(self.store, subject, baseline, start, end, **args)
         analysis = analyze(cand, base, plan.thresholds)
+        if plan.metrics:
+            values = _query_values(plan, candidate, baseline)
+            extra = metric_checks(plan.metrics, PromQL(plan.prometheus), values)
+            analysis = with_checks(analysis, extra)
         d = decide(
             analysis,
             r.progress,
@@ -419,6 +446,18 @@ class Rollouts:
             f"the rollouts stream kept changing under this command ({_ATTEMPTS} "
             "attempts); retry"
         )
+
+
+def _query_values(
+    plan: RolloutPlan, candidate: int, baseline: int
+) -> dict[str, object]:
+    """What ``$workflow``, ``$version``, ``$baseline``, ``$interval`` stand for."""
+    return {
+        "workflow": plan.workflow,
+        "version": candidate,
+        "baseline": baseline,
+        "interval": f"{max(1, round(plan.interval))}s",
+    }
 
 
 class RolloutController:

@@ -25,6 +25,7 @@ __all__ = [
     "ROLLOUT_STREAM",
     "HealthFlushed",
     "LeaseTaken",
+    "MetricCheck",
     "RolloutAborted",
     "RolloutDecided",
     "RolloutPaused",
@@ -44,6 +45,30 @@ LEASE_STREAM = "nonstop.lease:rollout"
 def health_stream(workflow: str, version: int, bucket_seconds: int, start: int) -> str:
     """The stream of ``workflow@version``'s bucket starting at ``start``."""
     return f"{HEALTH_STREAM_PREFIX}{workflow}@{version}:{bucket_seconds}:{start}"
+
+
+class MetricCheck(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A check of a rollout window by a PromQL query (an external metric).
+
+    The query may use ``$workflow``, ``$version`` (the candidate), ``$baseline``
+    and ``$interval`` (the plan's window, e.g. ``60s``); it must return one
+    number. The check fails when that number is above ``max`` or below ``min``.
+    """
+
+    name: str
+    """Shown in decisions and the audit."""
+    query: str
+    """PromQL, evaluated at the end of each window."""
+    max: float | None = None
+    """Highest value that passes."""
+    min: float | None = None
+    """Lowest value that passes."""
+
+    @property
+    def bounds(self) -> str:
+        """``min X, max Y`` as set."""
+        parts = [] if self.min is None else [f"min {self.min:g}"]
+        return ", ".join(parts + ([] if self.max is None else [f"max {self.max:g}"]))
 
 
 @event("nonstop.HealthFlushed")
@@ -85,6 +110,10 @@ class RolloutStarted(msgspec.Struct, frozen=True):
     reason: str = ""
     flag: str = ""
     """A flag ramp: the flag's name (``version`` is then 0)."""
+    prometheus: str = ""
+    """Base URL of the Prometheus server the metric checks query."""
+    metrics: list[MetricCheck] = []
+    """PromQL checks of every window, beside the store's health counts."""
 
 
 @event("nonstop.RolloutDecided")

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
 from engine.core.errors import RolloutError
 from engine.health.analysis import Progress, Thresholds
 from engine.health.events import (
+    MetricCheck,
     RolloutAborted,
     RolloutDecided,
     RolloutPaused,
@@ -26,6 +29,7 @@ from engine.health.events import (
 )
 
 __all__ = [
+    "MetricCheck",
     "Rollout",
     "RolloutPlan",
     "RolloutStatus",
@@ -97,6 +101,10 @@ class RolloutPlan:
     flag: str = ""
     """Ramp this percentage flag instead of a version: instances with it on
     are the candidate, with it off the baseline; a rollback kills it."""
+    prometheus: str = ""
+    """Base URL of a Prometheus server (``http://host:9090``) for ``metrics``."""
+    metrics: tuple[MetricCheck, ...] = ()
+    """PromQL checks of every window, beside the store's health counts."""
 
     def __post_init__(self) -> None:
         s = self.steps
@@ -123,6 +131,28 @@ class RolloutPlan:
                     "and deadline > 0, min_sample and failure_limit >= 1, "
                     "max_error_rate in [0, 1], max_latency_ratio >= 1"
                 )
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        names = [m.name for m in self.metrics]
+        for m in self.metrics:
+            bad = None
+            if not m.name.strip() or not m.query.strip():
+                bad = "needs a name and a query"
+            elif m.max is None and m.min is None:
+                bad = "needs a bound (max or min)"
+            elif names.count(m.name) > 1:
+                bad = "is named twice"
+            elif m.min is not None and m.max is not None and m.min > m.max:
+                bad = f"has min {m.min:g} above max {m.max:g}"
+            if bad is not None:
+                raise RolloutError(f"metric check {m.name!r} {bad}")
+        url = self.prometheus
+        if self.metrics and not url.startswith(("http://", "https://")):
+            raise RolloutError(
+                f"metric checks need the Prometheus server's URL, got {url!r} "
+                "(e.g. --prometheus http://127.0.0.1:9090)"
+            )
 
     @property
     def subject(self) -> tuple[str, int, int]:
@@ -184,6 +214,12 @@ class RolloutPlan:
             for k in ("max_error_rate", "max_latency_ratio"):
                 if k in d:
                     d[k] = float(d[k])
+            if "metrics" in d:
+                d["metrics"] = tuple(
+                    msgspec.convert(m, MetricCheck, strict=False) for m in d["metrics"]
+                )
+        except msgspec.ValidationError as exc:
+            raise RolloutError(f"plan metric check does not fit: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise RolloutError(f"plan value does not fit: {exc}") from None
         return cls(**d)
@@ -264,6 +300,8 @@ class RolloutView:
                 e.failure_limit,
                 e.deadline,
                 e.flag,
+                e.prometheus,
+                tuple(e.metrics),
             )
             self.rollouts[e.rollout] = Rollout(
                 e.rollout,

@@ -7,12 +7,14 @@ from hypothesis import strategies as st
 
 from engine.health.analysis import (
     LATENCY_BOUNDS,
+    Check,
     Counts,
     Progress,
     Thresholds,
     analyze,
     decide,
     latency_bucket,
+    with_checks,
 )
 
 N = len(LATENCY_BOUNDS) + 1
@@ -144,3 +146,32 @@ def test_counts_add_like_numbers(a: Counts, b: Counts, c: Counts) -> None:
     ) < 1e-6
     assert (a + b).samples == a.samples + b.samples
     assert a + Counts() == a
+
+
+extra_checks = st.lists(
+    st.builds(
+        Check, st.just("metric m"), st.sampled_from([True, False, None]), st.text()
+    ),
+    max_size=4,
+)
+
+
+@given(counts(), counts(), thresholds, extra_checks)
+def test_metric_checks_only_make_a_window_stricter(
+    c: Counts, b: Counts, t: Thresholds, extra: list[Check]
+) -> None:
+    """Extra checks never pass a window the counts failed or could not judge."""
+    alone = analyze(c, b, t)
+    both = with_checks(alone, extra)
+    assert both.checks == alone.checks + tuple(extra)
+    if alone.verdict != "pass":
+        assert both.verdict == alone.verdict
+    elif any(x.ok is False for x in extra):
+        assert both.verdict == "fail"
+    elif any(x.ok is None for x in extra):
+        assert both.verdict == "inconclusive"
+    else:
+        assert both.verdict == "pass"
+    # A metric that cannot be judged never rolls a rollout back by itself.
+    if all(x.ok is not False for x in extra):
+        assert (both.verdict == "fail") == (alone.verdict == "fail")
