@@ -29,8 +29,12 @@ from hypothesis import strategies as st  # noqa: E402
 
 __all__ = ["Overrides", "commands", "values"]
 
-Overrides = Mapping[type[Any], st.SearchStrategy[Any]]
-"""A strategy per type, used wherever that type appears (nested too)."""
+Overrides = Mapping[
+    type[Any], st.SearchStrategy[Any] | Mapping[str, st.SearchStrategy[Any]]
+]
+"""Per type, wherever it appears (nested too): a strategy for the whole value,
+or, for a struct, strategies for some of its fields by name (the others are
+drawn from their types)."""
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -43,8 +47,6 @@ def values(tp: Any, *, overrides: Overrides | None = None) -> st.SearchStrategy[
             ``overrides`` gives none (the message names it).
     """
     given = dict(overrides or {})
-    if isinstance(tp, type) and tp in given:
-        return given[tp]
     return _node(mi.type_info(tp), given, repr(tp))
 
 
@@ -79,8 +81,14 @@ def _node(
 ) -> st.SearchStrategy[Any]:
     cls = getattr(t, "cls", None)
     if isinstance(cls, type) and cls in given:
-        strategy: st.SearchStrategy[Any] = given[cls]
-        return strategy
+        override = given[cls]
+        if isinstance(override, st.SearchStrategy):
+            return override
+        if not isinstance(t, mi.StructType):
+            raise UnsupportedFieldType(
+                f"overrides for {cls.__name__} name fields, but it is not a struct; "
+                "give a strategy for the whole value"
+            )
     if isinstance(t, mi.StructType):
         return _struct(t, given, where)
     if isinstance(t, mi.UnionType):
@@ -161,8 +169,17 @@ def _struct(
 ) -> st.SearchStrategy[Any]:
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
+    fields: Mapping[str, st.SearchStrategy[Any]] = given.get(t.cls, {})
+    unknown = set(fields) - {f.name for f in t.fields}
+    if unknown:
+        raise UnsupportedFieldType(
+            f"overrides name fields {', '.join(sorted(unknown))} that "
+            f"{t.cls.__name__} does not have"
+        )
     for f in t.fields:
-        part = _node(f.type, given, f"{t.cls.__name__}.{f.name} of {where}")
+        part = fields.get(f.name) or _node(
+            f.type, given, f"{t.cls.__name__}.{f.name} of {where}"
+        )
         (required if f.required else optional)[f.name] = part
     cls = t.cls
     return st.fixed_dictionaries(required, optional=optional).map(

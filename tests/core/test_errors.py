@@ -63,6 +63,9 @@ def test_every_error_class_of_the_project_lives_in_the_one_module() -> None:
     import engine.commands.deploy
     import engine.kafka  # noqa: F401
     import projections  # noqa: F401
+    import engine.testing.plugin
+    import engine.testing.stability
+    import engine.testing.strategies
     import upcasters.testing  # noqa: F401
 
     stray = [

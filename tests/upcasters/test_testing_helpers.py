@@ -14,7 +14,7 @@ from engine import EventTypeRegistry, UnsupportedFieldType
 from engine.demo import orders
 from engine.demo.orders import _release1, release2
 from upcasters import UpcasterRegistry, describe
-from upcasters.testing import (
+from engine.testing import (
     assert_upcasts,
     payloads,
     stored_payloads,
