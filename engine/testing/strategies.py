@@ -177,9 +177,8 @@ def _struct(
             f"{t.cls.__name__} does not have"
         )
     for f in t.fields:
-        part = fields.get(f.name) or _node(
-            f.type, given, f"{t.cls.__name__}.{f.name} of {where}"
-        )
+        where_f = f"{t.cls.__name__}.{f.name} of {where}"
+        part = fields[f.name] if f.name in fields else _node(f.type, given, where_f)
         (required if f.required else optional)[f.name] = part
     cls = t.cls
     return st.fixed_dictionaries(required, optional=optional).map(
