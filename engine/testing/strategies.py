@@ -12,6 +12,8 @@ Any type can be given its own strategy in ``overrides``.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +39,18 @@ or, for a struct, strategies for some of its fields by name (the others are
 drawn from their types)."""
 
 _INT64 = (-(2**63), 2**63 - 1)
+_PYTHON: dict[type[mi.Type], type[Any]] = {
+    mi.IntType: int,
+    mi.FloatType: float,
+    mi.StrType: str,
+    mi.BoolType: bool,
+    mi.BytesType: bytes,
+    mi.DateTimeType: dt.datetime,
+    mi.DateType: dt.date,
+    mi.UUIDType: uuid.UUID,
+    mi.DecimalType: decimal.Decimal,
+}
+"""The Python type of each msgspec leaf, so that ``overrides`` can name it."""
 
 
 def values(tp: Any, *, overrides: Overrides | None = None) -> st.SearchStrategy[Any]:
@@ -79,7 +93,7 @@ def commands(
 def _node(
     t: mi.Type, given: dict[type[Any], Any], where: str
 ) -> st.SearchStrategy[Any]:
-    cls = getattr(t, "cls", None)
+    cls = getattr(t, "cls", _PYTHON.get(type(t)))
     if isinstance(cls, type) and cls in given:
         override = given[cls]
         if isinstance(override, st.SearchStrategy):
@@ -118,9 +132,10 @@ def _node(
         return st.sampled_from(list(t.values))
     if isinstance(t, mi.EnumType):
         return st.sampled_from(list(t.cls))
+    what = cls.__name__ if isinstance(cls, type) else type(t).__name__
     raise UnsupportedFieldType(
-        f"no built-in strategy for {type(t).__name__} in {where}; pass "
-        "overrides={<type>: <strategy>}"
+        f"no built-in strategy for {what} in {where}; pass "
+        f"overrides={{{what}: <strategy>}}"
     )
 
 
