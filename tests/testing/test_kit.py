@@ -9,9 +9,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import pytest
-from hypothesis import find
+from hypothesis import find, settings
 from hypothesis import given as for_all
-from hypothesis import settings
 from hypothesis import strategies as st
 
 from engine import CommandRejected, Context, Workflow
