@@ -160,7 +160,8 @@ def test_pytest_runs_without_hypothesis_with_the_plugin_loaded(tmp_path) -> None
         f"""
         import sys
         import pytest
-        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider",
+                              "-p", "no:hypothesispytest",
                               {str(tmp_path / "test_plain.py")!r}]))
         """,
     )
