@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from engine import EventTypeRegistry, UnsupportedFieldType
 from engine.demo import orders
 from engine.demo.orders import _release1, release2
-from upcasters import UpcasterRegistry, describe
 from engine.testing import (
     assert_upcasts,
     payloads,
     stored_payloads,
 )
+from upcasters import UpcasterRegistry, describe
 
 LOCK = Path(orders.__file__).with_name("schema.lock")
 
