@@ -28,13 +28,14 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from engine.core.workflow import WorkflowRegistry
-from engine.runtime import Engine
-from engine.sync import SyncEngine
+if TYPE_CHECKING:  # imported when a fixture runs: pytest starts no slower
+    from engine.core.workflow import WorkflowRegistry
+    from engine.runtime import Engine
+    from engine.sync import SyncEngine
 
 __all__ = [
     "nonstop_engine",
@@ -74,6 +75,8 @@ def nonstop_sync_engine(
     nonstop_registry: WorkflowRegistry, nonstop_options: dict[str, Any]
 ) -> Iterator[SyncEngine]:
     """A :class:`SyncEngine` on an in-memory store."""
+    from engine.sync import SyncEngine
+
     with SyncEngine("memory://", nonstop_registry, **nonstop_options) as engine:
         yield engine
 
@@ -85,6 +88,8 @@ def nonstop_sqlite_sync_engine(
     tmp_path: Path,
 ) -> Iterator[SyncEngine]:
     """A :class:`SyncEngine` on a SQLite file in the test's temporary directory."""
+    from engine.sync import SyncEngine
+
     url = _sqlite(tmp_path)
     with SyncEngine(url, nonstop_registry, **nonstop_options) as engine:
         yield engine
@@ -93,6 +98,8 @@ def nonstop_sqlite_sync_engine(
 async def _engine(
     url: str, registry: WorkflowRegistry, options: dict[str, Any]
 ) -> AsyncIterator[Engine]:
+    from engine.runtime import Engine
+
     engine = Engine(url, registry, **options)
     try:
         yield engine

@@ -120,3 +120,11 @@ def test_a_renamed_type_is_checked_against_its_new_struct() -> None:
     steps.rename_type("Whole", "Half")
     with pytest.raises(AssertionError, match="Whole schema 1"):
         assert_upcasts(lock, "Whole", types=types, upcasters=steps, max_examples=5)
+
+
+def test_upcasters_testing_re_exports_the_helpers() -> None:
+    import engine.testing
+    import upcasters.testing
+
+    for name in upcasters.testing.__all__:
+        assert getattr(upcasters.testing, name) is getattr(engine.testing, name)
