@@ -117,6 +117,9 @@ class Scenario(Generic[S]):
     def then(self, *expected: Any) -> S:
         """Assert the outcome: exactly these events, or :func:`rejected`.
 
+        The events are given one by one (``then(a, b)``) or as one list
+        (``then([a, b])``); ``then()`` expects no event.
+
         Returns:
             The state after the decided events (the given state if rejected).
 
@@ -124,6 +127,8 @@ class Scenario(Generic[S]):
             AssertionError: the outcome differs; the message shows the given
                 events, the command, what was expected and what happened.
         """
+        if len(expected) == 1 and isinstance(expected[0], (list, tuple)):
+            expected = tuple(expected[0])
         state = self.state
         ctx = FixedContext("scenario", self.workflow.ref, **self.options)
         try:

@@ -45,6 +45,10 @@ STORE = {"types": RELEASE.types, "upcasters": RELEASE.upcasters}
 def test_then_returns_the_state_after_the_decided_events() -> None:
     state = given(v1, [PLACED]).when(Pay(10)).then(PaymentReceived(10))
     assert (state.stage, state.paid) == ("paid", 10)
+    listed = given(v1, [PLACED]).when(Pay(10)).then([PaymentReceived(10)])
+    assert listed == state
+    with pytest.raises(AssertionError, match="expected no events"):
+        given(v1, [PLACED]).when(Pay(10)).then()
 
 
 def test_a_different_event_is_shown_with_its_first_difference() -> None:

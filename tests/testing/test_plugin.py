@@ -197,3 +197,21 @@ def test_the_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:nonstop")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'nonstop_sync_engine' not found*"])
+
+
+def test_loading_the_plugin_loads_no_store_nor_runtime() -> None:
+    # pytest loads it in every run where nonstop is installed: it stays light
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytest\n"
+        "import engine.testing.plugin\n"
+        "heavy = ('eventsourcing', 'engine.runtime', 'engine.store', 'hypothesis')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
