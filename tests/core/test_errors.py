@@ -59,7 +59,15 @@ def test_every_error_class_of_the_project_lives_in_the_one_module() -> None:
     def walk(cls: type[BaseException]) -> list[type[BaseException]]:
         return [cls, *(d for s in cls.__subclasses__() for d in walk(s))]
 
+    import engine.cli
+    import engine.commands.deploy
+    import engine.kafka
+    import engine.testing.plugin
+    import engine.testing.scenario
+    import engine.testing.stability
+    import engine.testing.strategies  # noqa: F401
     import projections  # noqa: F401
+    import upcasters.inputs
     import upcasters.testing  # noqa: F401
 
     stray = [
