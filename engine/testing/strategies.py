@@ -47,6 +47,7 @@ _PYTHON: dict[type[mi.Type], type[Any]] = {
     mi.BytesType: bytes,
     mi.DateTimeType: dt.datetime,
     mi.DateType: dt.date,
+    mi.TimeType: dt.time,
     mi.UUIDType: uuid.UUID,
     mi.DecimalType: decimal.Decimal,
 }
@@ -162,6 +163,9 @@ def _leaf(t: mi.Type) -> st.SearchStrategy[Any] | None:
         if t.pattern is not None:
             return st.from_regex(t.pattern, fullmatch=True)
         return st.text(min_size=t.min_length or 0, max_size=t.max_length or 20)
+    if isinstance(t, mi.DateTimeType):  # tz False: naive only; None: either
+        zones = st.none() if t.tz is False else st.just(dt.UTC)
+        return st.datetimes(timezones=zones)
     if isinstance(t, (mi.BytesType, mi.ByteArrayType)):
         return st.binary(min_size=t.min_length or 0, max_size=t.max_length or 20)
     simple: dict[type[mi.Type], st.SearchStrategy[Any]] = {
@@ -174,7 +178,7 @@ def _leaf(t: mi.Type) -> st.SearchStrategy[Any] | None:
         mi.UUIDType: st.uuids(),
         mi.DateType: st.dates(),
         mi.DecimalType: st.decimals(allow_nan=False, allow_infinity=False),
-        mi.DateTimeType: st.datetimes(timezones=st.just(dt.UTC)),
+        mi.TimeType: st.times(),
     }
     return simple.get(type(t))
 

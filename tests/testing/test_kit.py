@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -118,6 +118,8 @@ class Basket(msgspec.Struct):
     lines: list[Line]
     prices: dict[str, float]
     at: datetime
+    local: Annotated[datetime, msgspec.Meta(tz=False)]
+    slot: time
 
 
 @settings(max_examples=60, deadline=None)
