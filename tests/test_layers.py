@@ -26,6 +26,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "engine.health.events",
             "engine.health.rollout",
             "engine.stats",
+            # the upcaster helpers (upcasters.testing re-exports them)
+            "engine.testing.upcasting",
         ],
     ),
     ("store", ["engine.store"]),
@@ -59,6 +61,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "engine.config",
             "engine.monitor",
             "engine.kafka",
+            "engine.testing",
             "projections",
         ],
     ),

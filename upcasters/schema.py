@@ -19,12 +19,15 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from engine.core.errors import SchemaLockError
 from upcasters.chain import UpcasterRegistry
+
+if TYPE_CHECKING:  # upcasters.inputs builds on this module
+    from upcasters.inputs import InputKind
 
 __all__ = [
     "LOCK_FORMAT",
@@ -69,14 +72,19 @@ def describe_type(cls: type[Any]) -> dict[str, Any]:
 def describe(
     types: Iterable[tuple[str, int, type[Any]]],
     states: Iterable[tuple[str, int, type[Any]]] = (),
+    inputs: Iterable[tuple[str, InputKind, type[Any]]] = (),
 ) -> dict[str, Any]:
-    """A lock document for the given event types and snapshot state types.
+    """A lock document for the given event types, state types and input types.
 
     Args:
         types: ``(type name, current schema, struct class)`` per event type.
         states: ``(workflow@version, state schema, state class)`` per workflow
             version.
+        inputs: ``(workflow@version, "start" or "command", class)`` per input
+            type a workflow version accepts (:mod:`upcasters.inputs`).
     """
+    from upcasters.inputs import describe_inputs
+
     events = {
         name: {"schema": schema, "versions": {str(schema): describe_type(cls)}}
         for name, schema, cls in sorted(types, key=lambda t: t[0])
@@ -85,22 +93,31 @@ def describe(
         ref: {"schema": schema, "versions": {str(schema): describe_type(cls)}}
         for ref, schema, cls in sorted(states, key=lambda t: t[0])
     }
-    return {"format": LOCK_FORMAT, "events": events, "states": state_docs}
+    return {
+        "format": LOCK_FORMAT,
+        "events": events,
+        "states": state_docs,
+        "inputs": describe_inputs(inputs),
+    }
 
 
 def merge_lock(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
     """``new``, keeping the schema versions only ``old`` knows (history is kept).
 
-    Event types and workflow versions gone from the code are dropped: locking
-    is how a removal is accepted (``compare`` reports it until then).
+    Event types, workflow versions and input types gone from the code are
+    dropped: locking is how a removal is accepted (``compare`` reports it until
+    then). Inputs have no schema versions: the code's are locked as they are.
     """
     if not old:
         return dict(new)
-    return {
+    merged = {
         "format": LOCK_FORMAT,
         "events": _merge_section(old.get("events", {}), new["events"]),
         "states": _merge_section(old.get("states", {}), new["states"]),
     }
+    if "inputs" in new:
+        merged["inputs"] = dict(new["inputs"])
+    return merged
 
 
 def _merge_section(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,6 +167,13 @@ def read_lock(path: Path) -> dict[str, Any]:
                 f"{path}: section {section!r} is malformed (each entry needs "
                 "'schema' and 'versions'); write it again with `nonstop schema lock`"
             )
+    from upcasters.inputs import valid_inputs
+
+    if "inputs" in doc and not valid_inputs(doc["inputs"]):
+        raise SchemaLockError(
+            f"{path}: section 'inputs' is malformed (workflow@version -> start and "
+            "command types); write it again with `nonstop schema lock`"
+        )
     return doc
 
 
@@ -158,7 +182,8 @@ class Change:
     """One difference between the lock and the code."""
 
     subject: str
-    """Event type (or ``state workflow@version``) and field concerned."""
+    """Event type (``state workflow@version``, ``start workflow@version Type``,
+    ``command workflow@version Type``) and field concerned."""
     kind: Kind
     """safe, mixed-fleet-unsafe (needs an expand/contract release) or breaking."""
     message: str
@@ -206,6 +231,9 @@ def compare(
         if name not in reg.renames().values():
             changes.append(Change(name, "safe", "new event type"))
     changes.extend(_compare_states(lock.get("states", {}), code.get("states", {}), reg))
+    from upcasters.inputs import compare_inputs
+
+    changes.extend(compare_inputs(lock.get("inputs"), code.get("inputs", {})))
     return changes
 
 
@@ -314,72 +342,76 @@ def _compare_event(
     )
 
 
-def _compare_fields(
-    name: str, old: Mapping[str, Any], new: Mapping[str, Any]
-) -> list[Change]:
-    out: list[Change] = []
+FieldChange = tuple[str, str, str]
+"""``(field, what, detail)``: one field difference, as :func:`_field_changes` finds."""
+
+_EVENT_TEXT: dict[str, tuple[Kind, str]] = {
+    "removed": (
+        "breaking",
+        "field removed (or renamed) at the same schema version; bump the schema "
+        "and register an upcaster (rename_field for a rename)",
+    ),
+    "retyped": (
+        "breaking",
+        "type changed from {detail}; never retype a field: add a new one, or bump "
+        "the schema with an upcaster",
+    ),
+    "lost-default": (
+        "breaking",
+        "field lost its default; events stored without it cannot be read",
+    ),
+    "new-required": (
+        "breaking",
+        "new field without a default; events stored before it cannot be read. Give "
+        "it a default, or bump the schema with an upcaster that derives it",
+    ),
+    "inserted": (
+        "breaking",
+        "new field inserted before existing ones in an array-like struct; add new "
+        "fields last",
+    ),
+    "new-default": (
+        "safe",
+        "new field with a default: old readers ignore it, new readers fill the "
+        "default in (safe for a mixed fleet)",
+    ),
+}
+
+
+def _field_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldChange]:
+    """What changed field by field between two struct descriptions."""
+    out: list[FieldChange] = []
     old_fields = {f["name"]: f for f in old["fields"]}
     new_fields = {f["name"]: f for f in new["fields"]}
-    old_order = [f["name"] for f in old["fields"]]
     for fname, f in old_fields.items():
-        subject = f"{name}.{fname}"
         if fname not in new_fields:
-            out.append(
-                Change(
-                    subject,
-                    "breaking",
-                    "field removed (or renamed) at the same schema version; bump the "
-                    "schema and register an upcaster (rename_field for a rename)",
-                )
-            )
+            out.append((fname, "removed", ""))
         elif new_fields[fname]["type"] != f["type"]:
             out.append(
-                Change(
-                    subject,
-                    "breaking",
-                    f"type changed from {f['type']} to {new_fields[fname]['type']}; "
-                    "never retype a field: add a new one, or bump the schema with an "
-                    "upcaster",
-                )
+                (fname, "retyped", f"{f['type']} to {new_fields[fname]['type']}")
             )
         elif new_fields[fname].get("required") and not f.get("required"):
-            out.append(
-                Change(
-                    subject,
-                    "breaking",
-                    "field lost its default; events stored without it cannot be read",
-                )
-            )
+            out.append((fname, "lost-default", ""))
     for position, (fname, f) in enumerate(new_fields.items()):
         if fname in old_fields:
             continue
-        subject = f"{name}.{fname}"
         if f.get("required"):
-            out.append(
-                Change(
-                    subject,
-                    "breaking",
-                    "new field without a default; events stored before it cannot be "
-                    "read. Give it a default, or bump the schema with an upcaster "
-                    "that derives it",
-                )
-            )
-        elif new.get("array_like") and position < len(old_order):
-            out.append(
-                Change(
-                    subject,
-                    "breaking",
-                    "new field inserted before existing ones in an array-like "
-                    "struct; add new fields last",
-                )
-            )
+            out.append((fname, "new-required", ""))
+        elif new.get("array_like") and position < len(old_fields):
+            out.append((fname, "inserted", ""))
         else:
-            out.append(
-                Change(
-                    subject,
-                    "safe",
-                    "new field with a default: old readers ignore it, new readers "
-                    "fill the default in (safe for a mixed fleet)",
-                )
-            )
+            out.append((fname, "new-default", ""))
+    return out
+
+
+def _compare_fields(
+    name: str,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    texts: Mapping[str, tuple[Kind, str]] = _EVENT_TEXT,
+) -> list[Change]:
+    out: list[Change] = []
+    for fname, what, detail in _field_changes(old, new):
+        kind, text = texts[what]
+        out.append(Change(f"{name}.{fname}", kind, text.format(detail=detail)))
     return out

@@ -13,11 +13,7 @@ Also the JSON and readable renderings the listing commands share
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
-import types
-import typing
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +30,8 @@ from engine.core.events import (
     Started,
     default_event_types,
 )
+from engine.core.inputs import command_types as declared_commands
+from engine.core.inputs import start_types
 from engine.core.workflow import Workflow, WorkflowRegistry
 from engine.runtime import Engine, InstanceInfo
 
@@ -105,23 +103,21 @@ def _json_arg(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------ command types
 
 
-def command_types(workflow: Workflow[Any]) -> dict[str, type[Any]]:
+def command_types(
+    workflow: Workflow[Any], *, start: bool = False
+) -> dict[str, type[Any]]:
     """The command types ``workflow`` takes, by class name, in declared order.
 
-    Taken from, in this order: a ``commands`` attribute of the workflow (a
-    mapping of names to types, or a sequence of types); the annotation of
-    ``decide``'s command parameter when it names classes (``A | B``); else the
-    msgspec structs defined in ``decide``'s module that are neither event
-    types nor the state type.
+    Taken from, in this order: the types the workflow declares
+    (``Workflow.inputs`` for a start, ``Workflow.commands`` for a send) or the
+    annotation of ``decide``'s command parameter when it names classes
+    (``A | B``), as :mod:`engine.core.inputs` reads them; else the msgspec
+    structs defined in ``decide``'s module that are neither event types nor
+    the state type.
     """
-    declared = getattr(workflow, "commands", None)
-    if isinstance(declared, Mapping):
-        return {str(k): v for k, v in declared.items()}
-    if declared:
-        return {t.__name__: t for t in declared}
-    hinted = _annotated(workflow.decide)
-    if hinted:
-        return {t.__name__: t for t in hinted}
+    named = start_types(workflow) if start else declared_commands(workflow)
+    if named:
+        return {t.__name__: t for t in named}
     module = sys.modules.get(getattr(workflow.decide, "__module__", ""), None)
     if module is None:
         return {}
@@ -139,30 +135,16 @@ def command_types(workflow: Workflow[Any]) -> dict[str, type[Any]]:
     return found
 
 
-def _annotated(decide: Any) -> list[type[Any]]:
-    try:
-        params = list(inspect.signature(decide).parameters)
-        hints = typing.get_type_hints(decide)
-    except (TypeError, ValueError, NameError):
-        return []
-    if len(params) < 2 or params[1] not in hints:
-        return []
-    hint = hints[params[1]]
-    members = (
-        typing.get_args(hint)
-        if typing.get_origin(hint) in (typing.Union, types.UnionType)
-        else (hint,)
-    )
-    return [m for m in members if isinstance(m, type) and m is not object]
-
-
-def _resolve(workflow: Workflow[Any], name: str | None) -> type[Any]:
-    known = command_types(workflow)
+def _resolve(
+    workflow: Workflow[Any], name: str | None, *, start: bool = False
+) -> type[Any]:
+    known = command_types(workflow, start=start)
     if not known:
         raise CommandInputError(
-            f"{workflow.ref} declares no command types: annotate decide's "
-            "command parameter (cmd: A | B) or define the command structs in "
-            "decide's module"
+            f"{workflow.ref} declares no command types: pass "
+            "Workflow(inputs=..., commands=...), annotate decide's command "
+            "parameter (cmd: A | B) or define the command structs in decide's "
+            "module"
         )
     if name is None:
         return next(iter(known.values()))
@@ -210,7 +192,8 @@ def _start(ctx: CliContext, args: argparse.Namespace) -> int:
 
     registry = ctx.registry()
     workflow = _workflow(registry, args.workflow, args.version)
-    command = _decode(args.input, _resolve(workflow, args.command), workflow.ref)
+    cls = _resolve(workflow, args.command, start=True)
+    command = _decode(args.input, cls, workflow.ref)
 
     async def job(engine: Engine) -> InstanceInfo:
         return await engine.start(

@@ -1,8 +1,9 @@
 """``nonstop schema lock`` and ``nonstop schema check``: schema changes proved safe.
 
 ``lock`` describes every registered event type (fields, types, defaults, per
-schema version) and the state type of every workflow version (per state
-schema) into a stable, sorted JSON file, keeping the versions locked before.
+schema version), the state type of every workflow version (per state schema)
+and the start-input and command types each version accepts into a stable,
+sorted JSON file, keeping the versions locked before.
 ``check`` compares the code with that file and exits 1 when a change would
 make stored events unreadable and no upcaster covers it; changes that old and
 new code cannot share during a rolling deploy are reported apart (they need a
@@ -19,6 +20,7 @@ from rich.text import Text
 
 from engine.commands import CliContext
 from engine.core.events import SYSTEM_TYPES, EventTypeRegistry, default_event_types
+from engine.core.inputs import command_types, start_types
 from engine.core.workflow import WorkflowRegistry, parse_ref
 from engine.snapshots import state_schemas
 from upcasters import (
@@ -32,6 +34,7 @@ from upcasters import (
     read_lock,
     write_lock,
 )
+from upcasters.inputs import InputKind
 
 __all__ = ["DEFAULT_LOCK", "check_lock", "code_document", "register"]
 
@@ -49,7 +52,7 @@ _LABEL = {
 def code_document(
     registry: WorkflowRegistry, types: EventTypeRegistry | None = None
 ) -> dict[str, Any]:
-    """The lock document of the code: event types and workflow state types.
+    """The lock document of the code: event, state and input types.
 
     Args:
         registry: Workflow versions whose state types are described.
@@ -62,9 +65,14 @@ def code_document(
     for ref, schema in schemas.items():
         name, version = parse_ref(ref)
         states.append((ref, schema, registry.get(name, version).state_type))
+    inputs: list[tuple[str, InputKind, type[Any]]] = []
+    for wf in (registry.get(*parse_ref(ref)) for ref in registry.refs()):
+        inputs += [(wf.ref, "start", cls) for cls in start_types(wf)]
+        inputs += [(wf.ref, "command", cls) for cls in command_types(wf)]
     return describe(
         [(t.name, t.schema, t.cls) for t in event_types if not _engine_owned(t.name)],
         states,
+        inputs,
     )
 
 
@@ -93,14 +101,16 @@ def check_lock(
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``schema lock`` and ``schema check``."""
     p = sub.add_parser(
-        "schema", help="lock event and state schemas; check changes against the lock"
+        "schema",
+        help="lock event, state and input schemas; check changes against the lock",
     )
     inner = p.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
     lock = inner.add_parser(
         "lock",
         help="write the schema lock (keeps the versions locked before)",
-        description="Describe every registered event type and workflow state type "
-        "into the lock file; schema versions locked earlier are kept.",
+        description="Describe every registered event type, workflow state type "
+        "and the start-input and command types of each workflow version into the "
+        "lock file; schema versions locked earlier are kept.",
     )
     lock.add_argument(
         "--output",
@@ -143,17 +153,20 @@ def _lock(ctx: CliContext, args: argparse.Namespace) -> int:
             f"cannot write the schema lock {path}: {exc.strerror or exc}; pick a "
             "writable --output"
         ) from None
-    events, states = doc["events"], doc["states"]
+    events, states, inputs = doc["events"], doc["states"], doc["inputs"]
     ctx.out.print(
         Text(
             f"wrote {path}: {len(events)} event types, {len(states)} workflow "
-            "state types"
+            f"state types, the inputs of {len(inputs)} workflow versions"
         )
     )
     for name, entry in events.items():
         ctx.out.print(Text(f"  {name} schema {entry['schema']}"))
     for ref, entry in states.items():
         ctx.out.print(Text(f"  state {ref} schema {entry['schema']}"))
+    for ref, entry in inputs.items():
+        names = [f"{k} {n}" for k, types in entry.items() for n in types]
+        ctx.out.print(Text(f"  inputs {ref}: {', '.join(names) or 'none declared'}"))
     return 0
 
 

@@ -3,7 +3,7 @@
 The core (``pip install nonstop``) runs embedded on SQLite with msgspec,
 eventsourcing and rich only. PostgreSQL, Kafka and the upcaster test helpers
 need drivers that ship as extras; each feature calls :func:`require` where it
-is chosen (a ``postgresql://`` URL, a Kafka worker, ``upcasters.testing``), so
+is chosen (a ``postgresql://`` URL, a Kafka worker, ``engine.testing``), so
 a user without the driver reads which extra to install instead of a bare
 ``ModuleNotFoundError``.
 """

@@ -84,6 +84,14 @@ class Workflow(Generic[S]):
     ``evolve`` and written before ``nonstop.Cancelled``; raising
     ``CommandRejected`` refuses the cancel. Without it the engine records the
     cancel alone."""
+    inputs: tuple[type[Any], ...] = ()
+    """Types a start input may have (the first command, given to ``start``).
+
+    Locked by ``nonstop schema lock`` and drawn by ``engine.testing``; when
+    empty, the types named by ``decide``'s command annotation are used."""
+    commands: tuple[type[Any], ...] = ()
+    """Types of the commands ``send`` gives a running instance (as for
+    ``inputs``; when empty, ``decide``'s command annotation)."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -103,6 +111,13 @@ class Workflow(Generic[S]):
             raise WorkflowDefinitionError(
                 f"{self.ref}: snapshot_every={self.snapshot_every} must be >= 0"
             )
+        for kind, given in (("inputs", self.inputs), ("commands", self.commands)):
+            if not isinstance(given, tuple) or not all(
+                isinstance(t, type) for t in given
+            ):
+                raise WorkflowDefinitionError(
+                    f"{self.ref}: {kind}={given!r} must be a tuple of classes"
+                )
         if (
             not isinstance(self.state_schema, int)
             or isinstance(self.state_schema, bool)

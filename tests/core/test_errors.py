@@ -61,8 +61,13 @@ def test_every_error_class_of_the_project_lives_in_the_one_module() -> None:
 
     import engine.cli
     import engine.commands.deploy
-    import engine.kafka  # noqa: F401
+    import engine.kafka
+    import engine.testing.plugin
+    import engine.testing.scenario
+    import engine.testing.stability
+    import engine.testing.strategies  # noqa: F401
     import projections  # noqa: F401
+    import upcasters.inputs
     import upcasters.testing  # noqa: F401
 
     stray = [

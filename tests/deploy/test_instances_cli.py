@@ -181,9 +181,8 @@ def test_bad_commands_are_refused_by_name_and_write_nothing(user: User) -> None:
     ]
 
 
-def test_the_command_types_of_a_module_without_annotations(user: User) -> None:
-    # The demo's order workflow annotates its commands as ``object``: the
-    # structs of its module that are not events nor the state are its commands.
+def test_the_declared_input_and_command_types(user: User) -> None:
+    # The demo's order workflow declares them: Workflow(inputs=..., commands=...).
     code, out, err = user.run(
         "start",
         "orders",
@@ -197,7 +196,22 @@ def test_the_command_types_of_a_module_without_annotations(user: User) -> None:
     assert code == 0, err
     assert json.loads(out)["state"]["order_id"] == "o-1"
     code, _, err = user.run("send", "o-1", "Refund", app="engine.demo.orders:registry")
-    assert code == 2 and "it takes: PlaceOrder, CheckFraud, Pay, Ship" in err
+    assert code == 2 and "orders@1 has no command 'Refund'; it takes: Pay, Ship" in err
+
+
+def test_the_command_types_of_a_module_without_annotations() -> None:
+    # Nothing declared, decide annotated as ``object``: the structs of its
+    # module that are not events nor the state are its commands.
+    import dataclasses
+
+    from engine.commands.instances import command_types
+    from engine.demo import orders
+
+    bare = dataclasses.replace(orders.v1, inputs=(), commands=())
+    names = ["PlaceOrder", "CheckFraud", "Pay", "Ship"]
+    assert list(command_types(bare)) == names
+    assert list(command_types(bare, start=True)) == names
+    assert list(command_types(orders.v2, start=True)) == ["PlaceOrder"]
 
 
 def test_listings_print_json_and_show_decodes_migrations(user: User) -> None:

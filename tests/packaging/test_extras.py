@@ -117,3 +117,53 @@ def test_kafka_worker_without_aiokafka_names_the_kafka_extra(tmp_path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "nonstop worker needs the Python package 'aiokafka'" in done.stderr
+
+
+def test_engine_testing_without_hypothesis_names_the_testing_extra() -> None:
+    done = _run_without(
+        {"hypothesis"},
+        """
+        from engine.core.errors import MissingExtra
+        import engine.testing.plugin  # the pytest plugin needs no hypothesis
+        for name in ("given", "commands", "assert_replay_stable", "assert_upcasts"):
+            try:
+                exec(f"from engine.testing import {name}")
+            except MissingExtra as exc:
+                print(name, "|", exc)
+        try:
+            import engine.testing.strategies
+        except MissingExtra as exc:
+            print("strategies", "|", exc)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.partition(" | ")[0] for line in lines] == [
+        "given",
+        "commands",
+        "assert_replay_stable",
+        "assert_upcasts",
+        "strategies",
+    ]
+    for line in lines:
+        assert "engine.testing needs the Python package 'hypothesis'" in line
+        assert "pip install 'nonstop[testing]'" in line
+
+
+def test_pytest_runs_without_hypothesis_with_the_plugin_loaded(tmp_path) -> None:
+    # nonstop_options comes from the nonstop plugin: it loaded
+    (tmp_path / "test_plain.py").write_text(
+        "def test_plain(nonstop_options):\n    assert nonstop_options == {}\n"
+    )
+    done = _run_without(
+        {"hypothesis", "_hypothesis_pytestplugin", "_hypothesis_globals"},
+        f"""
+        import sys
+        import pytest
+        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider",
+                              "-p", "no:hypothesispytest",
+                              {str(tmp_path / "test_plain.py")!r}]))
+        """,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

@@ -91,9 +91,19 @@ def test_the_core_install_has_no_driver_and_reads_its_store(
         "import importlib.util\n"
         "for m in ('psycopg', 'aiokafka', 'hypothesis'):\n"
         "    assert importlib.util.find_spec(m) is None, m\n"
+        # the pytest plugin is registered; the kit names its extra
+        "import importlib.metadata as md\n"
+        "eps = [e.value for e in md.entry_points(group='pytest11')]\n"
+        "assert eps == ['engine.testing.plugin'], eps\n"
+        "from engine.core.errors import MissingExtra\n"
+        "try:\n"
+        "    from engine.testing import given\n"
+        "except MissingExtra as exc:\n"
+        "    print(exc)\n"
     )
     done = _run(venv / "bin" / "python", "-c", code, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "engine.testing needs the Python package 'hypothesis'" in done.stdout
     demo = _run(venv / "bin" / "nonstop", "demo", "--instances", "10", cwd=tmp_path)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     for args in (("instances",), ("versions",), ("projections", "status")):

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from engine import EventTypeRegistry, UnsupportedFieldType
 from engine.demo import orders
 from engine.demo.orders import _release1, release2
-from upcasters import UpcasterRegistry, describe
-from upcasters.testing import (
+from engine.testing import (
     assert_upcasts,
     payloads,
     stored_payloads,
 )
+from upcasters import UpcasterRegistry, describe
 
 LOCK = Path(orders.__file__).with_name("schema.lock")
 
@@ -120,3 +120,11 @@ def test_a_renamed_type_is_checked_against_its_new_struct() -> None:
     steps.rename_type("Whole", "Half")
     with pytest.raises(AssertionError, match="Whole schema 1"):
         assert_upcasts(lock, "Whole", types=types, upcasters=steps, max_examples=5)
+
+
+def test_upcasters_testing_re_exports_the_helpers() -> None:
+    import engine.testing
+    import upcasters.testing
+
+    for name in upcasters.testing.__all__:
+        assert getattr(upcasters.testing, name) is getattr(engine.testing, name)

@@ -220,6 +220,8 @@ v1: Workflow[Order] = Workflow(
     evolve=evolve,
     status=status,
     description="place, pay, ship",
+    inputs=(PlaceOrder,),
+    commands=(Pay, Ship),
 )
 v2: Workflow[Order] = Workflow(
     name="orders",
@@ -231,6 +233,8 @@ v2: Workflow[Order] = Workflow(
     status=status,
     snapshot_every=4,
     description="place, fraud check, pay, ship",
+    inputs=(PlaceOrder,),
+    commands=(CheckFraud, Pay, Ship),
 )
 
 

@@ -83,6 +83,8 @@ v1: Workflow[Order] = Workflow(
     evolve=evolve_r1,
     status=status,
     description="place, pay, ship",
+    inputs=(PlaceOrder,),
+    commands=(Pay, Ship),
 )
 
 
