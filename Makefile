@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[postgres,kafka,testing,metrics,test,dev,bench,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,kafka,testing,metrics,console,test,dev,bench,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
