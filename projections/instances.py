@@ -333,15 +333,44 @@ class InstancesReadModel(StatsSource):
         rows = self.runner.db.query(
             f"SELECT {_COLUMNS} FROM {VIEW}{where} ORDER BY started_global", params
         )
-        out: list[InstanceInfo] = []
-        for iid, wf_name, ver, st, pos, _us, data, error in rows:
-            if error is not None:
-                out.append(InstanceInfo(iid, wf_name, ver, None, pos, st, error=error))
-                continue
-            wf = self.registry.get(wf_name, ver)
-            state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
-            out.append(InstanceInfo(iid, wf_name, ver, state, pos, st))
-        return out
+        return [self._info(r) for r in rows]
+
+    def page(
+        self,
+        *,
+        workflow: str | None = None,
+        status: ListingStatus | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[InstanceInfo], int | None]:
+        """One page of :meth:`instances`, in start order, after a cursor.
+
+        The cursor is the global position of an instance's start: the page
+        holds up to ``limit`` instances started after ``after``, read through
+        the start-order index (its cost is the page, not the table). Returns
+        the page and the cursor of the next one (None after the last page).
+        """
+        if self.fresh:
+            self.refresh()
+        where, params = _filters(workflow, None, status)
+        where += (" AND " if where else " WHERE ") + "started_global > ?"
+        rows = self.runner.db.query(
+            f"SELECT started_global, {_COLUMNS} FROM {VIEW}{where} "
+            "ORDER BY started_global LIMIT ?",
+            [*params, after, limit + 1],
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        out = [self._info(r[1:]) for r in rows]
+        return out, (int(rows[-1][0]) if more else None)
+
+    def _info(self, row: tuple[Any, ...]) -> InstanceInfo:
+        iid, wf_name, ver, st, pos, _us, data, error = row
+        if error is not None:
+            return InstanceInfo(iid, wf_name, ver, None, pos, st, error=error)
+        wf = self.registry.get(wf_name, ver)
+        state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
+        return InstanceInfo(iid, wf_name, ver, state, pos, st)
 
     def version_stats(self, workflow: str | None = None) -> list[VersionStats]:
         """Counts per ``workflow@version``, sorted (see :class:`StatsSource`)."""

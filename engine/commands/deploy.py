@@ -41,7 +41,14 @@ from engine.loading import import_object
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats
 
-__all__ = ["audit_json", "audit_rows", "flag_rows", "register", "stats_source", "version_rows"]
+__all__ = [
+    "audit_json",
+    "audit_rows",
+    "flag_rows",
+    "register",
+    "stats_source",
+    "version_rows",
+]
 
 
 @contextmanager
@@ -358,14 +365,18 @@ def _iso(micros: int) -> str:
 
 
 def audit_rows(reg: Deployments, subject: str | None = None) -> list[AuditEntry]:
-    """Deployment, flag and rollout audit entries, oldest first.
+    """Deployment, flag, rollout and operator-action audit entries, oldest first.
 
     ``subject`` keeps one workflow (or ``flag:NAME``).
     """
+    from engine.deploy.actions import action_audit
     from engine.health.audit import rollout_audit
 
     view = reg.refresh()
-    found = sorted([*view.audit, *rollout_audit(reg.store)], key=lambda a: a.at)
+    found = sorted(
+        [*view.audit, *rollout_audit(reg.store), *action_audit(reg.store)],
+        key=lambda a: a.at,
+    )
     return [a for a in found if subject is None or a.subject == subject]
 
 
