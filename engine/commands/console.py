@@ -15,6 +15,7 @@ from rich.text import Text
 
 from engine.commands import CliContext
 from engine.core.extras import require
+from engine.health.counters import DEFAULT_BUCKET_SECONDS
 
 __all__ = ["TOKEN_ENV", "register"]
 
@@ -48,6 +49,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--kafka", metavar="HOST:PORT", help="broker that dead letters replay to"
     )
+    p.add_argument(
+        "--bucket-seconds",
+        type=int,
+        default=DEFAULT_BUCKET_SECONDS,
+        help="width of the engines' health buckets, as given to `nonstop rollout "
+        f"run` (default {DEFAULT_BUCKET_SECONDS})",
+    )
     p.set_defaults(run=_serve)
 
 
@@ -72,6 +80,7 @@ def _serve(ctx: CliContext, args: argparse.Namespace) -> int:
         read_only=args.read_only,
         token=token,
         kafka=args.kafka,
+        bucket_seconds=args.bucket_seconds,
     )
     if args.host not in _LOOPBACK and token is None:
         ctx.out.print(

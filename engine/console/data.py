@@ -27,6 +27,7 @@ from engine.core.replay import pinned_flags
 from engine.core.workflow import ListingStatus, WorkflowRegistry
 from engine.deploy import Deployments, default_user
 from engine.health.controller import Rollouts
+from engine.health.counters import DEFAULT_BUCKET_SECONDS
 from engine.health.rollout import Rollout
 from engine.health.window import read_window
 from engine.runtime import Engine
@@ -68,6 +69,8 @@ class Settings:
         config: The hook ``/api/config`` serves (None: 404 until the config
             documents exist); it returns JSON-able values.
         secret: Signs the CSRF tokens of this process.
+        bucket_seconds: Width of the health buckets the engines flush (as
+            ``nonstop rollout run --bucket-seconds``).
     """
 
     store_url: str
@@ -78,6 +81,7 @@ class Settings:
     kafka: str | None = None
     config: Callable[[Settings], Any] | None = None
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    bucket_seconds: int = DEFAULT_BUCKET_SECONDS
     _registry: WorkflowRegistry | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -229,8 +233,10 @@ def rollout(settings: Settings, workflow: str) -> dict[str, Any]:
         base = r.baseline if base == -1 else base
         decisions = []
         for d in r.decisions:
-            c = read_window(store, subject, cand, d.window_start, d.window_end)
-            b = read_window(store, subject, base, d.window_start, d.window_end)
+            span = (d.window_start, d.window_end)
+            width = settings.bucket_seconds
+            c = read_window(store, subject, cand, *span, bucket_seconds=width)
+            b = read_window(store, subject, base, *span, bucket_seconds=width)
             decisions.append(
                 {
                     **plain(d),
