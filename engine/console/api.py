@@ -30,9 +30,13 @@ OPERATOR_HEADER = "x-nonstop-operator"
 _encoder = msgspec.json.Encoder()
 
 
-def json_response(value: Any, status: int = 200) -> Response:
+def json_response(
+    value: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """``value`` as a JSON response."""
-    return Response(_encoder.encode(value), status, media_type="application/json")
+    return Response(
+        _encoder.encode(value), status, headers, media_type="application/json"
+    )
 
 
 def settings_of(request: Request) -> Settings:

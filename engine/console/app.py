@@ -165,7 +165,7 @@ def _error(
     if settings is not None:
         message = message.replace(settings.store_url, redact(settings.store_url))
     if conn.url.path.startswith("/api/"):
-        return api.json_response({"error": message}, status)
+        return api.json_response({"error": message}, status, headers)
     page = (
         f"<!doctype html><title>nonstop console: {status}</title>"
         f"<h1>{status}</h1><p class=error>{escape(message)}</p>"

@@ -32,6 +32,19 @@ class Series:
     """``(x, y)`` points in x order."""
 
 
+def _x(text: str) -> str:
+    """``text`` escaped for SVG, without the characters XML cannot hold."""
+    kept = "".join(
+        c
+        for c in text
+        if c in "\t\n\r"
+        or "\x20" <= c <= "\ud7ff"
+        or "\ue000" <= c <= "\ufffd"
+        or c >= "\U00010000"
+    )
+    return escape(kept)
+
+
 def _clock(x: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(x))
 
@@ -57,16 +70,16 @@ def line_chart(
     parts = [
         f'<svg class="chart" role="img" viewBox="0 0 {_W} {_H}" '
         f'width="{_W}" height="{_H}" xmlns="http://www.w3.org/2000/svg">',
-        f"<title>{escape(title)}</title>",
+        f"<title>{_x(title)}</title>",
         f'<text x="{_LEFT}" y="14" font-size="12" font-weight="bold">'
-        f"{escape(title)}</text>",
+        f"{_x(title)}</text>",
     ]
     legend_x = _LEFT + 8 + 7 * len(title)
     for i, s in enumerate(series):
         colour = COLOURS[i % len(COLOURS)]
         parts.append(
             f'<text x="{legend_x}" y="14" font-size="11" fill="{colour}">'
-            f"&#9632; {escape(s.name)}</text>"
+            f"&#9632; {_x(s.name)}</text>"
         )
         legend_x += 16 + 7 * len(s.name)
     if not pts:
@@ -96,12 +109,12 @@ def line_chart(
     for y in (lo, (lo + hi) / 2, hi):
         parts.append(
             f'<text x="{_LEFT - 4}" y="{sy(y) + 4:.1f}" font-size="10" '
-            f'text-anchor="end">{escape(y_label(y))}</text>'
+            f'text-anchor="end">{_x(y_label(y))}</text>'
         )
     for x, anchor in ((x0, "start"), (x1, "end")):
         parts.append(
             f'<text x="{sx(x):.1f}" y="{_H - 8}" font-size="10" '
-            f'text-anchor="{anchor}">{escape(x_label(x))}</text>'
+            f'text-anchor="{anchor}">{_x(x_label(x))}</text>'
         )
     for i, s in enumerate(series):
         if not s.points:
@@ -112,14 +125,14 @@ def line_chart(
             for j, (x, y) in enumerate(s.points)
         )
         parts.append(
-            f'<path class="series" data-series="{escape(s.name)}" d="{d}" '
+            f'<path class="series" data-series="{_x(s.name)}" d="{d}" '
             f'fill="none" stroke="{colour}" stroke-width="2"/>'
         )
         for x, y in s.points:
             parts.append(
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}">'
-                f"<title>{escape(s.name)} {escape(x_label(x))}: "
-                f"{escape(y_label(y))}</title></circle>"
+                f"<title>{_x(s.name)} {_x(x_label(x))}: "
+                f"{_x(y_label(y))}</title></circle>"
             )
     parts.append("</svg>")
     return "".join(parts)

@@ -61,8 +61,12 @@ def seed(url: str) -> None:
         health = Health(store, bucket_seconds=1, clock=lambda: now[0])
         for latency in (0.004, 0.02):  # two windows: the second one slower
             for _ in range(10):
-                health.accepted("tills", 2, start=False, status="running", seconds=latency)
-                health.accepted("tills", 1, start=False, status="running", seconds=0.004)
+                health.accepted(
+                    "tills", 2, start=False, status="running", seconds=latency
+                )
+                health.accepted(
+                    "tills", 1, start=False, status="running", seconds=0.004
+                )
             health.flush()
             now[0] += 10
             rollouts.tick()
