@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NONSTOP_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
 export NONSTOP_TEST_POSTGRES
 
-.PHONY: demo test bench lint docs venv postgres clean
+.PHONY: demo test bench lint docs venv postgres browser clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,15 @@ demo: $(STAMP)
 postgres:
 	@bash .ci/ensure-postgres
 
-test: $(STAMP) postgres
+# The console's browser test renders pages in Debian's chromium: installed with
+# apt when missing (the test skips without it, except under CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  chromium; } || echo "chromium is not installed: the console's browser test \
+	will be skipped" >&2
+
+test: $(STAMP) postgres browser
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP) postgres

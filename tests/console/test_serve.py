@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,47 +40,92 @@ def _get(url: str, token: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(90)
-def test_nonstop_console_serves_the_overview(sqlite_url: str) -> None:
-    seed(sqlite_url)
+@contextmanager
+def served(url: str, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``nonstop console`` on a free port, until its overview answers."""
     port = _free_port()
-    env = {**os.environ, "NONSTOP_CONSOLE_TOKEN": "t0ken"}
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "engine.cli",
             "--store",
-            sqlite_url,
+            url,
             "--app",
             APP,
             "console",
             "--port",
             str(port),
+            *args,
         ],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        status, body = 0, ""
-        while time.monotonic() < deadline and proc.poll() is None:
+        while True:
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the console did not answer in 60 s"
             try:
-                status, body = _get(f"{base}/", "t0ken")
-                break
-            except (ConnectionError, urllib.error.URLError):
-                time.sleep(0.1)  # polling the condition "the port answers"
-        assert status == 200, (status, body[:500])
-        assert "<h2 id=wf-tills>tills</h2>" in body
-        assert _get(f"{base}/api/flags", "wrong")[0] == 401
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.05)  # polling the condition "the port answers"
+        yield base
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0].decode()
-    assert f"on http://127.0.0.1:{port}/" in out and "token required" in out
+    assert f"on http://127.0.0.1:{port}/" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_nonstop_console_serves_the_overview(sqlite_url: str) -> None:
+    seed(sqlite_url)
+    with served(sqlite_url, env={"NONSTOP_CONSOLE_TOKEN": "t0ken"}) as base:
+        status, body = _get(f"{base}/", "t0ken")
+        assert status == 200, body[:500]
+        assert "<h2 id=wf-tills>tills</h2>" in body
+        assert _get(f"{base}/api/flags", "wrong")[0] == 401
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_headless_chromium_renders_the_overview_and_a_rollout(sqlite_url: str) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (make browser installs it)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    seed(sqlite_url)
+    with served(sqlite_url, "--read-only") as base:
+        dom = {}
+        for page in ("/", "/rollouts/tills"):
+            done = subprocess.run(
+                [
+                    chromium,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--dump-dom",
+                    base + page,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=90,
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            dom[page] = done.stdout
+    overview = dom["/"]
+    assert '<h2 id="wf-tills">tills</h2>' in overview
+    assert "v1: 50 %, v2: 50 %" in overview and "<progress" in overview
+    assert "(read-only)" in overview and "<form" not in overview
+    rollout = dom["/rollouts/tills"]
+    assert rollout.count("<svg") == 3 and "mean latency (ms)" in rollout
 
 
 def test_console_refuses_a_missing_store(
