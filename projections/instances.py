@@ -43,6 +43,11 @@ NAME = "nonstop_instances"
 VIEW = f"{NAME}_by_id"
 _CHUNK = 500
 _COLUMNS = "instance_id, workflow, version, status, position, started_us, state, error"
+_PAGE_INDEXES = (
+    ("status_start", "status, started_global"),
+    ("wf_start", "workflow, started_global"),
+    ("wf_status_start", "workflow, status, started_global"),
+)
 
 StreamReader = Callable[[str], Iterable[RecordRow]]
 """``reader(stream_id)``: a stream's stored records in order (a store's
@@ -108,7 +113,7 @@ def instances_projection(
         )
         tx.execute(f"CREATE INDEX {t}_wvs ON {t} (workflow, version, status)")
         tx.execute(f"CREATE INDEX {t}_start ON {t} (started_global)")
-        tx.execute(f"CREATE INDEX {t}_status ON {t} (status)")
+        _page_indexes(tx, t)  # (status, started_global) serves status filters too
 
     @p.on_batch(ALL)
     def fold(tx: Tx, batch: Iterable[RecordedEvent]) -> None:
@@ -130,6 +135,15 @@ def instances_projection(
         )
 
     return p
+
+
+def _page_indexes(tx: Tx, t: str) -> None:
+    """Indexes that serve a filtered page in start order without a sort.
+
+    Created with new builds, and on first use for builds made before them.
+    """
+    for suffix, columns in _PAGE_INDEXES:
+        tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_{suffix} ON {t} ({columns})")
 
 
 def _load(tx: Tx, registry: WorkflowRegistry, ids: set[str]) -> dict[str, _Row]:
@@ -253,6 +267,7 @@ class InstancesReadModel(StatsSource):
         )
         self.runner = Runner(store, [projection], db=db, codec=codec)
         self.fresh = fresh
+        self._indexed = False
 
     def refresh(self) -> int:
         """Apply the events appended since the last read; returns how many.
@@ -352,6 +367,12 @@ class InstancesReadModel(StatsSource):
         """
         if self.fresh:
             self.refresh()
+        if not self._indexed:
+            with self.runner.db.transaction() as tx:
+                for b in load_builds(tx, NAME):
+                    if b.state == "serving":
+                        _page_indexes(tx, tx.bound(b.build).table("by_id"))
+            self._indexed = True
         where, params = _filters(workflow, None, status)
         where += (" AND " if where else " WHERE ") + "started_global > ?"
         rows = self.runner.db.query(

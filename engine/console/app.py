@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from html import escape
 from urllib.parse import urlsplit
 
@@ -217,7 +219,19 @@ def create_app(settings: Settings) -> Starlette:
         if "POST" in (route.methods or ()):
             route = _with_csrf(route)
         routes.append(route)
-    app = Starlette(routes=routes, exception_handlers={NonstopError: _on_error})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            settings.close()
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={NonstopError: _on_error},
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.add_middleware(Guard, settings=settings)
     return app

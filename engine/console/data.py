@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from engine.commands.deploy import audit_json, audit_rows, flag_rows, version_rows
 from engine.commands.instances import event_json, info_json, plain
@@ -37,6 +37,7 @@ __all__ = [
     "MAX_LIMIT",
     "STATUSES",
     "Settings",
+    "Shared",
     "audit",
     "deadletters",
     "flags",
@@ -45,6 +46,7 @@ __all__ = [
     "projections",
     "rollout",
     "rollouts",
+    "store_of",
     "versions",
     "workflows",
 ]
@@ -82,24 +84,68 @@ class Settings:
     config: Callable[[Settings], Any] | None = None
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS
-    _registry: WorkflowRegistry | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _shared: Shared | None = field(default=None, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
-    def registry(self, reg: Deployments | None = None) -> WorkflowRegistry:
-        """The app's registry plus every deployed version that imports here."""
+    @contextmanager
+    def open(self) -> Iterator[Shared]:
+        """What the reads share, brought up to date; one request at a time.
+
+        The store, the deployments registry, the rollouts and the instances
+        read model stay open between requests, so each request reads only
+        what was written since the last one.
+        """
         with self._lock:
-            if self._registry is None:
-                self._registry = self.load_app()
-            if reg is not None:
-                reg.load_deployed(self._registry)
-            else:
-                with Deployments(self.store_url) as fresh:
-                    fresh.load_deployed(self._registry)
-            return self._registry
+            if self._shared is None:
+                self._shared = Shared(self)
+            shared = self._shared
+            shared.deployments.refresh()
+            shared.deployments.load_deployed(shared.registry)
+            yield shared
+
+    def close(self) -> None:
+        """Close what :meth:`open` opened (the app does it on shutdown)."""
+        with self._lock:
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
+
+
+class Shared:
+    """The open store, registry, rollouts and read model of one console."""
+
+    def __init__(self, settings: Settings) -> None:
+        from projections.instances import InstancesReadModel
+
+        self.store = open_store(settings.store_url)
+        try:
+            self.deployments = Deployments(self.store, poll_interval=0.0)
+            self.rollouts = Rollouts(self.store)
+            self.registry = settings.load_app()
+            self.deployments.load_deployed(self.registry)
+            self.model = InstancesReadModel(
+                self.store, self.registry, db=settings.store_url
+            )
+        except BaseException:
+            self.store.close()
+            raise
+
+    def workflow_names(self) -> list[str]:
+        """Every workflow the registry or the app knows."""
+        names = set(self.deployments.view.workflows) | set(self.registry.names())
+        return sorted(names)
+
+    def close(self) -> None:
+        """Close the read model and the store."""
+        try:
+            self.model.close()
+        finally:
+            self.store.close()
 
 
 @contextmanager
-def _store(settings: Settings) -> Iterator[EventStore]:
+def store_of(settings: Settings) -> Iterator[EventStore]:
+    """A store of its own for an action (closed after it)."""
     store = open_store(settings.store_url)
     try:
         yield store
@@ -107,24 +153,16 @@ def _store(settings: Settings) -> Iterator[EventStore]:
         store.close()
 
 
-@contextmanager
-def _model(settings: Settings, reg: Deployments) -> Iterator[Any]:
-    from projections.instances import InstancesReadModel
-
-    with InstancesReadModel(settings.store_url, settings.registry(reg)) as model:
-        yield model
-
-
 # ------------------------------------------------------------------ reading
 
 
 def workflows(settings: Settings) -> list[dict[str, Any]]:
     """Every workflow: routing, versions with counts and drain, its rollout."""
-    with Deployments(settings.store_url) as reg, _model(settings, reg) as model:
-        counts = {(s.workflow, s.version): s for s in model.version_stats()}
-        view = reg.view
+    with settings.open() as shared:
+        counts = {(s.workflow, s.version): s for s in shared.model.version_stats()}
+        view = shared.deployments.view
         rows = version_rows(view, counts, None)
-        latest = Rollouts(reg.store).refresh()
+        latest = shared.rollouts.refresh()
         out: dict[str, dict[str, Any]] = {}
         for row in rows:
             name = row["workflow"]
@@ -163,14 +201,9 @@ def versions(settings: Settings, workflow: str) -> list[dict[str, Any]]:
     raise ConsoleError(404, _unknown_workflow(settings, workflow))
 
 
-def _known_workflows(settings: Settings) -> list[str]:
-    with Deployments(settings.store_url) as reg:
-        names = set(reg.refresh().workflows) | set(settings.registry(reg).names())
-    return sorted(names)
-
-
 def _unknown_workflow(settings: Settings, workflow: str) -> str:
-    known = ", ".join(_known_workflows(settings)) or "none"
+    with settings.open() as shared:
+        known = ", ".join(shared.workflow_names()) or "none"
     return f"unknown workflow {workflow!r}; known workflows: {known}"
 
 
@@ -202,8 +235,8 @@ def _rollout_head(r: Rollout) -> dict[str, Any]:
 
 def rollouts(settings: Settings) -> list[dict[str, Any]]:
     """Every rollout of the store with its decisions, newest first."""
-    with _store(settings) as store:
-        view = Rollouts(store).refresh()
+    with settings.open() as shared:
+        view = shared.rollouts.refresh()
         found = sorted(view.rollouts.values(), key=lambda r: -r.number)
         return [
             {**_rollout_head(r), "decisions": [plain(d) for d in r.decisions]}
@@ -221,8 +254,9 @@ def rollout(settings: Settings, workflow: str) -> dict[str, Any]:
     Raises:
         ConsoleError: 404, ``workflow`` never had a rollout.
     """
-    with _store(settings) as store:
-        r = Rollouts(store).refresh().latest(workflow)
+    with settings.open() as shared:
+        store = shared.store
+        r = shared.rollouts.refresh().latest(workflow)
         if r is None:
             raise ConsoleError(
                 404,
@@ -273,15 +307,13 @@ def instances(
         )
     after = _cursor(cursor)
     size = _limit(limit)
-    with Deployments(settings.store_url) as reg:
-        if workflow is not None:
-            known = set(reg.refresh().workflows) | set(settings.registry(reg).names())
-            if workflow not in known:
-                raise ConsoleError(404, _unknown_workflow(settings, workflow))
-        with _model(settings, reg) as model:
-            found, nxt = model.page(
-                workflow=workflow, status=status, after=after, limit=size
-            )
+    with settings.open() as shared:
+        if workflow is not None and workflow not in shared.workflow_names():
+            raise ConsoleError(404, _unknown_workflow(settings, workflow))
+        listed = cast(ListingStatus | None, status)  # checked above
+        found, nxt = shared.model.page(
+            workflow=workflow, status=listed, after=after, limit=size
+        )
     return {
         "instances": [info_json(i) for i in found],
         "next": None if nxt is None else str(nxt),
@@ -317,7 +349,8 @@ def instance(settings: Settings, instance_id: str) -> dict[str, Any]:
     Raises:
         UnknownInstance: no such instance (the API answers 404).
     """
-    registry = settings.registry()
+    with settings.open() as shared:
+        registry = shared.registry
 
     async def job() -> dict[str, Any]:
         engine = Engine(settings.store_url, registry)
@@ -341,25 +374,26 @@ def instance(settings: Settings, instance_id: str) -> dict[str, Any]:
 
 def audit(settings: Settings, subject: str | None = None) -> list[dict[str, Any]]:
     """Deployment, flag, rollout and console actions, oldest first."""
-    with Deployments(settings.store_url) as reg:
-        return [audit_json(a) for a in audit_rows(reg, subject)]
+    with settings.open() as shared:
+        return [audit_json(a) for a in audit_rows(shared.deployments, subject)]
 
 
 def flags(settings: Settings) -> list[dict[str, Any]]:
     """Every flag with its definition and kill switch."""
-    with Deployments(settings.store_url) as reg:
-        return flag_rows(reg.refresh())
+    with settings.open() as shared:
+        return flag_rows(shared.deployments.view)
 
 
 def deadletters(settings: Settings) -> list[dict[str, Any]]:
     """Every dead letter, replayed ones included (``replayed_to`` set)."""
-    with _store(settings) as store:
-        return [letter_json(x) for x in store.dead_letters(include_replayed=True)]
+    with settings.open() as shared:
+        found = shared.store.dead_letters(include_replayed=True)
+        return [letter_json(x) for x in found]
 
 
 def projections(settings: Settings) -> list[dict[str, Any]]:
     """Every projection build with its position and lag."""
-    from projections import open_database, status
+    from projections import status
 
-    with _store(settings) as store, open_database(settings.store_url) as db:
-        return [plain(s) for s in status(db, store)]
+    with settings.open() as shared:
+        return [plain(s) for s in status(shared.model.runner.db, shared.store)]

@@ -15,7 +15,7 @@ import asyncio
 import math
 from typing import Any
 
-from engine.console.data import Settings, _store
+from engine.console.data import Settings, store_of
 from engine.core.errors import ConsoleError
 from engine.core.extras import require
 from engine.deploy import Deployments
@@ -54,7 +54,7 @@ def rollout(
             f"{', '.join(ROLLOUT_ACTIONS)}",
         )
     _who(by, reason)
-    with _store(settings) as store:
+    with store_of(settings) as store:
         rollouts = Rollouts(store)
         getattr(rollouts, action)(workflow, by=by, reason=reason)
         r = rollouts.status(workflow)
@@ -143,7 +143,7 @@ def replay(settings: Settings, letter: str, *, by: str, reason: str) -> dict[str
     require("aiokafka", "kafka", "replaying dead letters")
     from engine.kafka.deadletters import replay as produce
 
-    with _store(settings) as store:
+    with store_of(settings) as store:
         done = asyncio.run(produce(store, settings.kafka, [int(letter)]))
         x = done[0]
         record_action(

@@ -81,6 +81,7 @@ def seed(url: str) -> None:
 def seeded(durable_url: str) -> Iterator[Seeded]:
     seed(durable_url)
     clients: list[TestClient] = []
+    opened: list[Settings] = []
 
     def client(**options: object) -> TestClient:
         settings = Settings(
@@ -90,6 +91,7 @@ def seeded(durable_url: str) -> Iterator[Seeded]:
             bucket_seconds=1,
             **options,  # type: ignore[arg-type]
         )
+        opened.append(settings)
         c = TestClient(create_app(settings), base_url="http://console.test")
         clients.append(c)
         return c
@@ -97,6 +99,8 @@ def seeded(durable_url: str) -> Iterator[Seeded]:
     yield Seeded(durable_url, client)
     for c in clients:
         c.close()
+    for s in opened:
+        s.close()
 
 
 def csrf(client: TestClient) -> dict[str, str]:
