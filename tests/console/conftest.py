@@ -31,9 +31,10 @@ class Seeded:
     """``client(**settings)``: a TestClient of a console over the store."""
 
 
-def seed(url: str) -> None:
+def seed(url: str, t0: float = T0) -> None:
     """tills v1 with 12 instances (2 completed, 1 failed), a v4 one that read a
-    flag, a rollout of v2 with two judged windows, flag turbo, a dead letter."""
+    flag, a rollout of v2 with two judged windows from ``t0`` (a whole number of
+    seconds), flag turbo, a dead letter."""
     with Deployments(url) as reg:
         reg.deploy("tills", 1, "tests.health.flows:v1", by="t")
         reg.set_flag("turbo", "boolean", enabled=True, by="t")
@@ -54,7 +55,7 @@ def seed(url: str) -> None:
     asyncio.run(instances())
     store = open_store(url)
     try:
-        now = [T0]
+        now = [t0]
         rollouts = Rollouts(store, clock=lambda: now[0], bucket_seconds=1, settle=0)
         plan = RolloutPlan("tills", 2, steps=(10, 50, 100), interval=10, min_sample=5)
         rollouts.start(plan, source="tests.health.flows:v2", by="ops", reason="go")
