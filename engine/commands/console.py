@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "audit, flags, dead letters, projections",
     )
     p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     p.add_argument(
         "--token",
         metavar="TOKEN",
@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(run=_serve)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535)")
+    return int(text)
+
+
 def _serve(ctx: CliContext, args: argparse.Namespace) -> int:
     require("starlette", "console", "nonstop console")
     require("uvicorn", "console", "nonstop console")
@@ -68,9 +74,6 @@ def _serve(ctx: CliContext, args: argparse.Namespace) -> int:
     from engine.deploy import default_user
     from engine.store import redact, require_store
 
-    if not 0 <= args.port <= 65535:
-        ctx.out.print(Text(f"nonstop: error: --port {args.port} is not a TCP port"))
-        return 2
     require_store(ctx.store_url)  # StoreNotFound: exit 2, nothing created
     token = args.token or os.environ.get(TOKEN_ENV) or None
     settings = Settings(

@@ -8,6 +8,8 @@ with the state after it. Errors are ``{"error": MESSAGE}`` with a 4xx status.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,7 +24,15 @@ from engine.console.data import Settings
 from engine.console.openapi import openapi
 from engine.core.errors import ConsoleError
 
-__all__ = ["OPERATOR_HEADER", "body", "json_response", "operator", "routes"]
+__all__ = [
+    "OPERATOR_HEADER",
+    "body",
+    "csrf_token",
+    "json_response",
+    "operator",
+    "routes",
+    "settings_of",
+]
 
 OPERATOR_HEADER = "x-nonstop-operator"
 """The request header naming who acts (else the console's ``--operator``)."""
@@ -37,6 +47,12 @@ def json_response(
     return Response(
         _encoder.encode(value), status, headers, media_type="application/json"
     )
+
+
+def csrf_token(settings: Settings) -> str:
+    """The CSRF token of this console process (an HMAC keyed by its secret)."""
+    mac = hmac.new(settings.secret, b"nonstop-console-csrf", hashlib.sha256)
+    return mac.hexdigest()
 
 
 def settings_of(request: Request) -> Settings:
@@ -161,8 +177,6 @@ def _projections(request: Request) -> Response:
 
 
 def _csrf(request: Request) -> Response:
-    from engine.console.app import csrf_token
-
     return json_response({"csrf": csrf_token(settings_of(request))})
 
 

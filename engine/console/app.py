@@ -16,7 +16,6 @@ with 4xx codes: bad input 400, unknown things 404, refused state changes 409.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.console import api, pages
+from engine.console.api import csrf_token
 from engine.console.data import Settings
 from engine.core.errors import (
     AlreadyReplayed,
@@ -47,7 +47,7 @@ from engine.core.errors import (
 )
 from engine.store import redact
 
-__all__ = ["COOKIE", "create_app", "csrf_token"]
+__all__ = ["COOKIE", "create_app"]
 
 COOKIE = "nonstop_console_token"
 """The cookie ``/login`` sets so that a browser carries the token."""
@@ -60,13 +60,6 @@ _CONFLICT = (
     AlreadyReplayed,
     ProjectionStateError,
 )
-
-
-def csrf_token(settings: Settings) -> str:
-    """The CSRF token of this console process."""
-    return hmac.new(
-        settings.secret, b"nonstop-console-csrf", hashlib.sha256
-    ).hexdigest()
 
 
 def _same(a: str, b: str) -> bool:

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from engine.console import data
-from engine.console.api import settings_of
+from engine.console.api import csrf_token, settings_of
 from engine.console.charts import Series, line_chart
 from engine.console.data import STATUSES, Settings
 from engine.store import redact
@@ -93,8 +93,6 @@ def _form(
     """A form posting to the API ``action``, with a reason; empty when read-only."""
     if s.read_only:
         return ""
-    from engine.console.app import csrf_token
-
     hidden = {"csrf": csrf_token(s), "next": back, **(fields or {})}
     inputs = "".join(
         f'<input type=hidden name="{_e(k)}" value="{_e(v)}">' for k, v in hidden.items()

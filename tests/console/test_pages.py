@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import re
 
-from tests.console.conftest import Seeded
+import pytest
+from starlette.testclient import TestClient
+
+from engine.cli import load_app
+from engine.console import Settings, create_app
+from tests.console.conftest import APP, Seeded, seed
 
 
 def test_overview_shows_versions_shares_counts_and_drain(seeded: Seeded) -> None:
@@ -85,3 +90,19 @@ def test_values_are_escaped(seeded: Seeded) -> None:
     assert "<script>" not in html
     r = c.get("/rollouts/<b>x")
     assert r.status_code == 404 and "<b>x" not in r.text
+
+
+@pytest.mark.postgres
+def test_the_store_password_is_never_shown(pg_url: str) -> None:
+    url = pg_url.replace("postgres@", "postgres:hunter2@", 1)
+    assert "hunter2" in url
+    seed(url)
+    settings = Settings(store_url=url, load_app=lambda: load_app(APP))
+    try:
+        c = TestClient(create_app(settings), base_url="http://console.test")
+        for path in ("/", "/projections", "/rollouts/nope", "/api/rollouts/nope"):
+            text = c.get(path).text
+            assert "hunter2" not in text, path
+        assert "postgres:***@" in c.get("/").text
+    finally:
+        settings.close()

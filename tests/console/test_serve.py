@@ -147,3 +147,10 @@ def test_importing_the_console_without_its_extra_names_it(
         importlib.import_module("engine.console")
     assert "pip install 'nonstop[console]'" in str(err.value)
     assert "starlette" in str(err.value)
+
+
+def test_a_bad_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["console", "--port", "99999"])
+    assert exc.value.code == 2
+    assert "'99999' is not a TCP port" in capsys.readouterr().err
