@@ -117,3 +117,19 @@ def test_kafka_worker_without_aiokafka_names_the_kafka_extra(tmp_path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "nonstop worker needs the Python package 'aiokafka'" in done.stderr
+
+
+def test_console_without_starlette_names_the_console_extra(tmp_path) -> None:
+    done = _run_without(
+        {"starlette", "uvicorn"},
+        f"""
+        import sys
+        from engine.cli import main
+        from engine.store import open_store
+        open_store("sqlite:///{tmp_path}/c.db").close()
+        sys.exit(main(["--store", "sqlite:///{tmp_path}/c.db", "console"]))
+        """,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "nonstop console needs the Python package 'starlette'" in done.stderr
+    assert "pip install 'nonstop[console]'" in done.stderr
