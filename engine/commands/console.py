@@ -23,6 +23,7 @@ TOKEN_ENV = "NONSTOP_CONSOLE_TOKEN"
 """The environment variable holding the token when ``--token`` is not given."""
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_ANY = ("0.0.0.0", "::", "")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -38,6 +39,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--token",
         metavar="TOKEN",
         help=f"bearer token every request must carry (default: ${TOKEN_ENV})",
+    )
+    p.add_argument(
+        "--allow-host",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a host name the console may be reached by besides --host (a "
+        "proxy's name; repeat); requests for other names are refused",
     )
     p.add_argument("--read-only", action="store_true", help="refuse every action")
     p.add_argument(
@@ -65,6 +74,21 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _hosts(bound: str, allowed: list[str]) -> tuple[str, ...]:
+    """The host names requests may name: ``bound`` and ``allowed``.
+
+    A loopback ``bound`` brings its aliases; bound to every address with no
+    name allowed, any name is accepted.
+    """
+    names = [h.lower() for h in allowed]
+    if bound in _ANY:
+        return tuple(names)
+    names.append(f"[{bound}]" if ":" in bound else bound.lower())
+    if bound in _LOOPBACK:
+        names += ["127.0.0.1", "localhost", "[::1]"]
+    return tuple(dict.fromkeys(names))
+
+
 def _serve(ctx: CliContext, args: argparse.Namespace) -> int:
     require("starlette", "console", "nonstop console")
     require("uvicorn", "console", "nonstop console")
@@ -84,6 +108,7 @@ def _serve(ctx: CliContext, args: argparse.Namespace) -> int:
         token=token,
         kafka=args.kafka,
         bucket_seconds=args.bucket_seconds,
+        hosts=_hosts(args.host, args.allow_host),
     )
     if args.host not in _LOOPBACK and token is None:
         ctx.out.print(

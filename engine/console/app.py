@@ -2,6 +2,9 @@
 
 The guard runs before every route:
 
+* **host** (``--host``, ``--allow-host``): a request addressed to another
+  host name is refused, so a page of another site cannot reach a loopback
+  console by rebinding its own name to 127.0.0.1;
 * **token** (``--token``): every request carries ``Authorization: Bearer
   TOKEN`` or the cookie ``/login`` sets; else 401;
 * **read-only** (``--read-only``): every POST is refused with 403;
@@ -87,6 +90,17 @@ class Guard:
     def _refusal(self, conn: HTTPConnection, method: str) -> Response | None:
         s = self.settings
         path = conn.url.path
+        host = conn.headers.get("host", "")
+        if s.hosts and _host_name(host) not in s.hosts:
+            return _error(
+                conn,
+                ConsoleError(
+                    403,
+                    f"request for host {host!r} refused: this console answers to "
+                    f"{', '.join(s.hosts)}; start it with --allow-host NAME to "
+                    "add the name it is reached by",
+                ),
+            )
         if s.token is not None and path != "/login" and not self._authorized(conn):
             return _error(
                 conn,
@@ -131,6 +145,14 @@ class Guard:
             return True
         cookie = conn.cookies.get(COOKIE)
         return cookie is not None and _same(cookie, token)
+
+
+def _host_name(host: str) -> str:
+    """``host`` of a Host header without its port (``[::1]:80`` -> ``[::1]``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def _bad_csrf() -> ConsoleError:

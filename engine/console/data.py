@@ -73,6 +73,10 @@ class Settings:
         secret: Signs the CSRF tokens of this process.
         bucket_seconds: Width of the health buckets the engines flush (as
             ``nonstop rollout run --bucket-seconds``).
+        hosts: The host names requests may be addressed to (the ``Host``
+            header, without its port); empty: any. A guard against DNS
+            rebinding, where a page of another site reaches a loopback console
+            under that site's name.
     """
 
     store_url: str
@@ -84,6 +88,7 @@ class Settings:
     config: Callable[[Settings], Any] | None = None
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     bucket_seconds: int = DEFAULT_BUCKET_SECONDS
+    hosts: tuple[str, ...] = ()
     _shared: Shared | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 

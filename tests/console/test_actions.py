@@ -175,3 +175,13 @@ def test_csrf_token_and_same_origin_are_checked(seeded: Seeded) -> None:
     r = other.post("/api/rollouts/tills/pause", json={"reason": "x"}, headers=good)
     assert r.status_code == 403
     assert _rollout_status(seeded.url) == "running"
+
+
+def test_requests_for_another_host_name_are_refused(seeded: Seeded) -> None:
+    c = seeded.client(hosts=("127.0.0.1", "localhost"))
+    r = c.get("/api/flags")  # addressed to console.test
+    assert r.status_code == 403
+    assert "host 'console.test' refused" in r.json()["error"]
+    assert "--allow-host" in r.json()["error"]
+    ok = c.get("/api/flags", headers={"Host": "localhost:8080"})
+    assert ok.status_code == 200

@@ -31,8 +31,11 @@ def _free_port() -> int:
         return port
 
 
-def _get(url: str, token: str) -> tuple[int, str]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+def _get(url: str, token: str, host: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if host is not None:
+        headers["Host"] = host
+    req = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.read().decode()
@@ -90,6 +93,10 @@ def test_nonstop_console_serves_the_overview(sqlite_url: str) -> None:
         assert status == 200, body[:500]
         assert "<h2 id=wf-tills>tills</h2>" in body
         assert _get(f"{base}/api/flags", "wrong")[0] == 401
+        # a page of another site that rebinds its name to 127.0.0.1 is refused
+        status, body = _get(f"{base}/api/flags", "t0ken", host="evil.example")
+        assert status == 403 and "'evil.example' refused" in body
+        assert _get(f"{base}/", "t0ken", host="localhost:1234")[0] == 200
 
 
 @pytest.mark.slow
