@@ -1,10 +1,11 @@
-"""The console's server-rendered pages (HTML, SVG charts, no script).
+"""The console's server-rendered pages (HTML, SVG charts, one line of script).
 
 Each page reads what it shows through :mod:`engine.console.data` (the same
 calls as the JSON API) and escapes every value it prints. Actions are small
 forms posting to the API with the CSRF token and a reason; a console started
 ``--read-only`` shows no form. The overview and rollout pages reload
-themselves every few seconds.
+themselves every few seconds (a line of script that waits while a reason
+is being typed).
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ pre{margin:0;white-space:pre-wrap;max-width:60em}
 """
 
 
+# Reload the page, unless the operator is typing a reason for an action.
+_RELOAD = (
+    "<script>setInterval(function(){var a=document.activeElement;"
+    "var typed=[].some.call(document.querySelectorAll('input[name=reason]'),"
+    "function(i){return i.value;});"
+    "if(!typed&&!(a&&a.tagName==='INPUT'))location.reload();},MS);</script>"
+)
+
+
 def _e(value: Any) -> str:
     return escape("" if value is None else str(value))
 
@@ -53,7 +63,7 @@ def _page(
     request: Request, title: str, body: str, *, refresh: bool = False
 ) -> HTMLResponse:
     s = settings_of(request)
-    head = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
+    head = _RELOAD.replace("MS", str(REFRESH_SECONDS * 1000)) if refresh else ""
     mode = " (read-only)" if s.read_only else ""
     nav = "".join(
         f'<a href="{href}">{name}</a>'

@@ -14,7 +14,7 @@ from tests.console.conftest import APP, Seeded, seed
 
 def test_overview_shows_versions_shares_counts_and_drain(seeded: Seeded) -> None:
     html = seeded.client().get("/").text
-    assert '<meta http-equiv="refresh"' in html  # reloads itself
+    assert "location.reload();},5000)" in html  # reloads itself
     assert "<h2 id=wf-tills>tills</h2>" in html
     assert "routing <b>v1: 50 %, v2: 50 %</b>" in html
     assert 'href="/rollouts/tills">rollout #1</a>: running, step 2/3' in html
