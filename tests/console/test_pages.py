@@ -106,3 +106,20 @@ def test_the_store_password_is_never_shown(pg_url: str) -> None:
         assert "postgres:***@" in c.get("/").text
     finally:
         settings.close()
+
+
+def test_the_instance_page_shows_an_upcast_event(sqlite_url: str) -> None:
+    from tests.golden.test_golden import _load, _records
+
+    _load(sqlite_url)  # release 1 histories: OrderPlaced stored at schema 1
+    iid = next(r["stream"] for r in _records() if r["type"] == "OrderPlaced")
+    demo = "engine.demo.orders:registry"
+    settings = Settings(store_url=sqlite_url, load_app=lambda: load_app(demo))
+    try:
+        c = TestClient(create_app(settings), base_url="http://console.test")
+        html = c.get(f"/instances/{iid}").text
+        row = re.search(r"<td>OrderPlaced</td><td>(.*?)</td>", html)
+        assert row is not None and row.group(1) == "1 &rarr; 2 (upcast)"
+        assert "&quot;currency&quot;: &quot;EUR&quot;" in html  # the upcaster's field
+    finally:
+        settings.close()
