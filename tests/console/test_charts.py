@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.console.charts import Series, line_chart
@@ -20,6 +20,7 @@ def _norm(text: str) -> str:
     return "".join(c for c in text if c.isprintable() and not c.isspace())
 
 
+@settings(deadline=None)  # a loaded machine must not fail it on time
 @given(st.lists(st.tuples(names, points), min_size=1, max_size=3), st.text(max_size=30))
 def test_every_point_is_drawn_inside_the_plot(
     lines: list[tuple[str, list[tuple[float, float]]]], title: str
