@@ -6,14 +6,14 @@ STAMP  := $(VENV)/.installed
 NONSTOP_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
 export NONSTOP_TEST_POSTGRES
 
-.PHONY: demo test bench lint docs venv postgres prometheus clean
+.PHONY: demo test bench lint docs venv postgres debs clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[postgres,kafka,testing,metrics,test,dev,bench,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[postgres,kafka,testing,metrics,console,test,dev,bench,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,15 +22,18 @@ demo: $(STAMP)
 postgres:
 	@bash .ci/ensure-postgres
 
-# The rollout guard's PromQL checks are tested against Debian's prometheus:
-# installed with apt when missing (the tests skip without it, except under CI).
-prometheus:
-	@command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && \
+# Debian packages that tests run: prometheus (the rollout guard's PromQL
+# checks) and chromium (the console's pages in a browser). Installed with apt
+# when missing; a test that needs one skips without it, except under CI.
+DEBS := prometheus chromium
+debs:
+	@missing=$$(for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || echo $$p; done); \
+	[ -z "$$missing" ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	  prometheus >/dev/null; } || echo "prometheus is not installed: the PromQL \
-	rollout tests will be skipped" >&2
+	  $$missing >/dev/null; } || echo "not installed: $$missing; the tests that \
+	need them will be skipped" >&2
 
-test: $(STAMP) postgres prometheus
+test: $(STAMP) postgres debs
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: $(STAMP) postgres

@@ -29,6 +29,7 @@ PLUGINS = {
     "deploy": "bench.deploy",
     "rollout": "bench.rollout",
     "testing": "bench.testing_kit",
+    "console": "bench.console",
 }
 """Scenario name -> module with ``DESCRIPTION`` (markdown) and
 ``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes

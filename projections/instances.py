@@ -44,6 +44,11 @@ NAME = "nonstop_instances"
 VIEW = f"{NAME}_by_id"
 _CHUNK = 500
 _COLUMNS = "instance_id, workflow, version, status, position, started_us, state, error"
+_PAGE_INDEXES = (
+    ("status_start", "status, started_global"),
+    ("wf_start", "workflow, started_global"),
+    ("wf_status_start", "workflow, status, started_global"),
+)
 
 StreamReader = Callable[[str], Iterable[RecordRow]]
 """``reader(stream_id)``: a stream's stored records in order (a store's
@@ -109,7 +114,7 @@ def instances_projection(
         )
         tx.execute(f"CREATE INDEX {t}_wvs ON {t} (workflow, version, status)")
         tx.execute(f"CREATE INDEX {t}_start ON {t} (started_global)")
-        tx.execute(f"CREATE INDEX {t}_status ON {t} (status)")
+        _page_indexes(tx, t)  # (status, started_global) serves status filters too
 
     @p.on_batch(ALL)
     def fold(tx: Tx, batch: Iterable[RecordedEvent]) -> None:
@@ -131,6 +136,15 @@ def instances_projection(
         )
 
     return p
+
+
+def _page_indexes(tx: Tx, t: str) -> None:
+    """Indexes that serve a filtered page in start order without a sort.
+
+    Created with new builds, and on first use for builds made before them.
+    """
+    for suffix, columns in _PAGE_INDEXES:
+        tx.execute(f"CREATE INDEX IF NOT EXISTS {t}_{suffix} ON {t} ({columns})")
 
 
 def _load(tx: Tx, registry: WorkflowRegistry, ids: set[str]) -> dict[str, _Row]:
@@ -254,6 +268,7 @@ class InstancesReadModel(StatsSource):
         )
         self.runner = Runner(store, [projection], db=db, codec=codec)
         self.fresh = fresh
+        self._indexed = False
 
     def refresh(self) -> int:
         """Apply the events appended since the last read; returns how many.
@@ -334,15 +349,50 @@ class InstancesReadModel(StatsSource):
         rows = self.runner.db.query(
             f"SELECT {_COLUMNS} FROM {VIEW}{where} ORDER BY started_global", params
         )
-        out: list[InstanceInfo] = []
-        for iid, wf_name, ver, st, pos, _us, data, error in rows:
-            if error is not None:
-                out.append(InstanceInfo(iid, wf_name, ver, None, pos, st, error=error))
-                continue
-            wf = self.registry.get(wf_name, ver)
-            state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
-            out.append(InstanceInfo(iid, wf_name, ver, state, pos, st))
-        return out
+        return [self._info(r) for r in rows]
+
+    def page(
+        self,
+        *,
+        workflow: str | None = None,
+        status: ListingStatus | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[InstanceInfo], int | None]:
+        """One page of :meth:`instances`, in start order, after a cursor.
+
+        The cursor is the global position of an instance's start: the page
+        holds up to ``limit`` instances started after ``after``, read through
+        the start-order index (its cost is the page, not the table). Returns
+        the page and the cursor of the next one (None after the last page).
+        """
+        if self.fresh:
+            self.refresh()
+        if not self._indexed:
+            with self.runner.db.transaction() as tx:
+                for b in load_builds(tx, NAME):
+                    if b.state == "serving":
+                        _page_indexes(tx, tx.bound(b.build).table("by_id"))
+            self._indexed = True
+        where, params = _filters(workflow, None, status)
+        where += (" AND " if where else " WHERE ") + "started_global > ?"
+        rows = self.runner.db.query(
+            f"SELECT started_global, {_COLUMNS} FROM {VIEW}{where} "
+            "ORDER BY started_global LIMIT ?",
+            [*params, after, limit + 1],
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        out = [self._info(r[1:]) for r in rows]
+        return out, (int(rows[-1][0]) if more else None)
+
+    def _info(self, row: tuple[Any, ...]) -> InstanceInfo:
+        iid, wf_name, ver, st, pos, _us, data, error = row
+        if error is not None:
+            return InstanceInfo(iid, wf_name, ver, None, pos, st, error=error)
+        wf = self.registry.get(wf_name, ver)
+        state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
+        return InstanceInfo(iid, wf_name, ver, state, pos, st)
 
     def version_stats(self, workflow: str | None = None) -> list[VersionStats]:
         """Counts per ``workflow@version``, sorted (see :class:`StatsSource`)."""

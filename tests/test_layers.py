@@ -69,6 +69,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "commands",
         [
             "engine.commands",
+            "engine.console",
             "engine.cli",
             "engine.demo",
             "engine.kafka.demo",

@@ -36,12 +36,19 @@ from engine.deploy import (
     migrate_instances,
 )
 from engine.deploy.migrate import MigrationReport
-from engine.deploy.view import DeploymentState
+from engine.deploy.view import AuditEntry, DeploymentState
 from engine.loading import import_object
 from engine.runtime import Engine
 from engine.stats import StatsSource, VersionStats
 
-__all__ = ["register", "stats_source"]
+__all__ = [
+    "audit_json",
+    "audit_rows",
+    "flag_rows",
+    "register",
+    "stats_source",
+    "version_rows",
+]
 
 
 @contextmanager
@@ -241,7 +248,7 @@ def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
                 (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
             }
         view = reg.view
-    rows = _version_rows(view, counts, args.workflow)
+    rows = version_rows(view, counts, args.workflow)
     if args.json:
         print_json(rows)
     else:
@@ -249,11 +256,16 @@ def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
     return 0
 
 
-def _version_rows(
+def version_rows(
     view: DeployView,
     counts: dict[tuple[str, int], VersionStats],
     only: str | None,
 ) -> list[dict[str, Any]]:
+    """One row per ``workflow@version``: state, routing share and counts.
+
+    ``counts`` come from a :class:`~engine.stats.StatsSource`; ``only`` keeps
+    one workflow. ``nonstop versions --json`` prints these rows.
+    """
     rows: list[dict[str, Any]] = []
     names = sorted({w for w, _ in counts} | set(view.workflows))
     for name in names:
@@ -352,27 +364,39 @@ def _iso(micros: int) -> str:
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _audit(ctx: CliContext, args: argparse.Namespace) -> int:
+def audit_rows(reg: Deployments, subject: str | None = None) -> list[AuditEntry]:
+    """Deployment, flag, rollout and operator-action audit entries, oldest first.
+
+    ``subject`` keeps one workflow (or ``flag:NAME``).
+    """
+    from engine.deploy.actions import action_audit
     from engine.health.audit import rollout_audit
 
+    view = reg.refresh()
+    found = sorted(
+        [*view.audit, *rollout_audit(reg.store), *action_audit(reg.store)],
+        key=lambda a: a.at,
+    )
+    return [a for a in found if subject is None or a.subject == subject]
+
+
+def audit_json(a: AuditEntry) -> dict[str, Any]:
+    """An audit entry as plain JSON-able values (``at`` in ISO 8601, UTC)."""
+    return {
+        "at": _iso(a.at),
+        "subject": a.subject,
+        "action": a.action,
+        "detail": a.detail,
+        "by": a.by,
+        "reason": a.reason,
+    }
+
+
+def _audit(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        view = reg.refresh()
-        found = sorted([*view.audit, *rollout_audit(reg.store)], key=lambda a: a.at)
-    entries = [a for a in found if args.subject is None or a.subject == args.subject]
+        entries = audit_rows(reg, args.subject)
     if args.json:
-        print_json(
-            [
-                {
-                    "at": _iso(a.at),
-                    "subject": a.subject,
-                    "action": a.action,
-                    "detail": a.detail,
-                    "by": a.by,
-                    "reason": a.reason,
-                }
-                for a in entries
-            ]
-        )
+        print_json([audit_json(a) for a in entries])
         return 0
     table = Table(title="audit")
     for col in ("when (UTC)", "subject", "action", "detail", "by", "reason"):
@@ -471,24 +495,27 @@ def _mapper(spec: str) -> Any:
 # --------------------------------------------------------------------- flags
 
 
+def flag_rows(view: DeployView) -> list[dict[str, Any]]:
+    """Every flag of ``view`` as plain JSON-able values, by name."""
+    return [
+        {
+            "flag": name,
+            "kind": f.kind,
+            "enabled": f.enabled,
+            "percent": f.percent_bp / 100,
+            "variants": {v: w / 100 for v, w in f.variants},
+            "killed": f.killed,
+            "value": f.describe(),
+        }
+        for name, f in sorted(view.flags.items())
+    ]
+
+
 def _flags_list(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
         view = reg.refresh()
     if args.json:
-        print_json(
-            [
-                {
-                    "flag": name,
-                    "kind": f.kind,
-                    "enabled": f.enabled,
-                    "percent": f.percent_bp / 100,
-                    "variants": {v: w / 100 for v, w in f.variants},
-                    "killed": f.killed,
-                    "value": f.describe(),
-                }
-                for name, f in sorted(view.flags.items())
-            ]
-        )
+        print_json(flag_rows(view))
         return 0
     table = Table(title="flags")
     for col in ("flag", "kind", "value", "killed"):

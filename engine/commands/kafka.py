@@ -24,12 +24,13 @@ from rich.text import Text
 
 from engine.commands import CliContext
 from engine.core.extras import require
+from engine.store.deadletters import StoredDeadLetter
 
 if TYPE_CHECKING:
     from engine.health.controller import RolloutController
     from engine.runtime import Engine
 
-__all__ = ["register"]
+__all__ = ["letter_json", "register"]
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -299,23 +300,7 @@ def _list(ctx: CliContext, args: Any) -> int:
     if args.json:
         from engine.commands.instances import print_json
 
-        print_json(
-            [
-                {
-                    "id": x.id,
-                    "group": x.letter.consumer,
-                    "topic": x.letter.topic,
-                    "partition": x.letter.partition,
-                    "offset": x.letter.offset,
-                    "recorded_at": x.recorded_at,
-                    "reason": x.letter.reason,
-                    "key": _show(x.letter.key, limit=1 << 30),
-                    "value": _show(x.letter.value, limit=1 << 30),
-                    "replayed_to": x.replayed_to,
-                }
-                for x in letters
-            ]
-        )
+        print_json([letter_json(x) for x in letters])
         return 0
     table = Table(title="Dead letters")
     for col in ("id", "group", "from", "stored at", "reason", "key", "value"):
@@ -342,6 +327,22 @@ def _list(ctx: CliContext, args: Any) -> int:
     noun = "dead letter" if len(letters) == 1 else "dead letters"
     ctx.out.print(f"{len(letters)} {noun}")
     return 0
+
+
+def letter_json(x: StoredDeadLetter) -> dict[str, Any]:
+    """A stored dead letter as plain JSON-able values (bytes shown as text or hex)."""
+    return {
+        "id": x.id,
+        "group": x.letter.consumer,
+        "topic": x.letter.topic,
+        "partition": x.letter.partition,
+        "offset": x.letter.offset,
+        "recorded_at": x.recorded_at,
+        "reason": x.letter.reason,
+        "key": _show(x.letter.key, limit=1 << 30),
+        "value": _show(x.letter.value, limit=1 << 30),
+        "replayed_to": x.replayed_to,
+    }
 
 
 def _replay(ctx: CliContext, args: Any) -> int:

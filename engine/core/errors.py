@@ -27,6 +27,7 @@ __all__ = [
     "CommitInDoubt",
     "ConcurrencyConflict",
     "ConflictRetriesExhausted",
+    "ConsoleError",
     "CorruptStream",
     "DeadLetterNotFound",
     "DeployConflict",
@@ -534,6 +535,18 @@ class UnknownProjection(ProjectionError, LookupError):
 
 class ProjectionStateError(ProjectionError):
     """An operator action does not fit the projection's current state."""
+
+
+# -------------------------------------------------------------------- console
+
+
+class ConsoleError(NonstopError):
+    """The operations console refuses a request (bad input, auth, read-only)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        """The HTTP status code the console answers with (4xx)."""
+        super().__init__(message)
 
 
 # ------------------------------------------------------------------------ cli

@@ -20,6 +20,7 @@ EXTRAS = {
     "postgres": ("psycopg", "psycopg_pool"),
     "kafka": ("aiokafka",),
     "testing": ("hypothesis",),
+    "console": ("starlette", "uvicorn"),
 }
 """The modules each extra of the ``nonstop`` distribution installs."""
 

@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         PROMETHEUS is None and not os.environ.get("CI"),
-        reason="Debian's prometheus is not installed (make prometheus installs it)",
+        reason="Debian's prometheus is not installed (make debs installs it)",
     ),
 ]
 
@@ -67,7 +67,7 @@ def prometheus(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, HealthCollector]]:
     """A Prometheus server scraping a ``/metrics`` of this process every second."""
-    assert PROMETHEUS is not None, "CI needs Debian's prometheus (make prometheus)"
+    assert PROMETHEUS is not None, "CI needs Debian's prometheus (make debs)"
     collector = HealthCollector()
     registry = CollectorRegistry()
     registry.register(collector)

@@ -167,3 +167,19 @@ def test_pytest_runs_without_hypothesis_with_the_plugin_loaded(tmp_path) -> None
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+def test_console_without_starlette_names_the_console_extra(tmp_path) -> None:
+    done = _run_without(
+        {"starlette", "uvicorn"},
+        f"""
+        import sys
+        from engine.cli import main
+        from engine.store import open_store
+        open_store("sqlite:///{tmp_path}/c.db").close()
+        sys.exit(main(["--store", "sqlite:///{tmp_path}/c.db", "console"]))
+        """,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "nonstop console needs the Python package 'starlette'" in done.stderr
+    assert "pip install 'nonstop[console]'" in done.stderr
