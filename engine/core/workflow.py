@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
+from engine.core.config import CONFIG_KEY, ConfigReader
 from engine.core.errors import (
     DuplicateRegistration,
     UnknownWorkflow,
@@ -84,6 +85,9 @@ class Workflow(Generic[S]):
     ``evolve`` and written before ``nonstop.Cancelled``; raising
     ``CommandRejected`` refuses the cancel. Without it the engine records the
     cancel alone."""
+    config: type[Any] | None = None
+    """Optional config type (a ``msgspec.Struct`` with defaults) deciders read
+    as ``ctx.config``; see :mod:`engine.core.config`."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -155,7 +159,15 @@ class Context:
     once per instance: later decisions of the instance see the first value.
     """
 
-    __slots__ = ("_flags", "_replay", "instance_id", "pinned", "recorded", "workflow")
+    __slots__ = (
+        "_configs",
+        "_flags",
+        "_replay",
+        "instance_id",
+        "pinned",
+        "recorded",
+        "workflow",
+    )
 
     def __init__(
         self,
@@ -165,6 +177,7 @@ class Context:
         replay: Sequence[Any] | None = None,
         flags: FlagReader | None = None,
         pinned: dict[str, Any] | None = None,
+        configs: ConfigReader | None = None,
     ) -> None:
         self.instance_id = instance_id
         """The instance being decided."""
@@ -176,6 +189,7 @@ class Context:
         """Flag values this instance already evaluated, by flag name."""
         self._replay = list(replay) if replay is not None else None
         self._flags = flags
+        self._configs = configs
 
     def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         if self._replay is not None:
@@ -204,20 +218,50 @@ class Context:
         """A random UUID as hex, recorded."""
         return str(self._value("uuid", lambda: _uuid.uuid4().hex))
 
-    def flag(self, name: str, default: bool = False) -> bool:
+    def flag(self, name: str, default: bool = False, *, live: bool = False) -> bool:
         """Whether boolean or percentage flag ``name`` is on for this instance.
 
         The first evaluation per instance is recorded; an unknown flag or an
-        evaluation error yields ``default``.
+        evaluation error yields ``default``. A ``live`` read follows the flag
+        (a change or kill reaches the instance at its next decision) and is
+        recorded at every read.
         """
-        return bool(self._flag("flag", name, default))
+        return bool(self._flag("flag", name, default, live))
 
-    def variant(self, name: str, default: str) -> str:
+    def variant(self, name: str, default: str, *, live: bool = False) -> str:
         """The variant of flag ``name`` for this instance (``default`` if none)."""
-        return str(self._flag("variant", name, default))
+        return str(self._flag("variant", name, default, live))
 
-    def _flag(self, kind: str, name: str, default: Any) -> Any:
-        if name in self.pinned:
+    @property
+    def config(self) -> Any:
+        """The workflow's typed config, at the version this instance first read.
+
+        The version is recorded at the first read per instance; later
+        decisions and replays read that version again.
+        """
+        reader = self._config_reader()
+        if CONFIG_KEY in self.pinned:
+            return reader(self.pinned[CONFIG_KEY])[1]
+        version = self._value("flag", lambda: [CONFIG_KEY, reader(None)[0]])[1]
+        self.pinned[CONFIG_KEY] = version
+        return reader(version)[1]
+
+    @property
+    def config_latest(self) -> Any:
+        """The workflow's typed config at the latest version (recorded per read)."""
+        reader = self._config_reader()
+        return reader(self._value("config", lambda: reader(None)[0]))[1]
+
+    def _config_reader(self) -> ConfigReader:
+        if self._configs is None:
+            raise WorkflowDefinitionError(
+                f"{self.workflow} reads ctx.config but no config is available: "
+                "declare the type with Workflow(config=MyConfig)"
+            )
+        return self._configs
+
+    def _flag(self, kind: str, name: str, default: Any, live: bool = False) -> Any:
+        if name in self.pinned and not live:
             return self.pinned[name]
         reader = self._flags
 
@@ -229,6 +273,8 @@ class Context:
             except Exception:  # a flag must never fail a workflow
                 return default
 
+        if live:
+            return self._value("live", lambda: [name, evaluate()])[1]
         value = self._value("flag", lambda: [name, evaluate()])[1]
         self.pinned[name] = value
         return value

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from engine.core.codec import EventCodec
+from engine.core.config import ConfigReader, decode_config
 from engine.core.errors import (
     CommandRejected,
     MigrationError,
@@ -37,7 +38,7 @@ from engine.core.events import (
     now_micros,
 )
 from engine.core.replay import Instance, InstanceInfo
-from engine.core.workflow import Context, WorkflowRegistry
+from engine.core.workflow import Context, Workflow, WorkflowRegistry
 from engine.health.counters import Health
 from engine.runtime.requests import Router, Send, Start
 from engine.store import NewRecord
@@ -148,7 +149,13 @@ class Decider:
         rather than into a copy: copying grows with the instance's history.
         """
         wf = inst.workflow
-        ctx = Context(iid, meta.workflow, flags=self._flag_reader(inst.key or iid))
+        routing_key = inst.key or iid
+        ctx = Context(
+            iid,
+            meta.workflow,
+            flags=self._flag_reader(routing_key),
+            configs=self._config_reader(wf, routing_key),
+        )
         if inst.flags:
             ctx.pinned.update(inst.flags)
         try:
@@ -308,11 +315,26 @@ class Decider:
         new = Instance(new_wf, state, position, inst.commands, inst.key, inst.flags)
         return new, NewRecord(iid, position, name, body)
 
+    def _config_reader(self, wf: Workflow[Any], key: str) -> ConfigReader | None:
+        if wf.config is None:
+            return None
+        router = self.router
+        if router is None:
+            return _defaults(wf)
+        return lambda version: router.config(wf, key, version)
+
     def _flag_reader(self, key: str) -> Callable[[str, str, Any], Any] | None:
         router = self.router
         if router is None:
             return None
         return lambda kind, name, default: router.evaluate(kind, name, key, default)
+
+
+def _defaults(wf: Workflow[Any]) -> ConfigReader:
+    """The config of an engine without a router: the type's defaults (v0)."""
+    assert wf.config is not None
+    made = decode_config(wf.config, {})
+    return lambda version: (0, made)
 
 
 def _key(command_id: str | None) -> str | None:
