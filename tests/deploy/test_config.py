@@ -1,0 +1,245 @@
+"""Typed config through the registry: set, refuse, roll back, canary, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import ConfigError
+from engine.core.config import CONFIG_KEY
+from engine.deploy import Deployments, open_engine
+from engine.deploy.configadmin import (
+    describe_change,
+    promote_config,
+    rollback_config,
+    set_config,
+)
+from engine.deploy.configs import read_reports
+from engine.deploy.routing import bucket
+from tests.deploy import configflows as cf
+
+
+def _set(d: Deployments, threshold: int, **kw: Any) -> int:
+    wc = set_config(d, "gate", {"threshold": threshold}, registry=cf.registry(), **kw)
+    return wc.latest
+
+
+def test_set_show_history_and_rollback(deployments: Deployments) -> None:
+    _set(deployments, 10, by="ann", reason="tighter")
+    _set(deployments, 20, by="bob")
+    wc = deployments.view.configs["gate"]
+    assert (wc.current, wc.latest) == (2, 2)
+    assert wc.table(1) == {"threshold": 10}
+    wc = rollback_config(
+        deployments, "gate", by="cy", reason="too loose", registry=cf.registry()
+    )
+    assert wc.current == 1
+    wc = rollback_config(deployments, "gate", to=2, registry=cf.registry())
+    assert wc.current == 2
+    wc = rollback_config(deployments, "gate", to=0, registry=cf.registry())
+    assert wc.current == 0
+    history = [describe_change(wc, c) for c in wc.changes]
+    assert history[0] == ["set: v0 -> v1 (adds v1)", "  threshold: (unset) -> 10"]
+    assert history[2] == ["rollback: v2 -> v1", "  threshold: 20 -> 10"]
+    assert [(c.by, c.reason) for c in wc.changes[:3]] == [
+        ("ann", "tighter"),
+        ("bob", ""),
+        ("cy", "too loose"),
+    ]
+    subjects = {a.subject for a in deployments.view.audit}
+    assert subjects == {"config:gate"}
+
+
+def test_a_refused_config_writes_nothing_and_names_version_and_field(
+    deployments: Deployments,
+) -> None:
+    _set(deployments, 10)
+    head = deployments.store.last_global_position()
+    with pytest.raises(
+        ConfigError, match=r"gate@1 refuses this config: .*`\$.threshold`"
+    ):
+        _set(deployments, -5)
+    with pytest.raises(
+        ConfigError, match=r"gate@1 refuses .*unknown field `\$.review`"
+    ):
+        set_config(
+            deployments, "gate", {"review": {"above": 1}}, registry=cf.registry()
+        )
+    with pytest.raises(ConfigError, match=r"no config v7 \(stored: v1"):
+        rollback_config(deployments, "gate", to=7, registry=cf.registry())
+    with pytest.raises(ConfigError, match="no config canary to promote"):
+        promote_config(deployments, "gate")
+    assert deployments.store.last_global_position() == head
+    assert deployments.refresh().configs["gate"].current == 1
+
+
+def test_a_workflow_without_config_type_is_refused(deployments: Deployments) -> None:
+    with pytest.raises(ConfigError, match="no running version of nope declares"):
+        set_config(deployments, "nope", {"x": 1}, registry=cf.registry())
+
+
+def test_the_config_canary_is_sticky_and_promoted(deployments: Deployments) -> None:
+    _set(deployments, 10)
+    _set(deployments, 20, canary=30)
+    wc = deployments.view.configs["gate"]
+    assert (wc.current, wc.canary, wc.canary_bp) == (1, 2, 3000)
+    keys = [f"k{i}" for i in range(400)]
+    on = [k for k in keys if wc.version_for(k) == 2]
+    assert on == [k for k in keys if bucket("config:gate", k) < 3000]
+    assert 0.2 < len(on) / len(keys) < 0.4
+    wc = rollback_config(deployments, "gate", registry=cf.registry())
+    assert (wc.current, wc.canary) == (1, None)
+    _set(deployments, 30, canary=50)
+    wc = promote_config(deployments, "gate", reason="healthy")
+    assert (wc.current, wc.canary) == (3, None)
+
+
+async def test_engines_pick_up_config_without_restart_and_pin_it(
+    durable_url: str,
+) -> None:
+    admin = Deployments(durable_url)
+    await asyncio.to_thread(_set, admin, 10)
+    engine = open_engine(durable_url, cf.registry(), poll_interval=0.0)
+    await engine.start("gate", cf.Begin(), instance_id="a")
+    first = await engine.send("a", cf.Check(5))
+    await asyncio.to_thread(_set, admin, 20)
+    second = await engine.send("a", cf.Check(6))
+    await engine.start("gate", cf.Begin(), instance_id="b")
+    other = await engine.send("b", cf.Check(7))
+    # "a" keeps the version it read first; its latest reads follow; "b" is new.
+    assert first.state.checks == ((5, 10, 10, False),)
+    assert second.state.checks[-1] == (6, 10, 20, False)
+    assert other.state.checks == ((7, 20, 20, False),)
+    await engine.close()
+    await asyncio.to_thread(
+        rollback_config, admin, "gate", to=0, registry=cf.registry()
+    )
+    fresh = open_engine(durable_url, cf.registry(), poll_interval=0.0)
+    again = await fresh.send("a", cf.Check(8))
+    assert again.state.checks[-1] == (8, 10, 100, False)
+    history = await fresh.history("a")
+    reads = [e.ctx for e in history if e.ctx]
+    assert reads[0] == [
+        ["flag", [CONFIG_KEY, 1]],
+        ["config", 1],
+        ["live", ["gate-open", False]],
+    ]
+    await fresh.close()
+    admin.close()
+
+
+async def test_old_code_keeps_the_last_good_config_and_reports_it(
+    sqlite_url: str,
+) -> None:
+    admin = Deployments(sqlite_url)
+    await asyncio.to_thread(_set, admin, 10)
+    old = open_engine(sqlite_url, cf.old_registry(), poll_interval=0.0)
+    await old.start("gate", cf.Begin(), instance_id="o", version=1)
+    assert (await old.send("o", cf.Check(1))).state.checks[-1][1] == 10
+    # Valid for current code (which knows `note`), not for the old build.
+    await asyncio.to_thread(
+        set_config,
+        admin,
+        "gate",
+        {"threshold": 50, "note": "x"},
+        registry=cf.registry(),
+    )
+    await old.start("gate", cf.Begin(), instance_id="p", version=1)
+    info = await old.send("p", cf.Check(2))
+    assert info.state.checks[-1][1] == 10  # the last good one
+    router = old.router
+    assert isinstance(router, Deployments)
+    assert router.configs.refusals == {("gate", 2): 1}
+    reports = read_reports(admin.store, "gate", admin.codec)
+    (report,) = [r for _, r in reports.values()]
+    assert (report.applied, report.refused) == (1, 2)
+    assert "unknown field `$.note`" in report.error
+    # Rolling back to what it can read clears the refusal in its report.
+    await asyncio.to_thread(rollback_config, admin, "gate", registry=cf.registry())
+    await old.send("p", cf.Check(3))
+    (report,) = [r for _, r in read_reports(admin.store, "gate", admin.codec).values()]
+    assert (report.applied, report.refused) == (1, 0)
+    await old.close()
+    admin.close()
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), st.integers(0, 1000)),
+        st.tuples(st.just("bad"), st.sampled_from([{"threshold": -1}, {"x": 1}])),
+        st.tuples(st.just("rollback"), st.none()),
+        st.tuples(st.just("check"), st.sampled_from(["i1", "i2", "i3"])),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops)
+def test_any_sequence_replays_the_same_after_a_restart(
+    ops: list[tuple[str, Any]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_sequence(f"sqlite:///{Path(tmp) / 'e.db'}", ops))
+
+
+async def _sequence(url: str, ops: list[tuple[str, Any]]) -> None:
+    admin = Deployments(url, poll_interval=0.0)
+    engine = open_engine(url, cf.registry(), poll_interval=0.0)
+    thresholds = [100]  # the model: version -> threshold, v0 the defaults
+    current, previous = 0, []  # noqa: RUF059
+    pinned: dict[str, int] = {}
+    expected: dict[str, list[tuple[int, int, int, bool]]] = {}
+    for n, (op, arg) in enumerate(ops):
+        if op == "set":
+            _set(admin, arg)
+            thresholds.append(arg)
+            previous.append(current)
+            current = len(thresholds) - 1
+        elif op == "bad":
+            router = engine.router
+            assert isinstance(router, Deployments)
+            router.refresh()
+            before = router.config(cf.v2, "i1", None)
+            with pytest.raises(ConfigError):
+                set_config(admin, "gate", arg, registry=cf.registry())
+            router.refresh()
+            assert router.config(cf.v2, "i1", None) == before
+        elif op == "rollback":
+            target = next((v for v in reversed(previous) if v != current), None)
+            if target is None:
+                with pytest.raises(ConfigError, match="no earlier config"):
+                    rollback_config(admin, "gate", registry=cf.registry())
+                continue
+            assert (
+                rollback_config(admin, "gate", registry=cf.registry()).current == target
+            )
+            while previous and previous[-1] != target:
+                previous.pop()
+            previous.pop()
+            current = target
+        else:
+            if arg not in expected:
+                await engine.start("gate", cf.Begin(), instance_id=arg)
+                expected[arg] = []
+            pinned.setdefault(arg, current)
+            await engine.send(arg, cf.Check(n))
+            expected[arg].append(
+                (n, thresholds[pinned[arg]], thresholds[current], False)
+            )
+    states = {i: (await engine.get(i)).state for i in expected}
+    await engine.close()
+    fresh = open_engine(url, cf.registry(), poll_interval=0.0)
+    for i, rows in expected.items():
+        assert states[i].checks == tuple(rows)
+        assert (await fresh.get(i)).state == states[i]
+        after = await fresh.send(i, cf.Check(-1))
+        assert after.state.checks[-1][:2] == (-1, thresholds[pinned[i]])
+    await fresh.close()
+    admin.close()
