@@ -193,7 +193,8 @@ async def _sequence(url: str, ops: list[tuple[str, Any]]) -> None:
     admin = Deployments(url, poll_interval=0.0)
     engine = open_engine(url, cf.registry(), poll_interval=0.0)
     thresholds = [100]  # the model: version -> threshold, v0 the defaults
-    current, previous = 0, []  # noqa: RUF059
+    current = 0
+    previous: list[int] = []
     pinned: dict[str, int] = {}
     expected: dict[str, list[tuple[int, int, int, bool]]] = {}
     for n, (op, arg) in enumerate(ops):
