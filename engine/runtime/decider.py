@@ -333,8 +333,18 @@ class Decider:
 def _defaults(wf: Workflow[Any]) -> ConfigReader:
     """The config of an engine without a router: the type's defaults (v0)."""
     assert wf.config is not None
-    made = decode_config(wf.config, {})
+    made = _default_config(wf.config)
     return lambda version: (0, made)
+
+
+_DEFAULTS: dict[type[Any], Any] = {}
+
+
+def _default_config(config_type: type[Any]) -> Any:
+    made = _DEFAULTS.get(config_type)
+    if made is None:
+        made = _DEFAULTS[config_type] = decode_config(config_type, {})
+    return made
 
 
 def _key(command_id: str | None) -> str | None:
