@@ -242,15 +242,18 @@ class Context:
         reader = self._config_reader()
         if CONFIG_KEY in self.pinned:
             return reader(self.pinned[CONFIG_KEY])[1]
-        version = self._value("flag", lambda: [CONFIG_KEY, reader(None)[0]])[1]
+        got: list[tuple[int, Any]] = []
+        version = self._value("flag", lambda: [CONFIG_KEY, _read(reader, got)])[1]
         self.pinned[CONFIG_KEY] = version
-        return reader(version)[1]
+        return got[0][1] if got else reader(version)[1]
 
     @property
     def config_latest(self) -> Any:
         """The workflow's typed config at the latest version (recorded per read)."""
         reader = self._config_reader()
-        return reader(self._value("config", lambda: reader(None)[0]))[1]
+        got: list[tuple[int, Any]] = []
+        version = self._value("config", lambda: _read(reader, got))
+        return got[0][1] if got else reader(version)[1]
 
     def _config_reader(self) -> ConfigReader:
         if self._configs is None:
@@ -278,6 +281,12 @@ class Context:
         value = self._value("flag", lambda: [name, evaluate()])[1]
         self.pinned[name] = value
         return value
+
+
+def _read(reader: ConfigReader, into: list[tuple[int, Any]]) -> int:
+    """The version ``reader`` serves now, keeping its config in ``into``."""
+    into.append(reader(None))
+    return into[0][0]
 
 
 @dataclass

@@ -56,6 +56,14 @@ class ConfigResolver:
             ConfigError: ``version`` was given and this code cannot decode it.
         """
         wc = self.deployments.view.configs.get(wf.name)
+        want = version
+        if want is None:
+            want = wc.version_for(key) if wc is not None else 0
+        got = self._decoded.get((wf.name, wf.version, want))
+        if got is not None and not isinstance(got, ConfigError):
+            if version is None:  # the last good one, should a newer one fail
+                self._good[(wf.name, wf.version)] = want
+            return want, got  # decoded before: the common case
         if version is not None:
             got = self._decode(wf, wc, version)
             if isinstance(got, ConfigError):
@@ -64,7 +72,6 @@ class ConfigResolver:
                     f"recorded: {got}"
                 )
             return version, got
-        want = wc.version_for(key) if wc is not None else 0
         served = self._serve(wf, wc, want)
         return served, self._decode(wf, wc, served)
 

@@ -138,6 +138,7 @@ class Deployments:
         self._registry: WorkflowRegistry | None = None
         self.configs = ConfigResolver(self)
         """The typed config this process serves (see :mod:`engine.deploy.configs`)."""
+        self.config = self.configs.config  # the ConfigReader, without a hop
         self._load_failed: set[tuple[str, int, int]] = set()
         """Deployments (workflow, version, deployed at) that failed to load here:
         not tried again until they are deployed again."""
@@ -263,12 +264,6 @@ class Deployments:
     def attached(self) -> WorkflowRegistry | None:
         """The engine's workflow registry, when attached."""
         return self._registry
-
-    def config(
-        self, workflow: Workflow[Any], key: str, version: int | None
-    ) -> tuple[int, Any]:
-        """``workflow``'s typed config for routing key ``key`` (a ConfigReader)."""
-        return self.configs.config(workflow, key, version)
 
     def route(self, workflow: str, key: str) -> int | None:
         """The version for a new instance with routing key ``key``, if routed.

@@ -14,6 +14,7 @@ commit in doubt the committer recognises its own records by them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -321,7 +322,7 @@ class Decider:
         router = self.router
         if router is None:
             return _defaults(wf)
-        return lambda version: router.config(wf, key, version)
+        return functools.partial(router.config, wf, key)
 
     def _flag_reader(self, key: str) -> Callable[[str, str, Any], Any] | None:
         router = self.router

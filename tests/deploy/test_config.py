@@ -142,6 +142,9 @@ async def test_old_code_keeps_the_last_good_config_and_reports_it(
     old = open_engine(sqlite_url, cf.old_registry(), poll_interval=0.0)
     await old.start("gate", cf.Begin(), instance_id="o", version=1)
     assert (await old.send("o", cf.Check(1))).state.checks[-1][1] == 10
+    await asyncio.to_thread(_set, admin, 15)
+    await old.start("gate", cf.Begin(), instance_id="q", version=1)
+    assert (await old.send("q", cf.Check(1))).state.checks[-1][1] == 15
     # Valid for current code (which knows `note`), not for the old build.
     await asyncio.to_thread(
         set_config,
@@ -152,19 +155,19 @@ async def test_old_code_keeps_the_last_good_config_and_reports_it(
     )
     await old.start("gate", cf.Begin(), instance_id="p", version=1)
     info = await old.send("p", cf.Check(2))
-    assert info.state.checks[-1][1] == 10  # the last good one
+    assert info.state.checks[-1][1] == 15  # the last good one
     router = old.router
     assert isinstance(router, Deployments)
-    assert router.configs.refusals == {("gate", 2): 1}
+    assert router.configs.refusals == {("gate", 3): 1}
     reports = read_reports(admin.store, "gate", admin.codec)
     (report,) = [r for _, r in reports.values()]
-    assert (report.applied, report.refused) == (1, 2)
+    assert (report.applied, report.refused) == (2, 3)
     assert "unknown field `$.note`" in report.error
     # Rolling back to what it can read clears the refusal in its report.
     await asyncio.to_thread(rollback_config, admin, "gate", registry=cf.registry())
     await old.send("p", cf.Check(3))
     (report,) = [r for _, r in read_reports(admin.store, "gate", admin.codec).values()]
-    assert (report.applied, report.refused) == (1, 0)
+    assert (report.applied, report.refused) == (2, 0)
     await old.close()
     admin.close()
 
