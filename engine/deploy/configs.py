@@ -13,6 +13,7 @@ which ``nonstop config status`` reads.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from engine.core.config import decode_config
@@ -26,9 +27,21 @@ from engine.store import EventStore, NewRecord
 if TYPE_CHECKING:
     from engine.deploy.registry import Deployments
 
-__all__ = ["ConfigResolver", "read_reports"]
+__all__ = ["ConfigResolver", "read_reports", "refusal_totals"]
 
 log = logging.getLogger("nonstop.config")
+_RESOLVERS: weakref.WeakSet[ConfigResolver] = weakref.WeakSet()
+
+
+def refusal_totals() -> dict[tuple[str, int], int]:
+    """Refusals of every live resolver of this process, by (workflow, version)."""
+    out: dict[tuple[str, int], int] = {}
+    for resolver in list(_RESOLVERS):
+        for key, n in resolver.refusals.items():
+            out[key] = out.get(key, 0) + n
+    return out
+
+
 _Decoded = Any  # a typed config, or the ConfigError its code raised
 
 
@@ -46,6 +59,7 @@ class ConfigResolver:
         self._reported: dict[str, tuple[int, int]] = {}
         self.refusals: dict[tuple[str, int], int] = {}
         """How often each config version was refused here, by (workflow, version)."""
+        _RESOLVERS.add(self)
 
     def config(
         self, wf: Workflow[Any], key: str, version: int | None

@@ -159,6 +159,13 @@ async def test_old_code_keeps_the_last_good_config_and_reports_it(
     router = old.router
     assert isinstance(router, Deployments)
     assert router.configs.refusals == {("gate", 3): 1}
+    from engine.health.prometheus import HealthCollector
+
+    families = {m.name: m for m in HealthCollector().collect()}
+    assert any(
+        s.labels == {"workflow": "gate", "config_version": "3"} and s.value >= 1
+        for s in families["nonstop_config_refusals"].samples
+    )
     reports = read_reports(admin.store, "gate", admin.codec)
     (report,) = [r for _, r in reports.values()]
     assert (report.applied, report.refused) == (2, 3)

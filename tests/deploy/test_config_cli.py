@@ -115,6 +115,11 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], url: str) -> No
     with pytest.raises(SystemExit) as exc:
         main(["--store", url, "config", "set", "gate"])
     assert exc.value.code == 2
+    # Reading commands never create a store.
+    code, _, err = nonstop(capsys, url, "config", "status", "gate")
+    assert code == 2 and "nonstop init" in err
+    assert not Path(url.removeprefix("sqlite:///")).exists()
+    assert nonstop(capsys, url, "init")[0] == 0
     code, _, err = nonstop(capsys, url, "config", "show", "gate", "--version", "3")
     assert code == 2 and "gate has no config v3" in err
 
