@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.commands.deploy import _audit_args, _iso
 from engine.commands.instances import print_json
 from engine.core.config import ConfigFormat, parse_document
 from engine.core.errors import ConfigError, FlagError
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q.add_argument(
         "--canary", metavar="PCT", type=float, help="give it to this share only"
     )
-    _who(q)
+    _audit_args(q)
     q.set_defaults(run=_set)
     q = inner.add_parser("show", help="a config version's document")
     q.add_argument("workflow", metavar="W")
@@ -56,11 +57,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q = inner.add_parser("rollback", help="back to an earlier config version")
     q.add_argument("workflow", metavar="W")
     q.add_argument("--to", metavar="N", type=int, help="default: the previous one")
-    _who(q)
+    _audit_args(q)
     q.set_defaults(run=_rollback)
     q = inner.add_parser("promote", help="give the canary config to everyone")
     q.add_argument("workflow", metavar="W")
-    _who(q)
+    _audit_args(q)
     q.set_defaults(run=_promote)
     q = inner.add_parser("status", help="which engines run which config version")
     q.add_argument("workflow", metavar="W")
@@ -73,13 +74,8 @@ def register_flags(inner: argparse._SubParsersAction[Any]) -> None:
     q = inner.add_parser("rollback", help="restore an earlier flag definition")
     q.add_argument("name", metavar="NAME")
     q.add_argument("--to", metavar="N", type=int, help="definition N (see audit)")
-    _who(q)
+    _audit_args(q)
     q.set_defaults(run=_flags_rollback)
-
-
-def _who(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--by", metavar="WHO", help="who makes the change (default: $USER)")
-    p.add_argument("--reason", metavar="WHY", default="", help="why (kept in history)")
 
 
 def _refused(exc: Exception) -> int:
@@ -170,8 +166,6 @@ def _show(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _history(ctx: CliContext, args: argparse.Namespace) -> int:
-    from engine.commands.deploy import _iso
-
     wc = _config(ctx, args.workflow)
     for change in wc.changes:
         why = f" ({change.reason})" if change.reason else ""
@@ -185,8 +179,6 @@ def _history(ctx: CliContext, args: argparse.Namespace) -> int:
 
 
 def _status(ctx: CliContext, args: argparse.Namespace) -> int:
-    from engine.commands.deploy import _iso
-
     with Deployments(ctx.store_url) as reg:
         wc = reg.refresh().configs.get(args.workflow) or WorkflowConfig(args.workflow)
         reports = read_reports(reg.store, args.workflow, reg.codec)

@@ -24,7 +24,6 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
-from engine.commands.config import register_flags
 from engine.commands.instances import print_json
 from engine.commands.progress import INTERRUPTED, bar, interruptible, rate
 from engine.core.errors import MapperLoadError
@@ -145,6 +144,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--revive", action="store_true", help="undo a kill")
     _audit_args(q)
     q.set_defaults(run=_flags_kill)
+    from engine.commands.config import register_flags  # it imports this module
+
     register_flags(inner)
 
 
