@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import ConfigError
+from engine import ConfigError, WorkflowRegistry
 from engine.core.config import CONFIG_KEY
 from engine.deploy import Deployments, open_engine
 from engine.deploy.configadmin import (
@@ -21,6 +22,7 @@ from engine.deploy.configadmin import (
     set_config,
 )
 from engine.deploy.configs import read_reports
+from engine.deploy.events import INDEX_STREAM, config_stream
 from engine.deploy.routing import bucket
 from tests.deploy import configflows as cf
 
@@ -252,5 +254,45 @@ async def _sequence(url: str, ops: list[tuple[str, Any]]) -> None:
         assert (await fresh.get(i)).state == states[i]
         after = await fresh.send(i, cf.Check(-1))
         assert after.state.checks[-1][:2] == (-1, thresholds[pinned[i]])
+    await fresh.close()
+    admin.close()
+
+
+@pytest.mark.parametrize("instance_events", [1_000, 20_000])
+def test_reading_config_costs_the_registry_not_the_log(instance_events: int) -> None:
+    from tests.deploy.test_cold_read import CountingStore, _instances
+
+    store = CountingStore()
+    with Deployments(store) as ops:
+        _set(ops, 10)
+        _instances(store, "a", instance_events // 100, 50)
+        _set(ops, 20, canary=25)
+        _instances(store, "b", instance_events // 100, 50)
+    size = len(store.read_stream(INDEX_STREAM)) + len(
+        store.read_stream(config_stream("gate"))
+    )
+    assert size == 3  # the index entry, two changes
+    store.examined = 0
+    view = Deployments(store).refresh()
+    assert store.examined == size  # not the instance events
+    wc = view.configs["gate"]
+    assert (wc.current, wc.canary, wc.table(2)) == (1, 2, {"threshold": 20})
+
+
+async def test_the_pinned_config_version_survives_snapshots(sqlite_url: str) -> None:
+    snapshotting = dataclasses.replace(cf.v1, snapshot_every=1)
+    reg = WorkflowRegistry()
+    reg.register(snapshotting)
+    admin = Deployments(sqlite_url)
+    await asyncio.to_thread(_set, admin, 10)
+    engine = open_engine(sqlite_url, reg, poll_interval=0.0)
+    await engine.start("gate", cf.Begin(), instance_id="s", version=1)
+    await engine.send("s", cf.Check(1))
+    await engine.close()
+    assert admin.store.load_snapshot("s") is not None
+    await asyncio.to_thread(_set, admin, 20)
+    fresh = open_engine(sqlite_url, reg, poll_interval=0.0)
+    info = await fresh.send("s", cf.Check(2))
+    assert [row[1] for row in info.state.checks] == [10, 10]
     await fresh.close()
     admin.close()
