@@ -184,15 +184,17 @@ async def test_old_code_keeps_the_last_good_config_and_reports_it(
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("set"), st.integers(0, 1000)),
+        st.tuples(st.just("canary"), st.integers(0, 1000)),
+        st.tuples(st.just("promote"), st.none()),
         st.tuples(st.just("bad"), st.sampled_from([{"threshold": -1}, {"x": 1}])),
         st.tuples(st.just("rollback"), st.none()),
-        st.tuples(st.just("check"), st.sampled_from(["i1", "i2", "i3"])),
+        st.tuples(st.just("check"), st.sampled_from(["i1", "i2", "i3", "i4"])),
     ),
-    max_size=12,
+    max_size=14,
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=ops)
 def test_any_sequence_replays_the_same_after_a_restart(
     ops: list[tuple[str, Any]],
@@ -201,51 +203,91 @@ def test_any_sequence_replays_the_same_after_a_restart(
         asyncio.run(_sequence(f"sqlite:///{Path(tmp) / 'e.db'}", ops))
 
 
+class _Model:
+    """What the config of ``gate`` should be: versions, routing, rollbacks."""
+
+    def __init__(self) -> None:
+        self.thresholds = [100]  # version -> threshold, v0 the defaults
+        self.current = 0
+        self.canary: int | None = None
+        self.previous: list[int] = []
+
+    def add(self, threshold: int, *, canary: bool) -> None:
+        self.thresholds.append(threshold)
+        version = len(self.thresholds) - 1
+        if canary:
+            self.canary = version
+        else:
+            self.move(version)
+
+    def move(self, version: int) -> None:
+        if version != self.current:
+            self.previous.append(self.current)
+        self.current, self.canary = version, None
+
+    def rollback_target(self) -> int | None:
+        if self.canary is not None:
+            return self.current
+        return next((v for v in reversed(self.previous) if v != self.current), None)
+
+    def rollback(self, target: int) -> None:
+        if target != self.current:
+            while self.previous and self.previous[-1] != target:
+                self.previous.pop()
+            if self.previous:
+                self.previous.pop()
+        self.current, self.canary = target, None
+
+    def version_for(self, key: str) -> int:
+        if self.canary is not None and bucket("config:gate", key) < 5000:
+            return self.canary
+        return self.current
+
+
 async def _sequence(url: str, ops: list[tuple[str, Any]]) -> None:
     admin = Deployments(url, poll_interval=0.0)
     engine = open_engine(url, cf.registry(), poll_interval=0.0)
-    thresholds = [100]  # the model: version -> threshold, v0 the defaults
-    current = 0
-    previous: list[int] = []
+    model = _Model()
     pinned: dict[str, int] = {}
     expected: dict[str, list[tuple[int, int, int, bool]]] = {}
     for n, (op, arg) in enumerate(ops):
-        if op == "set":
-            _set(admin, arg)
-            thresholds.append(arg)
-            previous.append(current)
-            current = len(thresholds) - 1
+        if op in ("set", "canary"):
+            _set(admin, arg, **({"canary": 50} if op == "canary" else {}))
+            model.add(arg, canary=op == "canary")
+        elif op == "promote":
+            if model.canary is None:
+                with pytest.raises(ConfigError, match="no config canary"):
+                    promote_config(admin, "gate")
+                continue
+            assert promote_config(admin, "gate").current == model.canary
+            model.move(model.canary)
         elif op == "bad":
             router = engine.router
             assert isinstance(router, Deployments)
             router.refresh()
-            before = router.config(cf.v2, "i1", None)
+            before = [router.config(cf.v2, k, None) for k in ("i1", "i2", "i3")]
             with pytest.raises(ConfigError):
                 set_config(admin, "gate", arg, registry=cf.registry())
             router.refresh()
-            assert router.config(cf.v2, "i1", None) == before
+            assert [router.config(cf.v2, k, None) for k in ("i1", "i2", "i3")] == before
         elif op == "rollback":
-            target = next((v for v in reversed(previous) if v != current), None)
+            target = model.rollback_target()
             if target is None:
                 with pytest.raises(ConfigError, match="no earlier config"):
                     rollback_config(admin, "gate", registry=cf.registry())
                 continue
-            assert (
-                rollback_config(admin, "gate", registry=cf.registry()).current == target
-            )
-            while previous and previous[-1] != target:
-                previous.pop()
-            previous.pop()
-            current = target
+            wc = rollback_config(admin, "gate", registry=cf.registry())
+            assert (wc.current, wc.canary) == (target, None)
+            model.rollback(target)
         else:
             if arg not in expected:
                 await engine.start("gate", cf.Begin(), instance_id=arg)
                 expected[arg] = []
-            pinned.setdefault(arg, current)
+            now = model.version_for(arg)
+            pinned.setdefault(arg, now)
             await engine.send(arg, cf.Check(n))
-            expected[arg].append(
-                (n, thresholds[pinned[arg]], thresholds[current], False)
-            )
+            t = model.thresholds
+            expected[arg].append((n, t[pinned[arg]], t[now], False))
     states = {i: (await engine.get(i)).state for i in expected}
     await engine.close()
     fresh = open_engine(url, cf.registry(), poll_interval=0.0)
@@ -253,7 +295,7 @@ async def _sequence(url: str, ops: list[tuple[str, Any]]) -> None:
         assert states[i].checks == tuple(rows)
         assert (await fresh.get(i)).state == states[i]
         after = await fresh.send(i, cf.Check(-1))
-        assert after.state.checks[-1][:2] == (-1, thresholds[pinned[i]])
+        assert after.state.checks[-1][:2] == (-1, model.thresholds[pinned[i]])
     await fresh.close()
     admin.close()
 
