@@ -137,11 +137,11 @@ async def test_engines_pick_up_config_without_restart_and_pin_it(
 
 
 async def test_old_code_keeps_the_last_good_config_and_reports_it(
-    sqlite_url: str,
+    durable_url: str,
 ) -> None:
-    admin = Deployments(sqlite_url)
+    admin = Deployments(durable_url)
     await asyncio.to_thread(_set, admin, 10)
-    old = open_engine(sqlite_url, cf.old_registry(), poll_interval=0.0)
+    old = open_engine(durable_url, cf.old_registry(), poll_interval=0.0)
     await old.start("gate", cf.Begin(), instance_id="o", version=1)
     assert (await old.send("o", cf.Check(1))).state.checks[-1][1] == 10
     await asyncio.to_thread(_set, admin, 15)

@@ -8,7 +8,9 @@ import pytest
 
 from engine.deploy import Deployments, open_engine
 from engine.deploy.configadmin import set_config
+from engine.deploy.configs import read_reports
 from engine.runtime import Engine
+from engine.store import open_store
 from tests.deploy import configflows as cf
 
 pytestmark = pytest.mark.postgres
@@ -79,4 +81,39 @@ async def test_a_live_flag_kill_reaches_in_flight_instances_within_a_second(
         assert ["live", ["gate-open", True]] in reads[0]
         assert ["live", ["gate-open", False]] in reads[-1]
         await engine.close()
+    admin.close()
+
+
+async def test_an_engine_on_old_code_keeps_its_config_beside_a_new_one(
+    pg_url: str,
+) -> None:
+    admin = Deployments(pg_url)
+    await asyncio.to_thread(
+        set_config, admin, "gate", {"threshold": 10}, registry=cf.registry()
+    )
+    store = open_store(pg_url)
+    old = Engine(
+        store, cf.old_registry(), router=Deployments(store, worker="old-build")
+    )
+    new = Engine(store, cf.registry(), router=Deployments(store, worker="new-build"))
+    await old.start("gate", cf.Begin(), instance_id="o", version=1)
+    await new.start("gate", cf.Begin(), instance_id="n", version=2)
+    # Valid for the current code: the old build's type has no `note`.
+    doc = {"threshold": 50, "note": "x"}
+    await asyncio.to_thread(set_config, admin, "gate", doc, registry=cf.registry())
+    await asyncio.wait_for(_until_seen(new, "n", 50, 2), timeout=1.0)
+
+    async def reported() -> dict[str, tuple[int, int]]:
+        while True:
+            await old.send("o", cf.Check(0))  # each command may refresh
+            got = await asyncio.to_thread(read_reports, store, "gate", admin.codec)
+            runs = {w: (r.applied, r.refused) for w, (_, r) in got.items()}
+            if runs.get("old-build") == (1, 2):
+                return runs
+
+    runs = await asyncio.wait_for(reported(), timeout=5.0)
+    assert runs == {"old-build": (1, 2), "new-build": (2, 0)}
+    assert (await old.get("o")).state.checks[-1][1] == 10  # the last good one
+    await old.close()
+    await new.close()
     admin.close()
