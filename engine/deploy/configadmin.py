@@ -191,22 +191,24 @@ def rollback_config(
             version refuses it; nothing was written.
     """
     user = by or default_user()
-    wc = deployments.refresh().configs.get(workflow) or WorkflowConfig(workflow)
-    target = to if to is not None else wc.rollback_target()
-    if target is None:
-        raise ConfigError(
-            f"{workflow} has no earlier config version to roll back to "
-            f"(now {wc.describe()}); pass --to N"
-        )
-    if target and target not in wc.versions:
-        known = ", ".join(f"v{v}" for v in sorted(wc.versions)) or "none"
-        raise ConfigError(
-            f"{workflow} has no config v{target} (stored: {known}; v0 is the defaults)"
-        )
     types = config_types(deployments, workflow, registry)
-    validate_everywhere(types, workflow, wc.table(target))
 
     def make(view: DeployView) -> list[Any]:
+        # Decided on the fresh view: a change that won a race moves the target.
+        wc = view.configs.get(workflow) or WorkflowConfig(workflow)
+        target = to if to is not None else wc.rollback_target()
+        if target is None:
+            raise ConfigError(
+                f"{workflow} has no earlier config version to roll back to "
+                f"(now {wc.describe()}); pass --to N"
+            )
+        if target and target not in wc.versions:
+            known = ", ".join(f"v{v}" for v in sorted(wc.versions)) or "none"
+            raise ConfigError(
+                f"{workflow} has no config v{target} (stored: {known}; v0 is the "
+                "defaults)"
+            )
+        validate_everywhere(types, workflow, wc.table(target))
         return [
             ConfigChanged(workflow, "rollback", 0, b"", target, None, 0, user, reason)
         ]
