@@ -136,5 +136,7 @@ def test_flags_rollback(capsys: pytest.CaptureFixture[str], url: str) -> None:
     assert code == 1 and "definitions 1..5, not 9" in err
     code, _, err = nonstop(capsys, url, "flags", "rollback", "nope")
     assert code == 1 and "unknown flag 'nope'" in err
+    code, _, err = nonstop(capsys, url, "flags", "set", "@config", "--on")
+    assert code == 2 and "starts with '@' (reserved" in err
     code, out, _ = nonstop(capsys, url, "audit", "flag:f")
     assert code == 0 and "rollback" in out
