@@ -25,6 +25,7 @@ from engine.core.codec import EventCodec
 from engine.core.config import ConfigReader, decode_config
 from engine.core.errors import (
     CommandRejected,
+    ConfigError,
     MigrationError,
     NonstopError,
     WorkflowCodeError,
@@ -335,7 +336,17 @@ def _defaults(wf: Workflow[Any]) -> ConfigReader:
     """The config of an engine without a router: the type's defaults (v0)."""
     assert wf.config is not None
     made = _default_config(wf.config)
-    return lambda version: (0, made)
+
+    def read(version: int | None) -> tuple[int, Any]:
+        if version:
+            raise ConfigError(
+                f"{wf.ref}: the instance recorded config v{version}, which an "
+                "engine without the deployments registry cannot read; open the "
+                "engine with deployments"
+            )
+        return 0, made
+
+    return read
 
 
 _DEFAULTS: dict[type[Any], Any] = {}

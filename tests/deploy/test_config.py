@@ -338,3 +338,23 @@ async def test_the_pinned_config_version_survives_snapshots(sqlite_url: str) -> 
     assert [row[1] for row in info.state.checks] == [10, 10]
     await fresh.close()
     admin.close()
+
+
+async def test_an_engine_without_the_registry_reads_defaults_only(
+    sqlite_url: str,
+) -> None:
+    from engine.runtime import Engine
+
+    admin = Deployments(sqlite_url)
+    await asyncio.to_thread(_set, admin, 10)
+    engine = open_engine(sqlite_url, cf.registry(), poll_interval=0.0)
+    await engine.start("gate", cf.Begin(), instance_id="r", version=1)
+    await engine.send("r", cf.Check(1))
+    await engine.close()
+    bare = Engine(sqlite_url, cf.registry(), deployments=False)  # logs a warning
+    await bare.start("gate", cf.Begin(), instance_id="d", version=1)
+    assert (await bare.send("d", cf.Check(2))).state.checks[-1][1] == 100
+    with pytest.raises(ConfigError, match="recorded config v1, which an engine"):
+        await bare.send("r", cf.Check(3))
+    await bare.close()
+    admin.close()
