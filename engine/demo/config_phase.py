@@ -28,7 +28,7 @@ __all__ = ["config_phase"]
 
 _STRICT = 0.5
 """The fraud limit the operator tries mid-run (rejects about half the orders)."""
-_BATCH = 24
+_BATCH = 16
 """Orders per step of the phase."""
 
 
@@ -41,14 +41,21 @@ async def config_phase(
         The commits written and a summary table.
     """
     ops = Deployments(store_url)
-    engine = open_engine(store_url, orders.registry(), poll_interval=0.05)
+    code = orders.registry()
+    engine = open_engine(store_url, code, poll_interval=0.05)
     table = Table(title="config phase: orders@2 fraud limit, no restart")
     for col in ("step", "config", "orders", "rejected", "as configured"):
         table.add_column(col)
     by = "demo"
     try:
         base = await asyncio.to_thread(
-            set_config, ops, WORKFLOW, {}, by=by, reason="demo: the defaults"
+            set_config,
+            ops,
+            WORKFLOW,
+            {},
+            by=by,
+            reason="demo: the defaults",
+            registry=code,
         )
         steps: list[tuple[str, str, dict[str, Any] | None]] = [
             ("baseline", f"v{base.current}: defaults", None),
@@ -58,7 +65,13 @@ async def config_phase(
         for name, label, document in steps:
             if document is not None:
                 wc = await asyncio.to_thread(
-                    set_config, ops, WORKFLOW, document, by=by, reason="demo"
+                    set_config,
+                    ops,
+                    WORKFLOW,
+                    document,
+                    by=by,
+                    reason="demo",
+                    registry=code,
                 )
                 label = f"v{wc.current}: {label}"
                 out.print(Text(f"operator: config set {WORKFLOW} -> {label}"))
@@ -66,13 +79,18 @@ async def config_phase(
             count += await _batch(engine, run, rng, name, label, table, count)
         try:
             await asyncio.to_thread(
-                set_config, ops, WORKFLOW, {"fraud_limit": -0.1}, by=by
+                set_config, ops, WORKFLOW, {"fraud_limit": -0.1}, by=by, registry=code
             )
             run.fail(WORKFLOW, "a negative fraud limit was accepted")
         except ConfigError as exc:
             out.print(Text(f"operator: bad config refused: {exc}"))
         wc = await asyncio.to_thread(
-            rollback_config, ops, WORKFLOW, by=by, reason="demo: too strict"
+            rollback_config,
+            ops,
+            WORKFLOW,
+            by=by,
+            reason="demo: too strict",
+            registry=code,
         )
         label = f"v{wc.current}: rolled back"
         out.print(Text(f"operator: config rollback {WORKFLOW} -> {label}"))
