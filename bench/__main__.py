@@ -30,6 +30,7 @@ PLUGINS = {
     "rollout": "bench.rollout",
     "testing": "bench.testing_kit",
     "console": "bench.console",
+    "config": "bench.config",
 }
 """Scenario name -> module with ``DESCRIPTION`` (markdown) and
 ``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes

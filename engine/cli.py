@@ -280,6 +280,9 @@ _READ_ONLY = {
     ("versions", None),
     ("audit", None),
     ("flags", "list"),
+    ("config", "show"),
+    ("config", "history"),
+    ("config", "status"),
     ("projections", "status"),
     ("deadletters", "list"),
 }
@@ -291,7 +294,12 @@ def _read_only(args: Any) -> bool:
     action = next(
         (
             getattr(args, a)
-            for a in ("flags_command", "projections_command", "action")
+            for a in (
+                "flags_command",
+                "projections_command",
+                "config_command",
+                "action",
+            )
             if getattr(args, a, None)
         ),
         None,

@@ -40,6 +40,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "engine.deploy.flags",
             "engine.deploy.view",
             "engine.deploy.events",
+            "engine.deploy.configview",
+            "engine.deploy.configs",
             "engine.loading",
         ],
     ),

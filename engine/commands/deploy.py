@@ -1,6 +1,6 @@
 """``nonstop`` deployment subcommands: deploy, promote, rollback, versions, ...
 
-Also ``retire``, ``migrate``, ``audit`` and ``flags list|set|kill``.
+Also ``retire``, ``migrate``, ``audit`` and ``flags list|set|kill|rollback``.
 
 Every change is written to the deployments registry in the store with who made
 it (``--by``, default ``$USER``) and why (``--reason``); every engine on the
@@ -130,7 +130,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     _json_arg(p)
     p.set_defaults(run=_audit)
 
-    p = sub.add_parser("flags", help="feature flags: list, set, kill")
+    p = sub.add_parser("flags", help="feature flags: list, set, kill, rollback")
     inner = p.add_subparsers(dest="flags_command", metavar="ACTION", required=True)
     q = inner.add_parser("list", help="every flag with its definition")
     _json_arg(q)
@@ -151,6 +151,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q.add_argument("--revive", action="store_true", help="undo a kill")
     _audit_args(q)
     q.set_defaults(run=_flags_kill)
+    from engine.commands.config import register_flags  # it imports this module
+
+    register_flags(inner)
 
 
 def _json_arg(p: argparse.ArgumentParser) -> None:

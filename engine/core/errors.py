@@ -26,6 +26,7 @@ __all__ = [
     "CommandRejected",
     "CommitInDoubt",
     "ConcurrencyConflict",
+    "ConfigError",
     "ConflictRetriesExhausted",
     "ConsoleError",
     "CorruptStream",
@@ -377,6 +378,15 @@ class CanaryActive(DeployError):
 
 class FlagError(NonstopError, ValueError):
     """A flag definition or evaluation request is malformed."""
+
+
+class ConfigError(NonstopError, ValueError):
+    """A configuration document is refused; nothing was written.
+
+    It is unparsable, mistyped, out of bounds, has an unknown field, or breaks
+    a rule of the config type. The message names the field and, when a
+    running version refused it, that version.
+    """
 
 
 class MapperLoadError(NonstopError, ValueError):

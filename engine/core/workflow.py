@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
+from engine.core.config import CONFIG_KEY, ConfigReader
 from engine.core.errors import (
     DuplicateRegistration,
     UnknownWorkflow,
@@ -92,6 +93,9 @@ class Workflow(Generic[S]):
     commands: tuple[type[Any], ...] = ()
     """Types of the commands ``send`` gives a running instance (as for
     ``inputs``; when empty, ``decide``'s command annotation)."""
+    config: type[Any] | None = None
+    """Optional config type (a ``msgspec.Struct`` with defaults) deciders read
+    as ``ctx.config``; see :mod:`engine.core.config`."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -170,7 +174,15 @@ class Context:
     once per instance: later decisions of the instance see the first value.
     """
 
-    __slots__ = ("_flags", "_replay", "instance_id", "pinned", "recorded", "workflow")
+    __slots__ = (
+        "_configs",
+        "_flags",
+        "_replay",
+        "instance_id",
+        "pinned",
+        "recorded",
+        "workflow",
+    )
 
     def __init__(
         self,
@@ -180,6 +192,7 @@ class Context:
         replay: Sequence[Any] | None = None,
         flags: FlagReader | None = None,
         pinned: dict[str, Any] | None = None,
+        configs: ConfigReader | None = None,
     ) -> None:
         self.instance_id = instance_id
         """The instance being decided."""
@@ -191,6 +204,7 @@ class Context:
         """Flag values this instance already evaluated, by flag name."""
         self._replay = list(replay) if replay is not None else None
         self._flags = flags
+        self._configs = configs
 
     def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         if self._replay is not None:
@@ -219,20 +233,53 @@ class Context:
         """A random UUID as hex, recorded."""
         return str(self._value("uuid", lambda: _uuid.uuid4().hex))
 
-    def flag(self, name: str, default: bool = False) -> bool:
+    def flag(self, name: str, default: bool = False, *, live: bool = False) -> bool:
         """Whether boolean or percentage flag ``name`` is on for this instance.
 
         The first evaluation per instance is recorded; an unknown flag or an
-        evaluation error yields ``default``.
+        evaluation error yields ``default``. A ``live`` read follows the flag
+        (a change or kill reaches the instance at its next decision) and is
+        recorded at every read.
         """
-        return bool(self._flag("flag", name, default))
+        return bool(self._flag("flag", name, default, live))
 
-    def variant(self, name: str, default: str) -> str:
+    def variant(self, name: str, default: str, *, live: bool = False) -> str:
         """The variant of flag ``name`` for this instance (``default`` if none)."""
-        return str(self._flag("variant", name, default))
+        return str(self._flag("variant", name, default, live))
 
-    def _flag(self, kind: str, name: str, default: Any) -> Any:
-        if name in self.pinned:
+    @property
+    def config(self) -> Any:
+        """The workflow's typed config, at the version this instance first read.
+
+        The version is recorded at the first read per instance; later
+        decisions and replays read that version again.
+        """
+        reader = self._config_reader()
+        if CONFIG_KEY in self.pinned:
+            return reader(self.pinned[CONFIG_KEY])[1]
+        got: list[tuple[int, Any]] = []
+        version = self._value("flag", lambda: [CONFIG_KEY, _read(reader, got)])[1]
+        self.pinned[CONFIG_KEY] = version
+        return got[0][1] if got else reader(version)[1]
+
+    @property
+    def config_latest(self) -> Any:
+        """The workflow's typed config at the latest version (recorded per read)."""
+        reader = self._config_reader()
+        got: list[tuple[int, Any]] = []
+        version = self._value("config", lambda: _read(reader, got))
+        return got[0][1] if got else reader(version)[1]
+
+    def _config_reader(self) -> ConfigReader:
+        if self._configs is None:
+            raise WorkflowDefinitionError(
+                f"{self.workflow} reads ctx.config but no config is available: "
+                "declare the type with Workflow(config=MyConfig)"
+            )
+        return self._configs
+
+    def _flag(self, kind: str, name: str, default: Any, live: bool = False) -> Any:
+        if name in self.pinned and not live:
             return self.pinned[name]
         reader = self._flags
 
@@ -244,9 +291,17 @@ class Context:
             except Exception:  # a flag must never fail a workflow
                 return default
 
+        if live:
+            return self._value("live", lambda: [name, evaluate()])[1]
         value = self._value("flag", lambda: [name, evaluate()])[1]
         self.pinned[name] = value
         return value
+
+
+def _read(reader: ConfigReader, into: list[tuple[int, Any]]) -> int:
+    """The version ``reader`` serves now, keeping its config in ``into``."""
+    into.append(reader(None))
+    return into[0][0]
 
 
 @dataclass

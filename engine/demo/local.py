@@ -31,6 +31,7 @@ from engine.demo.common import (
     summary,
     verify,
 )
+from engine.demo.config_phase import config_phase
 from engine.runtime import Engine, InstanceInfo
 from engine.store import redact
 
@@ -131,10 +132,13 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
     commits += engine.commits
     canary_commits, canary_table = await _canary(store_url, run, rng, out, instances)
     commits += canary_commits
+    config_commits, config_table = await config_phase(store_url, run, rng, out)
+    commits += config_commits
 
     elapsed = time.perf_counter() - began
     out.print(summary(run, finals))
     out.print(canary_table)
+    out.print(config_table)
     v1 = [i for i, v in run.expected.items() if v == 1 and i in finals]
     v1_done = sum(finals[i].status == "completed" for i in v1)
     out.print(

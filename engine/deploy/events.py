@@ -16,10 +16,14 @@ import msgspec
 from engine.core.events import event
 
 __all__ = [
+    "CONFIG_STATUS_PREFIX",
+    "CONFIG_STREAM_PREFIX",
     "DEPLOY_STREAM_PREFIX",
     "FLAGS_STREAM",
     "INDEX_STREAM",
     "REGISTRY_TYPES",
+    "ConfigChanged",
+    "ConfigReported",
     "Deployed",
     "DeploymentFailed",
     "FlagChanged",
@@ -27,6 +31,8 @@ __all__ = [
     "RegistryStream",
     "Retired",
     "Routed",
+    "config_status_stream",
+    "config_stream",
     "deploy_stream",
 ]
 
@@ -36,6 +42,20 @@ FLAGS_STREAM = "nonstop.flags"
 """Stream id of every flag change."""
 INDEX_STREAM = "nonstop.registry"
 """Stream id of the index of the registry's workflow streams."""
+CONFIG_STREAM_PREFIX = "nonstop.config:"
+"""Stream id prefix of a workflow's config documents (listed in the index)."""
+CONFIG_STATUS_PREFIX = "nonstop.config-status:"
+"""Stream id prefix of the engines' reports of the config they run."""
+
+
+def config_stream(workflow: str) -> str:
+    """The stream holding ``workflow``'s config documents and their routing."""
+    return f"{CONFIG_STREAM_PREFIX}{workflow}"
+
+
+def config_status_stream(workflow: str) -> str:
+    """The stream of the engines' reports on ``workflow``'s config."""
+    return f"{CONFIG_STATUS_PREFIX}{workflow}"
 
 
 def deploy_stream(workflow: str) -> str:
@@ -133,6 +153,46 @@ class RegistryStream(msgspec.Struct, frozen=True):
     stream: str
 
 
+@event("nonstop.ConfigChanged")
+class ConfigChanged(msgspec.Struct, frozen=True):
+    """A config change of ``workflow``: maybe a new document, and its routing.
+
+    ``version`` and ``document`` are set when the change adds a document
+    (``set``); every change carries the routing after it.
+    """
+
+    workflow: str
+    action: str
+    """set, promote or rollback."""
+    version: int
+    """The version this change adds, 0 when it adds none."""
+    document: bytes
+    """The added document as canonical JSON (empty when none)."""
+    current: int
+    """The version instances get (0: the type's defaults)."""
+    canary: int | None
+    """A version a share of instances gets, if any."""
+    canary_bp: int
+    """The canary's share in basis points."""
+    by: str
+    reason: str = ""
+
+
+@event("nonstop.ConfigReported")
+class ConfigReported(msgspec.Struct, frozen=True):
+    """What one engine runs of ``workflow``'s config, written when it changes."""
+
+    workflow: str
+    worker: str
+    """host:pid of the engine."""
+    applied: int
+    """The newest config version it decodes and serves."""
+    refused: int = 0
+    """A newer version its code cannot decode (0: none)."""
+    error: str = ""
+    """Why it refused ``refused``."""
+
+
 REGISTRY_TYPES = (
     "nonstop.Deployed",
     "nonstop.Routed",
@@ -141,5 +201,6 @@ REGISTRY_TYPES = (
     "nonstop.FlagChanged",
     "nonstop.InstancesMigrated",
     "nonstop.RegistryStream",
+    "nonstop.ConfigChanged",
 )
 """Type names a registry view folds (read from the global order)."""

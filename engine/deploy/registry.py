@@ -42,7 +42,9 @@ from engine.core.errors import (
 )
 from engine.core.events import Metadata, now_micros
 from engine.core.workflow import Workflow, WorkflowRegistry
+from engine.deploy.configs import ConfigResolver
 from engine.deploy.events import (
+    CONFIG_STREAM_PREFIX,
     DEPLOY_STREAM_PREFIX,
     FLAGS_STREAM,
     INDEX_STREAM,
@@ -134,6 +136,9 @@ class Deployments:
         self._refreshed = float("-inf")
         self._cold_read = False
         self._registry: WorkflowRegistry | None = None
+        self.configs = ConfigResolver(self)
+        """The typed config this process serves (see :mod:`engine.deploy.configs`)."""
+        self.config = self.configs.config  # the ConfigReader, without a hop
         self._load_failed: set[tuple[str, int, int]] = set()
         """Deployments (workflow, version, deployed at) that failed to load here:
         not tried again until they are deployed again."""
@@ -156,6 +161,8 @@ class Deployments:
             self._fold()
             if self._registry is not None and self._hot_load(self._registry):
                 self._fold()  # this process just recorded a failure
+            if self._view.configs:
+                self.configs.check()
             self._refreshed = time.monotonic()
             return self._view
 
@@ -252,6 +259,11 @@ class Deployments:
     def attach(self, registry: WorkflowRegistry) -> None:
         """Load new deployments into ``registry`` from now on (hot loading)."""
         self._registry = registry
+
+    @property
+    def attached(self) -> WorkflowRegistry | None:
+        """The engine's workflow registry, when attached."""
+        return self._registry
 
     def route(self, workflow: str, key: str) -> int | None:
         """The version for a new instance with routing key ``key``, if routed.
@@ -534,8 +546,11 @@ class Deployments:
             FlagError: the definition is malformed.
         """
         user = by or default_user()
-        if not name or name != name.strip():
-            raise FlagError(f"flag name {name!r} is empty or padded")
+        if not name or name != name.strip() or name.startswith("@"):
+            raise FlagError(
+                f"flag name {name!r} is empty, padded or starts with '@' "
+                "(reserved for the engine's own recorded values)"
+            )
         flag = Flag(
             name,
             kind,
@@ -677,7 +692,8 @@ class Deployments:
     ) -> list[tuple[str, list[Any], int]]:
         """``events`` at the end of ``stream``, plus its index entry if new."""
         batch = [(stream, events, view.positions.get(stream, 0))]
-        if stream.startswith(DEPLOY_STREAM_PREFIX) and stream not in view.streams:
+        indexed = stream.startswith((DEPLOY_STREAM_PREFIX, CONFIG_STREAM_PREFIX))
+        if indexed and stream not in view.streams:
             batch += self._index_entry(view, stream)
         return batch
 

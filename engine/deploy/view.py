@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from engine.deploy.configview import WorkflowConfig
 from engine.deploy.events import (
     FLAGS_STREAM,
+    ConfigChanged,
     Deployed,
     DeploymentFailed,
     FlagChanged,
@@ -133,6 +135,10 @@ class DeployView:
     """The global position folded up to."""
     streams: set[str] = field(default_factory=set)
     """The workflow streams listed in the registry's index stream."""
+    configs: dict[str, WorkflowConfig] = field(default_factory=dict)
+    """Config documents and their routing, by workflow name."""
+    flag_history: dict[str, list[Flag]] = field(default_factory=dict)
+    """Every definition of each flag, oldest first (definition N is [N-1])."""
 
     def workflow(self, name: str) -> WorkflowDeployments:
         """The deployments of ``name`` (empty when it has none)."""
@@ -185,6 +191,11 @@ class DeployView:
             if d is not None:
                 wd.deployments[e.version] = replace(d, state="retired")
             self._log(at, e.workflow, "retire", f"v{e.version} retired", e)
+        elif isinstance(e, ConfigChanged):
+            wc = self.configs.setdefault(e.workflow, WorkflowConfig(e.workflow))
+            wc.apply(at, e)
+            detail = f"v{e.version} added; " if e.version else ""
+            self._log(at, f"config:{e.workflow}", e.action, detail + wc.describe(), e)
         elif isinstance(e, InstancesMigrated):
             self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
             detail = (
@@ -231,6 +242,7 @@ class DeployView:
             e.killed,
         )
         self.flags[e.name] = flag
+        self.flag_history.setdefault(e.name, []).append(flag)
         self._log(at, f"flag:{e.name}", e.action, flag.describe(), e)
 
     def _log(self, at: int, subject: str, action: str, detail: str, e: Any) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from engine.core.errors import NonstopError
+from engine.deploy.configs import refusal_totals
 from engine.health.analysis import LATENCY_BOUNDS, Counts
 from engine.health.counters import Health
 from engine.store import EventStore
@@ -110,6 +111,15 @@ class HealthCollector(Collector):
         yield commands
         yield seconds
         yield from instances.values()
+        refused = CounterMetricFamily(
+            "nonstop_config_refusals",
+            "Config versions this process's code could not decode (it kept the "
+            "last good one).",
+            labels=["workflow", "config_version"],
+        )
+        for (workflow, version), n in sorted(refusal_totals().items()):
+            refused.add_metric([workflow, str(version)], n)
+        yield refused
 
 
 class StoreLagCollector(Collector):

@@ -14,6 +14,7 @@ commit in doubt the committer recognises its own records by them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,8 +22,10 @@ from typing import Any
 import msgspec
 
 from engine.core.codec import EventCodec
+from engine.core.config import ConfigReader, decode_config
 from engine.core.errors import (
     CommandRejected,
+    ConfigError,
     MigrationError,
     NonstopError,
     WorkflowCodeError,
@@ -37,7 +40,7 @@ from engine.core.events import (
     now_micros,
 )
 from engine.core.replay import Instance, InstanceInfo
-from engine.core.workflow import Context, WorkflowRegistry
+from engine.core.workflow import Context, Workflow, WorkflowRegistry
 from engine.health.counters import Health
 from engine.runtime.requests import Router, Send, Start
 from engine.store import NewRecord
@@ -148,7 +151,13 @@ class Decider:
         rather than into a copy: copying grows with the instance's history.
         """
         wf = inst.workflow
-        ctx = Context(iid, meta.workflow, flags=self._flag_reader(inst.key or iid))
+        routing_key = inst.key or iid
+        ctx = Context(
+            iid,
+            meta.workflow,
+            flags=self._flag_reader(routing_key),
+            configs=self._config_reader(wf, routing_key),
+        )
         if inst.flags:
             ctx.pinned.update(inst.flags)
         try:
@@ -308,11 +317,46 @@ class Decider:
         new = Instance(new_wf, state, position, inst.commands, inst.key, inst.flags)
         return new, NewRecord(iid, position, name, body)
 
+    def _config_reader(self, wf: Workflow[Any], key: str) -> ConfigReader | None:
+        if wf.config is None:
+            return None
+        router = self.router
+        if router is None:
+            return _defaults(wf)
+        return functools.partial(router.config, wf, key)
+
     def _flag_reader(self, key: str) -> Callable[[str, str, Any], Any] | None:
         router = self.router
         if router is None:
             return None
         return lambda kind, name, default: router.evaluate(kind, name, key, default)
+
+
+def _defaults(wf: Workflow[Any]) -> ConfigReader:
+    """The config of an engine without a router: the type's defaults (v0)."""
+    assert wf.config is not None
+    made = _default_config(wf.config)
+
+    def read(version: int | None) -> tuple[int, Any]:
+        if version:
+            raise ConfigError(
+                f"{wf.ref}: the instance recorded config v{version}, which an "
+                "engine without the deployments registry cannot read; open the "
+                "engine with deployments"
+            )
+        return 0, made
+
+    return read
+
+
+_DEFAULTS: dict[type[Any], Any] = {}
+
+
+def _default_config(config_type: type[Any]) -> Any:
+    made = _DEFAULTS.get(config_type)
+    if made is None:
+        made = _DEFAULTS[config_type] = decode_config(config_type, {})
+    return made
 
 
 def _key(command_id: str | None) -> str | None:

@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from engine.core.workflow import WorkflowRegistry
+from engine.core.workflow import Workflow, WorkflowRegistry
 
 __all__ = ["Router", "Send", "Start"]
 
@@ -66,3 +66,8 @@ class Router(Protocol):
 
     def evaluate(self, kind: str, name: str, key: str, default: Any) -> Any:
         """Value of flag ``name`` (kind ``flag`` or ``variant``) for ``key``."""
+
+    def config(
+        self, workflow: Workflow[Any], key: str, version: int | None
+    ) -> tuple[int, Any]:
+        """``(version, typed config)`` of ``workflow`` for ``key`` (ConfigReader)."""

@@ -233,7 +233,7 @@ async def test_failed_instance_rejects_commands(
         await engine.send("o", Pay(10))
     assert store.stream_position("o") == 3
     [*_, checked] = await engine.history("o")
-    assert checked.ctx == [["random", 0.99]]
+    assert checked.ctx == [["random", 0.99], ["flag", ["@config", 0]]]
 
 
 @pytest.fixture
@@ -286,7 +286,10 @@ async def test_history_returns_metadata(engine: Engine) -> None:
     assert placed.ctx[0][1] / 1e6 == pytest.approx(placed.event.placed_at)
     assert started.ctx is None
     assert fraud.command_id == "c-fraud"
-    assert fraud.ctx == [["random", checked.state.fraud_score]]
+    assert fraud.ctx == [
+        ["random", checked.state.fraud_score],
+        ["flag", ["@config", 0]],  # orders@2's config version (defaults)
+    ]
     assert fraud.event.score == checked.state.fraud_score
     assert all(h.recorded_at > 0 for h in hist)
     if checked.status == "running":

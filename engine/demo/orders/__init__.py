@@ -16,7 +16,7 @@ process there is one class per event type name, so each release is a separate
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -40,6 +40,7 @@ __all__ = [
     "Order",
     "OrderPlaced",
     "OrderShipped",
+    "OrdersConfig",
     "Pay",
     "PaymentReceived",
     "PlaceOrder",
@@ -196,6 +197,13 @@ def decide_v1(state: Order, cmd: object, ctx: Context) -> list[object]:
 FRAUD_LIMIT = 0.97
 
 
+class OrdersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What an operator tunes in ``orders@2`` without a deploy (``nonstop config``)."""
+
+    fraud_limit: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = FRAUD_LIMIT
+    """A fraud score at or above it rejects the order."""
+
+
 def decide_v2(state: Order, cmd: object, ctx: Context) -> list[object]:
     if isinstance(cmd, PlaceOrder):
         return _place(state, cmd, ctx)
@@ -203,7 +211,7 @@ def decide_v2(state: Order, cmd: object, ctx: Context) -> list[object]:
         if state.stage != "placed":
             raise CommandRejected(f"cannot check an order that is {state.stage}")
         score = ctx.random()
-        return [FraudChecked(score, passed=score < FRAUD_LIMIT)]
+        return [FraudChecked(score, passed=score < ctx.config.fraud_limit)]
     if isinstance(cmd, Pay):
         return _pay(state, cmd, "checked")
     if isinstance(cmd, Ship):
@@ -235,6 +243,7 @@ v2: Workflow[Order] = Workflow(
     description="place, fraud check, pay, ship",
     inputs=(PlaceOrder,),
     commands=(CheckFraud, Pay, Ship),
+    config=OrdersConfig,
 )
 
 
