@@ -20,9 +20,10 @@ from engine.commands import CliContext
 from engine.commands.deploy import _audit_args, _iso
 from engine.commands.instances import print_json
 from engine.core.config import ConfigFormat, parse_document
-from engine.core.errors import ConfigError, FlagError
+from engine.core.errors import ConfigError, DeployError, FlagError
 from engine.deploy import Deployments
 from engine.deploy.configadmin import (
+    canary_config,
     describe_change,
     promote_config,
     rollback_config,
@@ -61,6 +62,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     q.set_defaults(run=_rollback)
     q = inner.add_parser("promote", help="give the canary config to everyone")
     q.add_argument("workflow", metavar="W")
+    q.add_argument(
+        "--percent",
+        metavar="PCT",
+        type=float,
+        help="only raise (or lower) the canary's share to PCT",
+    )
     _audit_args(q)
     q.set_defaults(run=_promote)
     q = inner.add_parser("status", help="which engines run which config version")
@@ -141,8 +148,25 @@ def _rollback(ctx: CliContext, args: argparse.Namespace) -> int:
 def _promote(ctx: CliContext, args: argparse.Namespace) -> int:
     try:
         with Deployments(ctx.store_url) as reg:
-            wc = promote_config(reg, args.workflow, by=args.by, reason=args.reason)
-    except ConfigError as exc:
+            if args.percent is None:
+                wc = promote_config(reg, args.workflow, by=args.by, reason=args.reason)
+            else:
+                canary = reg.refresh().configs.get(args.workflow)
+                if canary is None or canary.canary is None:
+                    raise ConfigError(
+                        f"{args.workflow} has no config canary; set one with "
+                        f"nonstop config set {args.workflow} --file F --canary PCT"
+                    )
+                wc = canary_config(
+                    reg,
+                    args.workflow,
+                    canary.canary,
+                    args.percent,
+                    by=args.by,
+                    reason=args.reason,
+                    registry=ctx.registry(),
+                )
+    except (ConfigError, DeployError) as exc:
         return _refused(exc)
     ctx.out.print(Text(f"config of {args.workflow} promoted: now {wc.describe()}"))
     return 0

@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     s.add_argument("workflow", metavar="W")
     s.add_argument("version", metavar="V", type=int, nargs="?", default=0)
     s.add_argument("--flag", metavar="NAME", help="ramp this percentage flag on W")
+    s.add_argument(
+        "--config",
+        metavar="N",
+        type=int,
+        help="ramp W's stored config version N (instead of a code version V)",
+    )
     s.add_argument("--source", metavar="MOD:ATTR", help="deploy V from here first")
     s.add_argument("--plan", metavar="FILE", help="a TOML or JSON plan file")
     s.add_argument("--steps", metavar="PCTS", help="shares, e.g. 5,25,50,100")
@@ -115,13 +121,17 @@ def _start(ctx: CliContext, args: argparse.Namespace) -> int:
         "metrics": _metric_queries(args.metric_query),
     }
     given = {k: v for k, v in given.items() if v is not None}
+    version = args.version
+    if args.config is not None:
+        given["config"] = True
+        version = args.config
     if args.plan:
         plan = RolloutPlan.from_file(
-            args.plan, workflow=args.workflow, version=args.version, **given
+            args.plan, workflow=args.workflow, version=version, **given
         )
     else:
         plan = RolloutPlan.from_dict(
-            {"workflow": args.workflow, "version": args.version, **given}
+            {"workflow": args.workflow, "version": version, **given}
         )
     r = _rollouts(ctx).start(plan, source=args.source, by=args.by, reason=args.reason)
     what = (

@@ -23,6 +23,7 @@ from engine.deploy.routing import percent_to_bp
 from engine.deploy.view import DeployView
 
 __all__ = [
+    "canary_config",
     "config_types",
     "describe_change",
     "promote_config",
@@ -161,6 +162,58 @@ def promote_config(
             )
         return [
             ConfigChanged(workflow, "promote", 0, b"", wc.canary, None, 0, user, reason)
+        ]
+
+    return _change(deployments, workflow, make)
+
+
+def canary_config(
+    deployments: Deployments,
+    workflow: str,
+    version: int,
+    percent: float,
+    *,
+    by: str | None = None,
+    reason: str = "",
+    registry: WorkflowRegistry | None = None,
+) -> WorkflowConfig:
+    """Give stored config ``version`` to ``percent`` of instances (a canary).
+
+    The share of a canary already on ``version`` is changed; the current
+    version stays. A rollout plan ramps a config this way.
+
+    Raises:
+        ConfigError: ``version`` is not stored or is current, another canary is
+            in the way, ``percent`` is out of range, or a running version
+            refuses the document; nothing was written.
+    """
+    bp = percent_to_bp(percent)
+    user = by or default_user()
+    types = config_types(deployments, workflow, registry)
+
+    def make(view: DeployView) -> list[Any]:
+        wc = view.configs.get(workflow) or WorkflowConfig(workflow)
+        if version not in wc.versions or version == wc.current:
+            raise ConfigError(
+                f"{workflow} has no stored config v{version} other than the "
+                f"current one (now {wc.describe()})"
+            )
+        if wc.canary is not None and wc.canary != version:
+            raise ConfigError(
+                f"{workflow} has config v{wc.canary} as a canary; promote or roll "
+                "it back first"
+            )
+        if bp == 10_000:
+            return [
+                ConfigChanged(
+                    workflow, "promote", 0, b"", version, None, 0, user, reason
+                )
+            ]
+        validate_everywhere(types, workflow, wc.table(version))
+        return [
+            ConfigChanged(
+                workflow, "canary", 0, b"", wc.current, version, bp, user, reason
+            )
         ]
 
     return _change(deployments, workflow, make)

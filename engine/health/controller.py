@@ -28,6 +28,7 @@ from engine.core.codec import EventCodec
 from engine.core.errors import ConcurrencyConflict, NonstopError, RolloutError
 from engine.core.events import Metadata, now_micros
 from engine.deploy import Deployments, default_user, percent_to_bp
+from engine.deploy.configadmin import canary_config, promote_config, rollback_config
 from engine.health.analysis import analyze, decide, with_checks
 from engine.health.counters import DEFAULT_BUCKET_SECONDS
 from engine.health.events import (
@@ -147,12 +148,16 @@ class Rollouts:
                     f"flag {plan.flag!r} is not a percentage flag; define it with "
                     f"nonstop flags set {plan.flag} --percent 0 first"
                 )
+        elif plan.config:
+            routing = None
         elif routing is None or routing.stable == version:
             raise RolloutError(
                 f"{wf} has no stable version other than v{version} to compare "
                 f"with; deploy a baseline first (nonstop deploy {wf} V --source ...)"
             )
         baseline = 0 if plan.flag or routing is None else routing.stable
+        if plan.config:
+            baseline = self._config_baseline(wf, version)
         self._try_queries(plan, baseline)
         now = self.clock()
         started = RolloutStarted(
@@ -173,10 +178,15 @@ class Rollouts:
             plan.flag,
             plan.prometheus,
             list(plan.metrics),
+            plan.config,
         )
         self._append(started, view.position)
         why = f"rollout #{started.rollout}: first step {plan.steps[0]:g} %"
-        if plan.flag:
+        if plan.config:
+            canary_config(
+                self.deployments, wf, version, plan.steps[0], by=user, reason=why
+            )
+        elif plan.flag:
             self.deployments.set_flag(
                 plan.flag, "percentage", percent=plan.steps[0], by=user, reason=why
             )
@@ -193,6 +203,28 @@ class Rollouts:
                 wf, version, source, canary=plan.steps[0], by=user, reason=why
             )
         return self.status(wf)
+
+    def _config_baseline(self, workflow: str, version: int) -> int:
+        """The current config version a ramp of config ``version`` is judged against.
+
+        Raises:
+            RolloutError: ``version`` is not stored, is current already, or
+                another canary is in the way.
+        """
+        wc = self.deployments.refresh().configs.get(workflow)
+        if wc is None or version not in wc.versions:
+            raise RolloutError(
+                f"{workflow} has no config v{version}; store it first with nonstop "
+                f"config set {workflow} --file F --canary 0"
+            )
+        if wc.current == version:
+            raise RolloutError(f"config v{version} of {workflow} is current already")
+        if wc.canary is not None and wc.canary != version:
+            raise RolloutError(
+                f"{workflow} has config v{wc.canary} as a canary; promote or roll it "
+                "back first (nonstop config promote|rollback)"
+            )
+        return wc.current
 
     def pause(self, workflow: str, *, by: str | None = None, reason: str = "") -> None:
         """Stop judging windows of ``workflow``'s rollout (routing stays).
@@ -275,6 +307,8 @@ class Rollouts:
         wf = r.plan.workflow
         if r.plan.flag:
             wf = f"flag:{r.plan.flag}"
+        elif r.plan.config:
+            wf = f"config:{wf}"
         changed = [a.at for a in self.deployments.view.audit if a.subject == wf]
         return not changed or changed[-1] < r.decisions[-1].window_end * 1e6
 
@@ -369,6 +403,9 @@ class Rollouts:
         if r.plan.flag:
             self._reconcile_flag(r, why)
             return
+        if r.plan.config:
+            self._reconcile_config(r, why)
+            return
         if routing is None:
             return
         if r.status in ("rolled_back", "aborted"):
@@ -399,6 +436,24 @@ class Rollouts:
         if not flag.killed and flag.percent_bp < percent_to_bp(r.share):
             self.deployments.set_flag(
                 name, "percentage", percent=r.share, by=self.name, reason=why
+            )
+
+    def _reconcile_config(self, r: Rollout, why: str) -> None:
+        wf, version = r.plan.workflow, r.plan.version
+        wc = self.deployments.view.configs.get(wf)
+        if wc is None:
+            return
+        if r.status in ("rolled_back", "aborted"):
+            if wc.canary == version:
+                rollback_config(self.deployments, wf, by=self.name, reason=why)
+            return
+        if r.status == "completed":
+            if wc.canary == version:
+                promote_config(self.deployments, wf, by=self.name, reason=why)
+            return
+        if wc.canary == version and wc.canary_bp < percent_to_bp(r.share):
+            canary_config(
+                self.deployments, wf, version, r.share, by=self.name, reason=why
             )
 
     @staticmethod

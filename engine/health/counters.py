@@ -18,11 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.core.codec import EventCodec
+from engine.core.config import CONFIG_KEY
 from engine.core.errors import ConcurrencyConflict, NonstopError
 from engine.core.events import Metadata, now_micros
 from engine.health.analysis import LATENCY_BOUNDS, Counts
 from engine.health.events import ROLLOUT_STREAM, HealthFlushed, health_stream
-from engine.health.rollout import RolloutView, flag_subject
+from engine.health.rollout import RolloutView, config_subject, flag_subject
 from engine.store import EventStore, NewRecord
 
 __all__ = ["DEFAULT_BUCKET_SECONDS", "Health"]
@@ -86,6 +87,9 @@ class Health:
         self.watch: frozenset[str] = frozenset()
         """Flags being ramped by a rollout: counted apart, on and off (kept
         up to date from the rollouts stream at each flush)."""
+        self.watch_config: dict[str, tuple[int, int]] = {}
+        """Workflows whose config is being ramped: (candidate, baseline)
+        config versions, counted apart like flags."""
         self._rollouts = RolloutView()
         self.flushes = 0
         """Flush transactions written (for monitoring and tests)."""
@@ -120,7 +124,8 @@ class Health:
         """
         row = self._row(workflow, version)
         hist = _HIST + bisect_left(LATENCY_BOUNDS, seconds)
-        rows = [row, *self._flag_rows(workflow, flags)] if self.watch else (row,)
+        watched = self.watch or self.watch_config
+        rows = [row, *self._flag_rows(workflow, flags)] if watched else (row,)
         for row in rows:
             row[_ACC] += 1
             if start:
@@ -137,7 +142,7 @@ class Health:
     ) -> None:
         """The decider refused a command (``CommandRejected``)."""
         self._row(workflow, version)[_REJ] += 1
-        if self.watch:
+        if self.watch or self.watch_config:
             for row in self._flag_rows(workflow, flags):
                 row[_REJ] += 1
 
@@ -146,21 +151,32 @@ class Health:
     ) -> None:
         """``decide`` or ``evolve`` raised on a command."""
         self._row(workflow, version)[_CRASH] += 1
-        if self.watch:
+        if self.watch or self.watch_config:
             for row in self._flag_rows(workflow, flags):
                 row[_CRASH] += 1
 
     def _flag_rows(
         self, workflow: str, flags: dict[str, Any] | None
     ) -> list[list[float]]:
-        """Rows of the watched flags this instance has seen, on (1) or off (0)."""
+        """Rows of the watched ramps this instance is part of.
+
+        A watched flag it has seen counts on (1) or off (0); a watched config
+        ramp counts the candidate (1) or baseline (0) version it read.
+        """
         if not flags:
             return []
-        return [
+        rows = [
             self._row(flag_subject(workflow, name), 1 if flags[name] else 0)
             for name in self.watch
             if name in flags
         ]
+        ramp = self.watch_config.get(workflow)
+        if ramp is not None and CONFIG_KEY in flags:
+            read = flags[CONFIG_KEY]
+            if read in ramp:
+                side = 1 if read == ramp[0] else 0
+                rows.append(self._row(config_subject(workflow), side))
+        return rows
 
     def pending(self) -> dict[tuple[str, int, int], Counts]:
         """What was counted and not flushed yet, by (workflow, version, bucket)."""
@@ -230,6 +246,11 @@ class Health:
         self.watch = frozenset(
             r.plan.flag for r in view.rollouts.values() if r.plan.flag and r.active
         )
+        self.watch_config = {
+            r.plan.workflow: (r.plan.version, r.baseline)
+            for r in view.rollouts.values()
+            if r.plan.config and r.active
+        }
 
     def _append(self, rows: dict[tuple[str, int, int], list[float]]) -> int:
         assert self.store is not None

@@ -114,6 +114,9 @@ class RolloutStarted(msgspec.Struct, frozen=True):
     """Base URL of the Prometheus server the metric checks query."""
     metrics: list[MetricCheck] = []
     """PromQL checks of every window, beside the store's health counts."""
+    config: bool = False
+    """A config ramp: ``version`` is the workflow's config version rolled out
+    and ``baseline`` the config version it is compared with."""
 
 
 @event("nonstop.RolloutDecided")

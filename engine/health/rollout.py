@@ -34,6 +34,7 @@ __all__ = [
     "RolloutPlan",
     "RolloutStatus",
     "RolloutView",
+    "config_subject",
     "flag_subject",
     "parse_duration",
 ]
@@ -47,6 +48,16 @@ def flag_subject(workflow: str, flag: str) -> str:
     Counted as ``SUBJECT@1`` (flag on) and ``SUBJECT@0`` (flag off).
     """
     return f"{workflow}+flag:{flag}"
+
+
+def config_subject(workflow: str) -> str:
+    """The health subject of ``workflow``'s instances by config version read.
+
+    Counted as ``SUBJECT@1`` (the config version rolled out) and ``SUBJECT@0``
+    (the version it is compared with), for instances whose decisions read a
+    pinned ``ctx.config``.
+    """
+    return f"{workflow}+config"
 
 
 def parse_duration(text: str | float) -> float:
@@ -105,6 +116,11 @@ class RolloutPlan:
     """Base URL of a Prometheus server (``http://host:9090``) for ``metrics``."""
     metrics: tuple[MetricCheck, ...] = ()
     """PromQL checks of every window, beside the store's health counts."""
+    config: bool = False
+    """Ramp the workflow's config version ``version`` (stored by ``nonstop
+    config set``) instead of a code version: instances that read it are the
+    candidate, those that read the current config the baseline; a rollback
+    takes the canary away."""
 
     def __post_init__(self) -> None:
         s = self.steps
@@ -132,6 +148,16 @@ class RolloutPlan:
                     "max_error_rate in [0, 1], max_latency_ratio >= 1"
                 )
         self._check_metrics()
+        if self.config and self.flag:
+            raise RolloutError(
+                "a plan ramps a version, a flag or a config, not both a flag and "
+                "a config"
+            )
+        if self.config and self.version < 1:
+            raise RolloutError(
+                f"a config ramp needs the config version to roll out (>= 1), got "
+                f"{self.version}"
+            )
 
     def _check_metrics(self) -> None:
         names = [m.name for m in self.metrics]
@@ -162,6 +188,8 @@ class RolloutPlan:
         """
         if self.flag:
             return flag_subject(self.workflow, self.flag), 1, 0
+        if self.config:
+            return config_subject(self.workflow), 1, 0
         return self.workflow, self.version, -1
 
     @property
@@ -302,6 +330,7 @@ class RolloutView:
                 e.flag,
                 e.prometheus,
                 tuple(e.metrics),
+                e.config,
             )
             self.rollouts[e.rollout] = Rollout(
                 e.rollout,

@@ -307,7 +307,7 @@ class Engine:
                 for iid, inst in touched.items():
                     self.loader.remember(iid, inst)
                 if self.health is not None:
-                    _count_batch(self.health, items, results, began)
+                    _count_batch(self.health, items, results, touched, began)
                 return results
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -546,18 +546,25 @@ def _count_batch(
     health: Health,
     items: Sequence[Start | Send],
     results: Sequence[InstanceInfo | NonstopError],
+    touched: dict[str, Instance],
     began: float,
 ) -> None:
-    """Count the requests a batch committed (repeats answered are not)."""
+    """Count the requests a batch committed (repeats answered are not).
+
+    Flag and config values come from each instance as the batch left it (a
+    value first read by a later command of the batch counts its earlier ones).
+    """
     seconds = time.perf_counter() - began
     for item, res in zip(items, results, strict=True):
         if isinstance(res, InstanceInfo) and res.applied:
+            inst = touched.get(res.instance_id)
             health.accepted(
                 res.workflow,
                 res.version,
                 start=isinstance(item, Start),
                 status=res.status,
                 seconds=seconds,
+                flags=inst.flags if inst is not None else None,
             )
 
 
