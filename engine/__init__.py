@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         PublishBlocked,
         PublishUsageError,
         ReadModelUnavailable,
+        ReplayDiverged,
         RetireRefused,
         RolloutError,
         SchemaLockError,
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
         UnknownWorkflow,
         UnsupportedFieldType,
         UpcastChainError,
+        VerifyError,
+        VerifyFailed,
         WorkflowCodeError,
         WorkflowDefinitionError,
     )
@@ -162,6 +165,7 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "PublishUsageError",
     "PublishBlocked",
     "ReadModelUnavailable",
+    "ReplayDiverged",
     "RetireRefused",
     "RolloutError",
     "SchemaLockError",
@@ -174,6 +178,8 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "UnknownWorkflow",
     "UnsupportedFieldType",
     "UpcastChainError",
+    "VerifyError",
+    "VerifyFailed",
     "WorkflowCodeError",
     "WorkflowDefinitionError",
     # events
