@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "engine.deploy.flags",
             "engine.deploy.view",
             "engine.deploy.events",
+            "engine.deploy.code",
             "engine.loading",
         ],
     ),

@@ -372,12 +372,13 @@ class VerifyError(DeployError):
 class VerifyFailed(DeployError):
     """Candidate code folds stored histories differently; nothing was deployed."""
 
-    def __init__(self, ref: str, divergent: int, first: str) -> None:
+    def __init__(self, ref: str, divergences: Sequence[str]) -> None:
         self.ref = ref
-        self.divergent = divergent
-        self.first = first
+        self.divergences = list(divergences)
+        """One line per divergent instance: instance, position, type, diff."""
+        first = self.divergences[0] if self.divergences else "?"
         super().__init__(
-            f"refused: the new code of {ref} replays {divergent} in-flight "
+            f"refused: the new code of {ref} replays {len(self.divergences)} "
             f"instance(s) differently (first: {first}); deploy the change as a "
             "new version, or pass --force --reason WHY to overwrite anyway"
         )

@@ -24,6 +24,7 @@ __all__ = [
     "DeploymentFailed",
     "FlagChanged",
     "InstancesMigrated",
+    "Redeployed",
     "RegistryStream",
     "Retired",
     "Routed",
@@ -51,6 +52,29 @@ class Deployed(msgspec.Struct, frozen=True):
     version: int
     source: str
     """``package.module:attr`` naming the Workflow."""
+    by: str
+    reason: str = ""
+    fingerprint: str = ""
+    """The code fingerprint of the version (:mod:`engine.core.fingerprint`);
+    empty in deployments recorded before fingerprints existed."""
+
+
+@event("nonstop.Redeployed")
+class Redeployed(msgspec.Struct, frozen=True):
+    """``workflow@version`` was deployed again with changed code (a hotfix).
+
+    Routing is unchanged. ``check`` says what let it through: ``verified``
+    (replaying its instances under the new code matched every recorded
+    digest), ``forced`` (``--force``) or ``skipped`` (``--skip-verify``).
+    """
+
+    workflow: str
+    version: int
+    source: str
+    fingerprint: str
+    previous: str
+    """The fingerprint it replaces."""
+    check: str
     by: str
     reason: str = ""
 
@@ -135,6 +159,7 @@ class RegistryStream(msgspec.Struct, frozen=True):
 
 REGISTRY_TYPES = (
     "nonstop.Deployed",
+    "nonstop.Redeployed",
     "nonstop.Routed",
     "nonstop.DeploymentFailed",
     "nonstop.Retired",

@@ -42,6 +42,7 @@ from engine.core.errors import (
 )
 from engine.core.events import Metadata, now_micros
 from engine.core.workflow import Workflow, WorkflowRegistry
+from engine.deploy.code import CodeWatch, version_fingerprint
 from engine.deploy.events import (
     DEPLOY_STREAM_PREFIX,
     FLAGS_STREAM,
@@ -51,6 +52,7 @@ from engine.deploy.events import (
     DeploymentFailed,
     FlagChanged,
     InstancesMigrated,
+    Redeployed,
     RegistryStream,
     Retired,
     Routed,
@@ -134,6 +136,8 @@ class Deployments:
         self._refreshed = float("-inf")
         self._cold_read = False
         self._registry: WorkflowRegistry | None = None
+        self.code = CodeWatch()
+        """Compares the loaded code with the recorded fingerprints."""
         self._load_failed: set[tuple[str, int, int]] = set()
         """Deployments (workflow, version, deployed at) that failed to load here:
         not tried again until they are deployed again."""
@@ -156,6 +160,8 @@ class Deployments:
             self._fold()
             if self._registry is not None and self._hot_load(self._registry):
                 self._fold()  # this process just recorded a failure
+            if self._registry is not None:
+                self.code.check(self._view, self._registry)
             self._refreshed = time.monotonic()
             return self._view
 
@@ -336,6 +342,7 @@ class Deployments:
         reason: str = "",
         check: bool = True,
         replace: bool = False,
+        fingerprint: str | None = None,
     ) -> Routing:
         """Deploy ``workflow@version`` from ``source`` and route new instances to it.
 
@@ -353,6 +360,8 @@ class Deployments:
             check: Import ``source`` here first.
             replace: Let a canary take the place of another active canary
                 (which then drains; the change names it in the audit trail).
+            fingerprint: Its code fingerprint (computed from ``source`` when
+                ``check``; empty otherwise).
 
         Returns:
             The routing read back from the store after the write.
@@ -366,7 +375,10 @@ class Deployments:
                 canary is asked for a workflow with no stable version.
         """
         if check:
-            load_source(source, workflow, version)
+            wf = load_source(source, workflow, version)
+            if fingerprint is None:
+                fingerprint = version_fingerprint(wf)
+        fp = fingerprint or ""
         bp = percent_to_bp(canary) if canary is not None else None
         user = by or default_user()
 
@@ -391,12 +403,60 @@ class Deployments:
                 routing = Routing(current.stable, version, bp)
             replaced = _replaced_canary(workflow, current, routing, replace)
             return [
-                Deployed(workflow, version, source, user, reason),
+                Deployed(workflow, version, source, user, reason, fp),
                 _routed(workflow, "deploy", routing, user, reason, replaced),
             ]
 
         self._change(deploy_stream(workflow), make)
         return self._routing(workflow)
+
+    def redeploy(
+        self,
+        workflow: str,
+        version: int,
+        source: str,
+        fingerprint: str,
+        *,
+        check: str,
+        by: str | None = None,
+        reason: str = "",
+    ) -> None:
+        """Record new code for deployed ``workflow@version`` (routing unchanged).
+
+        The caller proves the change safe first (``check``: ``verified``) or
+        says why it did not (``forced``, ``skipped``, with ``reason``); see
+        :func:`engine.deploy.guard.deploy_guarded`.
+
+        Raises:
+            DeployError: the version is not deployed, or records this code.
+            DeployConflict: another change of the workflow won the race.
+        """
+        user = by or default_user()
+
+        def make(view: DeployView) -> list[Any]:
+            known = view.workflow(workflow).deployments.get(version)
+            if known is None or known.state == "failed":
+                raise DeployError(
+                    f"{workflow}@{version} is not deployed; deploy it instead"
+                )
+            if known.fingerprint == fingerprint:
+                raise DeployError(
+                    f"{workflow}@{version} is already deployed with this code"
+                )
+            return [
+                Redeployed(
+                    workflow,
+                    version,
+                    source,
+                    fingerprint,
+                    known.fingerprint,
+                    check,
+                    user,
+                    reason,
+                )
+            ]
+
+        self._change(deploy_stream(workflow), make)
 
     def promote(
         self,

@@ -11,6 +11,7 @@ from engine.deploy.events import (
     DeploymentFailed,
     FlagChanged,
     InstancesMigrated,
+    Redeployed,
     RegistryStream,
     Retired,
     Routed,
@@ -49,6 +50,8 @@ class Deployment:
     """Who deployed it."""
     error: str | None = None
     """Why it failed to load, when failed."""
+    fingerprint: str = ""
+    """Fingerprint of its code as last (re)deployed; empty if not recorded."""
 
 
 @dataclass(frozen=True)
@@ -167,9 +170,27 @@ class DeployView:
         elif isinstance(e, Deployed):
             wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
             wd.deployments[e.version] = Deployment(
-                e.workflow, e.version, e.source, "draining", at, e.by
+                e.workflow,
+                e.version,
+                e.source,
+                "draining",
+                at,
+                e.by,
+                fingerprint=e.fingerprint,
             )
             self._log(at, e.workflow, "deploy", f"v{e.version} from {e.source}", e)
+        elif isinstance(e, Redeployed):
+            wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
+            d = wd.deployments.get(e.version)
+            if d is not None:
+                wd.deployments[e.version] = replace(
+                    d, source=e.source, fingerprint=e.fingerprint
+                )
+            detail = (
+                f"v{e.version} code {e.previous[:8] or '-'} -> {e.fingerprint[:8]} "
+                f"from {e.source} ({e.check})"
+            )
+            self._log(at, e.workflow, "redeploy", detail, e)
         elif isinstance(e, Routed):
             self._routed(at, e)
         elif isinstance(e, DeploymentFailed):

@@ -3,7 +3,8 @@
 ``hotfix`` changes what ``evolve`` does for deposits over 100 (so only some
 histories fold differently); ``refactor`` rewrites ``evolve`` without changing
 any state. Events live in their own type registries so that a test can give a
-type a new schema version with an upcaster.
+type a new schema version with an upcaster (the schema-1 types are also in the
+default registry, for the command-line tests).
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 
 import msgspec
 
-from engine import CommandRejected, Context, EventCodec, Status, Workflow
+from engine import (
+    CommandRejected,
+    Context,
+    EventCodec,
+    Status,
+    Workflow,
+    WorkflowRegistry,
+    event,
+)
 from engine.core.events import EventTypeRegistry
 from upcasters import UpcasterRegistry
 
@@ -30,10 +39,12 @@ class Close(msgspec.Struct, frozen=True):
     pass
 
 
+@event("tests.verify.Opened")
 class Opened(msgspec.Struct, frozen=True):
     owner: str
 
 
+@event("tests.verify.Deposited")
 class Deposited(msgspec.Struct, frozen=True):
     amount: int
 
@@ -44,6 +55,7 @@ class DepositedV2(msgspec.Struct, frozen=True):
     cents: int
 
 
+@event("tests.verify.Closed")
 class Closed(msgspec.Struct, frozen=True):
     pass
 
@@ -159,3 +171,33 @@ def to_cents(p: dict[str, Any]) -> dict[str, Any]:
 
 def to_cents_wrong(p: dict[str, Any]) -> dict[str, Any]:
     return {"cents": p["amount"] * 10 if p["amount"] > 100 else p["amount"] * 100}
+
+
+v1 = account()
+"""account@1 as deployed."""
+hotfix = variant(v1, evolve=evolve_hotfix)
+"""account@1 with a reducer change that alters some states."""
+refactor = variant(v1, evolve=evolve_refactor)
+"""account@1 rewritten without changing any state."""
+
+
+def registry() -> WorkflowRegistry:
+    reg = WorkflowRegistry()
+    reg.register(v1)
+    return reg
+
+
+def registry2() -> WorkflowRegistry:
+    """account@1 and account@2 (the same code under a new version number)."""
+    reg = registry()
+    reg.register(account(2))
+    return reg
+
+
+def double(s: Account) -> Account:
+    """A state mapper for migrations (doubles the balance)."""
+    return msgspec.structs.replace(s, balance=s.balance * 2)
+
+
+def broken_mapper(s: Account) -> Account:
+    raise ValueError("no mapping for this state")
