@@ -282,6 +282,8 @@ _READ_ONLY = {
     ("flags", "list"),
     ("projections", "status"),
     ("deadletters", "list"),
+    ("verify", None),
+    ("export", None),
 }
 """Commands that only read the store: they never create one."""
 

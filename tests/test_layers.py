@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "engine.config",
             "engine.monitor",
             "engine.kafka",
+            "engine.testing",
             "projections",
         ],
     ),

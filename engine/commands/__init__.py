@@ -29,6 +29,7 @@ GROUPS = (
     "engine.commands.kafka",
     "engine.commands.rollout",
     "engine.commands.verify",
+    "engine.commands.histories",
 )
 """Modules whose ``register(sub)`` adds subcommands, in help order."""
 

@@ -1,0 +1,3 @@
+"""Testing tools for users' workflows."""
+
+__all__: list[str] = []
