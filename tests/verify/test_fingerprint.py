@@ -99,6 +99,15 @@ def test_deploy_records_it_and_engines_report_other_code(
     )
     warned = [r for r in caplog.records if "runs here with code" in r.message]
     assert len(warned) == 1
+    pytest.importorskip("prometheus_client")
+    from engine.health.prometheus import HealthCollector
+
+    gauges = [
+        m for m in HealthCollector().collect() if m.name == "nonstop_code_mismatch"
+    ]
+    assert [
+        (s.labels["workflow"], s.labels["version"], s.value) for s in gauges[0].samples
+    ] == [("account", "1", 1.0)]
     # The same code: nothing to report.
     same = Deployments(store, poll_interval=0.0)
     same.attach(flows.registry())
