@@ -54,9 +54,31 @@ class Divergence(msgspec.Struct, frozen=True):
 def recorded_digest(data: bytes) -> int | None:
     """The state digest stored in an envelope, or None (not a decision's last).
 
+    Read from the tail when it is unambiguous: an envelope of ten items
+    (``0x9a``) ends with its digest, a msgpack nil (``0xc0``) or an unsigned
+    int, and a digest is a uint64 (``0xcf`` and eight bytes) unless it is
+    below 2**32. When no shorter int form's tag sits where it would start,
+    the tail is nil or that uint64; anything else is decoded in full.
+
     Raises:
         msgspec.DecodeError: ``data`` is not an envelope.
     """
+    n = len(data)
+    if n > 9 and data[0] == 0x9A:
+        last = data[-1]
+        short = last <= 0x7F or data[-2] == 0xCC or data[-3] == 0xCD
+        if not short and data[-5] != 0xCE:
+            if data[-9] != 0xCF:
+                if last == 0xC0:
+                    return None
+            elif last != 0xC0:
+                return int.from_bytes(data[-8:], "big")
+    elif n > 1 and data[0] == 0x99:
+        return None  # nine items: written before digests existed
+    return _decoded_digest(data)
+
+
+def _decoded_digest(data: bytes) -> int | None:
     items = _fields.decode(data)
     if len(items) <= _DIGEST_INDEX:
         return None

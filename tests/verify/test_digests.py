@@ -193,3 +193,32 @@ def test_digests_can_be_turned_off(flag: bool) -> None:
 
     asyncio.run(go())
     assert (recorded_digest(store.read_stream("d")[-1].data) is not None) is flag
+
+
+@given(
+    st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+    st.one_of(st.none(), st.text(max_size=3)),
+    st.binary(max_size=12),
+    st.booleans(),
+)
+@settings(max_examples=300)
+def test_the_digest_read_from_the_tail_equals_a_full_decode(
+    digest: int | None, key: str | None, blob: bytes, old: bool
+) -> None:
+    from engine.core.verify import _decoded_digest
+
+    env = Envelope(1, {"b": blob}, 1, "w@1", None, None, None, None, key, digest)
+    data = msgspec.msgpack.encode(env)
+    if old:  # as written before digests: nine fields
+        data = msgspec.msgpack.encode(msgspec.msgpack.decode(data)[:9])
+    assert recorded_digest(data) == _decoded_digest(data)
+    assert recorded_digest(data) == (None if old else digest)
+
+
+@pytest.mark.parametrize(
+    "digest", [0, 1, 0xC0, 0xCF, 2**32, 2**64 - 1, 0xC0 << 56 | 0xC0]
+)
+def test_the_digest_tail_edge_cases(digest: int) -> None:
+    for key in (None, "k"):
+        env = Envelope(1, {"x": 1}, 1, "w@1", None, None, None, None, key, digest)
+        assert recorded_digest(msgspec.msgpack.encode(env)) == digest
