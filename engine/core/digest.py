@@ -24,6 +24,8 @@ __all__ = ["canonical", "digest_of", "state_digest"]
 
 _encoder = msgspec.msgpack.Encoder(order="deterministic")
 _from_bytes = int.from_bytes
+_blank = blake2b(digest_size=8)
+"""Copied for each digest: cheaper than building a new hash object."""
 
 
 def canonical(state: Any) -> bytes:
@@ -33,7 +35,9 @@ def canonical(state: Any) -> bytes:
 
 def digest_of(data: bytes) -> int:
     """BLAKE2b-64 of ``data`` as an unsigned integer."""
-    return _from_bytes(blake2b(data, digest_size=8).digest(), "big")
+    h = _blank.copy()
+    h.update(data)
+    return _from_bytes(h.digest(), "big")
 
 
 def state_digest(state: Any) -> int:
@@ -42,4 +46,6 @@ def state_digest(state: Any) -> int:
     Raises:
         TypeError: ``state`` is not msgspec-encodable.
     """
-    return _from_bytes(blake2b(_encoder.encode(state), digest_size=8).digest(), "big")
+    h = _blank.copy()
+    h.update(_encoder.encode(state))
+    return _from_bytes(h.digest(), "big")

@@ -222,3 +222,14 @@ def test_the_digest_tail_edge_cases(digest: int) -> None:
     for key in (None, "k"):
         env = Envelope(1, {"x": 1}, 1, "w@1", None, None, None, None, key, digest)
         assert recorded_digest(msgspec.msgpack.encode(env)) == digest
+
+
+@given(st.lists(_ints), st.text())
+def test_the_digest_is_blake2b_64_of_the_canonical_encoding(
+    xs: list[int], t: str
+) -> None:
+    from hashlib import blake2b
+
+    state = {"xs": xs, "t": t}
+    plain = blake2b(canonical(state), digest_size=8).digest()
+    assert state_digest(state) == int.from_bytes(plain, "big")
