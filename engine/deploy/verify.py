@@ -126,7 +126,7 @@ def select_instances(
     """Ids of the instances started on or migrated to ``workflow@version``.
 
     One scan of the global order for the two system event types, in start
-    order; ``sample`` keeps that many, spread evenly (deterministic).
+    order; ``sample`` keeps that many, drawn at random with a fixed seed.
     """
     codec = codec or EventCodec()
     found: dict[str, None] = {}
@@ -140,7 +140,8 @@ def select_instances(
                 found[e.stream_id] = None
     ids = list(found)
     if sample is not None and sample < len(ids):
-        ids = sorted(random.Random(0).sample(ids, sample), key=ids.index)
+        keep = set(random.Random(0).sample(ids, sample))
+        ids = [i for i in ids if i in keep]
     return ids
 
 
@@ -263,7 +264,8 @@ def verify_version(
     finally:
         if isinstance(store, str):
             opened.close()
-    report.divergences.sort(key=lambda d: ids.index(d.instance_id))
+    order = {iid: n for n, iid in enumerate(ids)}
+    report.divergences.sort(key=lambda d: order.get(d.instance_id, 0))
     report.seconds = time.perf_counter() - t0
     return report
 
