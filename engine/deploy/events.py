@@ -57,6 +57,9 @@ class Deployed(msgspec.Struct, frozen=True):
     fingerprint: str = ""
     """The code fingerprint of the version (:mod:`engine.core.fingerprint`);
     empty in deployments recorded before fingerprints existed."""
+    check: str = ""
+    """What the replay check said when the version already had instances:
+    ``verified``, ``forced`` or ``skipped``; empty when it had none."""
 
 
 @event("nonstop.Redeployed")

@@ -103,7 +103,7 @@ def deploy_guarded(
             store,
             candidate,
             registry,
-            instances="running",
+            instances="all",
             jobs=jobs,
             progress=progress,
         )
@@ -125,5 +125,6 @@ def deploy_guarded(
         check=False,
         replace=replace,
         fingerprint=fp,
+        verified="" if check == "no instances" else check,
     )
     return GuardOutcome("deployed", check, fp, report)

@@ -343,6 +343,7 @@ class Deployments:
         check: bool = True,
         replace: bool = False,
         fingerprint: str | None = None,
+        verified: str = "",
     ) -> Routing:
         """Deploy ``workflow@version`` from ``source`` and route new instances to it.
 
@@ -362,6 +363,8 @@ class Deployments:
                 (which then drains; the change names it in the audit trail).
             fingerprint: Its code fingerprint (computed from ``source`` when
                 ``check``; empty otherwise).
+            verified: What the replay check said, when the version already
+                had instances (see :func:`engine.deploy.guard.deploy_guarded`).
 
         Returns:
             The routing read back from the store after the write.
@@ -403,7 +406,7 @@ class Deployments:
                 routing = Routing(current.stable, version, bp)
             replaced = _replaced_canary(workflow, current, routing, replace)
             return [
-                Deployed(workflow, version, source, user, reason, fp),
+                Deployed(workflow, version, source, user, reason, fp, verified),
                 _routed(workflow, "deploy", routing, user, reason, replaced),
             ]
 

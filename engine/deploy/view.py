@@ -178,7 +178,9 @@ class DeployView:
                 e.by,
                 fingerprint=e.fingerprint,
             )
-            self._log(at, e.workflow, "deploy", f"v{e.version} from {e.source}", e)
+            checked = f" ({e.check})" if e.check else ""
+            detail = f"v{e.version} from {e.source}{checked}"
+            self._log(at, e.workflow, "deploy", detail, e)
         elif isinstance(e, Redeployed):
             wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
             d = wd.deployments.get(e.version)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine import SyncEngine
@@ -210,3 +212,19 @@ def test_migration_mapper_api(url: str) -> None:
     assert ok.ok and ok.digests == 1
     bad = verify_migration(url, reg, "account", 1, 2, lambda s: s)
     assert [(d.instance_id, d.position) for d in bad.divergences] == [("a2", 4)]
+
+
+def test_a_first_deployment_of_a_version_with_instances_is_verified(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'first.db'}"
+    with SyncEngine(url, flows.registry()) as engine:  # not deployed: the app's code
+        engine.start("account", flows.Open(), instance_id="f1")
+        engine.send("f1", flows.Deposit(500))
+    with Deployments(url) as ops:
+        with pytest.raises(VerifyFailed, match="f1 at position 3"):
+            deploy_guarded(ops, url, "account", 1, f"{SRC}:hotfix")
+        out = deploy_guarded(ops, url, "account", 1, f"{SRC}:refactor")
+        assert (out.action, out.check) == ("deployed", "verified")
+        audit = ops.refresh().audit
+    assert audit[0].detail == f"v1 from {SRC}:refactor (verified)"

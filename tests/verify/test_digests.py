@@ -32,13 +32,20 @@ from tests.verify.flows import (
     to_cents_wrong,
     variant,
 )
+from upcasters import UpcasterRegistry
 
 
 def _run(
     store: EventStore, reg: WorkflowRegistry, script: dict[str, list[Any]]
 ) -> None:
     async def go() -> None:
-        engine = Engine(store, reg, codec=codec_v1(), deployments=False)
+        engine = Engine(
+            store,
+            reg,
+            codec=codec_v1(),
+            upcasters=UpcasterRegistry(),
+            deployments=False,
+        )
         for iid, commands in script.items():
             await engine.start("account", commands[0], instance_id=iid)
             for c in commands[1:]:
@@ -118,7 +125,11 @@ def test_digests_hold_across_snapshots(tmp_path: Any) -> None:
 
             async def go(iid: str = iid, cmds: list[Any] = cmds) -> None:
                 engine = Engine(
-                    store, _registry(wf), codec=codec_v1(), deployments=False
+                    store,
+                    _registry(wf),
+                    codec=codec_v1(),
+                    upcasters=UpcasterRegistry(),
+                    deployments=False,
                 )
                 for c in cmds:
                     await engine.send(iid, c)
@@ -141,7 +152,13 @@ def test_digests_hold_across_migration() -> None:
     reg.register(v1, v2)
 
     async def go() -> None:
-        engine = Engine(store, reg, codec=codec_v1(), deployments=False)
+        engine = Engine(
+            store,
+            reg,
+            codec=codec_v1(),
+            upcasters=UpcasterRegistry(),
+            deployments=False,
+        )
         for iid in ("m1", "m2"):
             await engine.start("account", Open(), instance_id=iid, version=1)
             await engine.send(iid, Deposit(3))
@@ -186,7 +203,13 @@ def test_digests_can_be_turned_off(flag: bool) -> None:
     reg = _registry(account())
 
     async def go() -> None:
-        engine = Engine(store, reg, codec=codec_v1(), deployments=False)
+        engine = Engine(
+            store,
+            reg,
+            codec=codec_v1(),
+            upcasters=UpcasterRegistry(),
+            deployments=False,
+        )
         engine.decider.digests = flag
         await engine.start("account", Open(), instance_id="d")
         await engine.committer.close()
