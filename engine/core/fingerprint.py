@@ -64,7 +64,20 @@ def _code(h: Any, code: types.CodeType, doc: str | None = None) -> None:
         if isinstance(c, types.CodeType):
             _code(h, c)
         elif not (i == 0 and doc is not None and c == doc):  # the docstring
-            h.update(repr(c).encode())
+            h.update(_const(c).encode())
+
+
+def _const(c: Any) -> str:
+    """A constant's text, the same in every process.
+
+    Sets are sorted: their order follows string hashing, which differs
+    between processes.
+    """
+    if isinstance(c, frozenset):
+        return "frozenset({" + ", ".join(sorted(_const(x) for x in c)) + "})"
+    if isinstance(c, tuple):
+        return "(" + ", ".join(_const(x) for x in c) + ",)"
+    return repr(c)
 
 
 def _walk(h: Any, fn: types.FunctionType, module: str, seen: set[int]) -> None:

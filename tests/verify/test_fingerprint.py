@@ -122,3 +122,36 @@ def test_state_schema_of_unencodable_types_still_fingerprints() -> None:
     wf = Workflow[Any]("odd", 1, Odd, Odd, flows.decide, flows.evolve, flows.status)
     assert len(fingerprint(wf)) == 16
     assert msgspec.json.schema(flows.Account)  # the common case has a schema
+
+
+def test_the_same_code_has_the_same_fingerprint_in_every_process(
+    tmp_path: Any,
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "setcode.py").write_text(
+        BASE.replace(
+            'return "running"',
+            'return "running" if s.n in {"a", "b", "c", "d"} else "failed"',
+        )
+    )
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import setcode as m\n"
+        "from engine import Workflow\n"
+        "from engine.core.fingerprint import fingerprint\n"
+        "wf = Workflow('fp', 1, m.S, m.S, m.decide, m.evolve, m.status)\n"
+        "print(fingerprint(wf))"
+    )
+    seen = set()
+    for seed in ("1", "2", "3", "4"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+            timeout=60,
+            check=True,
+        )
+        seen.add(done.stdout.strip())
+    assert len(seen) == 1
