@@ -96,10 +96,12 @@ def _progress(ctx: CliContext, what: str) -> Iterator[Callable[[int, int], None]
 
 def code_columns(
     d: Deployment | None, registry: WorkflowRegistry | None
-) -> dict[str, str | None]:
-    """``fingerprint`` recorded for a version, and ``code_here``: this process's.
+) -> dict[str, Any]:
+    """The code columns of ``nonstop versions`` for one version.
 
-    ``code_here`` is None when this process does not load the version.
+    ``fingerprint`` is the recorded one, ``code_here`` this process's (None
+    when it does not load the version), ``other_code_on`` the workers that
+    reported running other code.
     """
     recorded = d.fingerprint if d is not None and d.fingerprint else None
     here = None
@@ -109,7 +111,8 @@ def code_columns(
         and d.version in registry.versions(d.workflow)
     ):
         here = version_fingerprint(registry.get(d.workflow, d.version))
-    return {"fingerprint": recorded, "code_here": here}
+    workers = list(d.mismatched) if d is not None else []
+    return {"fingerprint": recorded, "code_here": here, "other_code_on": workers}
 
 
 def code_cell(row: dict[str, Any]) -> Text:
@@ -118,6 +121,9 @@ def code_cell(row: dict[str, Any]) -> Text:
     cell = Text(short(recorded or ""))
     if recorded and here and here != recorded:
         cell.append(f" != here {short(here)}", style="red")
+    workers = row.get("other_code_on") or []
+    if workers:
+        cell.append(f" (other code on {len(workers)} worker(s))", style="red")
     return cell
 
 

@@ -68,8 +68,16 @@ class CodeWatch:
             fp = self._mine[key] = version_fingerprint(wf)
         return fp
 
-    def check(self, view: DeployView, registry: WorkflowRegistry) -> None:
-        """Log and count the versions ``registry`` runs with unrecorded code."""
+    def check(
+        self, view: DeployView, registry: WorkflowRegistry
+    ) -> list[tuple[str, int, str, str]]:
+        """Log and count the versions ``registry`` runs with unrecorded code.
+
+        Returns:
+            The mismatches found for the first time, as ``(workflow, version,
+            recorded, loaded)``: the caller records them in the registry.
+        """
+        new: list[tuple[str, int, str, str]] = []
         for wd in view.workflows.values():
             for d in wd.deployments.values():
                 if not d.fingerprint or d.version not in registry.versions(d.workflow):
@@ -83,6 +91,7 @@ class CodeWatch:
                 told = (d.workflow, d.version, d.fingerprint, mine)
                 if told not in self._told:
                     self._told.add(told)
+                    new.append(told)
                     log.warning(
                         "%s@%s runs here with code %s, but the registry records %s: "
                         "this worker's code differs from the deployed one "
@@ -92,3 +101,4 @@ class CodeWatch:
                         short(mine),
                         short(d.fingerprint),
                     )
+        return new

@@ -20,6 +20,7 @@ __all__ = [
     "FLAGS_STREAM",
     "INDEX_STREAM",
     "REGISTRY_TYPES",
+    "CodeMismatch",
     "Deployed",
     "DeploymentFailed",
     "FlagChanged",
@@ -80,6 +81,25 @@ class Redeployed(msgspec.Struct, frozen=True):
     check: str
     by: str
     reason: str = ""
+
+
+@event("nonstop.CodeMismatch")
+class CodeMismatch(msgspec.Struct, frozen=True):
+    """A worker runs ``workflow@version`` with other code than the recorded one.
+
+    Written once per worker and pair of fingerprints, when the worker's
+    registry refresh finds it.
+    """
+
+    workflow: str
+    version: int
+    worker: str
+    """``host:pid`` of the worker."""
+    recorded: str
+    """The fingerprint the registry records."""
+    loaded: str
+    """The fingerprint of the code the worker runs."""
+    by: str
 
 
 @event("nonstop.Routed")
@@ -163,6 +183,7 @@ class RegistryStream(msgspec.Struct, frozen=True):
 REGISTRY_TYPES = (
     "nonstop.Deployed",
     "nonstop.Redeployed",
+    "nonstop.CodeMismatch",
     "nonstop.Routed",
     "nonstop.DeploymentFailed",
     "nonstop.Retired",

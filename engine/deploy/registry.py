@@ -48,6 +48,7 @@ from engine.deploy.events import (
     FLAGS_STREAM,
     INDEX_STREAM,
     REGISTRY_TYPES,
+    CodeMismatch,
     Deployed,
     DeploymentFailed,
     FlagChanged,
@@ -161,7 +162,10 @@ class Deployments:
             if self._registry is not None and self._hot_load(self._registry):
                 self._fold()  # this process just recorded a failure
             if self._registry is not None:
-                self.code.check(self._view, self._registry)
+                found = self.code.check(self._view, self._registry)
+                if found:
+                    self._record_mismatches(found)
+                    self._fold()
             self._refreshed = time.monotonic()
             return self._view
 
@@ -321,6 +325,16 @@ class Deployments:
                     self._record_failure(d.workflow, d.version, str(exc))
                     failed = True
         return failed
+
+    def _record_mismatches(self, found: list[tuple[str, int, str, str]]) -> None:
+        for workflow, version, recorded, loaded in found:
+            event = CodeMismatch(
+                workflow, version, self.worker, recorded, loaded, self.worker
+            )
+            try:
+                self._write(self._batch(self._view, deploy_stream(workflow), [event]))
+            except NonstopError:  # someone else wrote first, or the store is down
+                log.warning("could not record the code of %s@%s", workflow, version)
 
     def _record_failure(self, workflow: str, version: int, error: str) -> None:
         event = DeploymentFailed(workflow, version, error, self.worker, self.worker)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from engine.deploy.events import (
     FLAGS_STREAM,
+    CodeMismatch,
     Deployed,
     DeploymentFailed,
     FlagChanged,
@@ -52,6 +53,8 @@ class Deployment:
     """Why it failed to load, when failed."""
     fingerprint: str = ""
     """Fingerprint of its code as last (re)deployed; empty if not recorded."""
+    mismatched: tuple[str, ...] = ()
+    """Workers that reported running other code than ``fingerprint``."""
 
 
 @dataclass(frozen=True)
@@ -186,13 +189,24 @@ class DeployView:
             d = wd.deployments.get(e.version)
             if d is not None:
                 wd.deployments[e.version] = replace(
-                    d, source=e.source, fingerprint=e.fingerprint
+                    d, source=e.source, fingerprint=e.fingerprint, mismatched=()
                 )
             detail = (
                 f"v{e.version} code {e.previous[:8] or '-'} -> {e.fingerprint[:8]} "
                 f"from {e.source} ({e.check})"
             )
             self._log(at, e.workflow, "redeploy", detail, e)
+        elif isinstance(e, CodeMismatch):
+            wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
+            d = wd.deployments.get(e.version)
+            if d is not None and d.fingerprint == e.recorded:
+                workers = tuple(sorted({*d.mismatched, e.worker}))
+                wd.deployments[e.version] = replace(d, mismatched=workers)
+            detail = (
+                f"v{e.version} runs code {e.loaded[:8]} on {e.worker}, "
+                f"recorded {e.recorded[:8]}"
+            )
+            self._log(at, e.workflow, "code mismatch", detail, e)
         elif isinstance(e, Routed):
             self._routed(at, e)
         elif isinstance(e, DeploymentFailed):

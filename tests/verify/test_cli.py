@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -172,13 +173,18 @@ def test_versions_shows_code_that_differs_here(
 ) -> None:
     with Deployments(url) as ops:
         deploy_guarded(ops, url, "account", 1, f"{SRC}:hotfix", force=True, reason="r")
-    code, out = nonstop(capsys, url, "versions", "account")
+    # A worker still on the old code records that it runs other code.
+    with SyncEngine(url, flows.registry()) as engine:
+        engine.send("a2", flows.Deposit(1))
+    code, out = nonstop(capsys, url, "versions", "account", "--json")
     assert code == 0
-    recorded = version_fingerprint(flows.hotfix)[:8]
-    here = version_fingerprint(flows.v1)[:8]
-    assert f"{recorded} != here {here}" in out.replace("\n", " ") or (
-        recorded in out and here in out
-    )
+    recorded = version_fingerprint(flows.hotfix)
+    here = version_fingerprint(flows.v1)
+    (row,) = json.loads(out)
+    assert (row["fingerprint"], row["code_here"]) == (recorded, here)
+    assert len(row["other_code_on"]) == 1
+    code, out = nonstop(capsys, url, "versions", "account")
+    assert code == 0 and "!= here" in out and "worker(s)" in out
 
 
 def test_migration_mapper(capsys: pytest.CaptureFixture[str], url: str) -> None:

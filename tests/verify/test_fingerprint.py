@@ -108,6 +108,11 @@ def test_deploy_records_it_and_engines_report_other_code(
     assert [
         (s.labels["workflow"], s.labels["version"], s.value) for s in gauges[0].samples
     ] == [("account", "1", 1.0)]
+    # Recorded in the registry, once: `nonstop versions` and the audit show it.
+    d = ops.refresh().workflow("account").deployments[1]
+    assert d.mismatched == (worker.worker,)
+    mism = [a for a in ops.view.audit if a.action == "code mismatch"]
+    assert len(mism) == 1 and worker.worker in mism[0].detail
     # The same code: nothing to report.
     same = Deployments(store, poll_interval=0.0)
     same.attach(flows.registry())
