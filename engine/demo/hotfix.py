@@ -25,6 +25,9 @@ __all__ = ["HOTFIX_SOURCE", "hotfix_phase"]
 
 HOTFIX_SOURCE = "engine.demo.orders_hotfix:v1"
 """The changed code of orders@1."""
+SAMPLE = 400
+"""Orders the check replays: a sample keeps the demo fast on a store that
+many runs have filled (a deploy without a sample replays them all)."""
 
 
 def _attempt(store_url: str) -> VerifyFailed | None:
@@ -39,6 +42,7 @@ def _attempt(store_url: str) -> VerifyFailed | None:
                 1,
                 HOTFIX_SOURCE,
                 registry=orders.registry(),
+                instances=SAMPLE,
                 by="demo",
                 reason="hotfix: fraud score 0 for orders@1",
             )
@@ -57,8 +61,8 @@ async def hotfix_phase(store_url: str, run_id: str, out: Console) -> str | None:
     out.print(
         Text(
             f"hotfix: deploying {WORKFLOW}@1 again from {HOTFIX_SOURCE} was "
-            f"refused; verify replayed {len(refused.divergences)} order(s) into "
-            f"other states, e.g. {example}"
+            f"refused; verify replayed {len(refused.divergences)} order(s) of "
+            f"{WORKFLOW}@1 into other states, e.g. {example}"
         )
     )
     return None

@@ -18,7 +18,7 @@ from engine.core.errors import DeployError, VerifyError, VerifyFailed
 from engine.core.workflow import WorkflowRegistry
 from engine.deploy.code import version_fingerprint
 from engine.deploy.registry import Deployments, load_source
-from engine.deploy.verify import VerifyReport, describe, verify_version
+from engine.deploy.verify import Selection, VerifyReport, describe, verify_version
 from engine.store import EventStore
 
 __all__ = ["GuardOutcome", "deploy_guarded"]
@@ -55,6 +55,7 @@ def deploy_guarded(
     force: bool = False,
     skip_verify: bool = False,
     jobs: int = 1,
+    instances: Selection = "all",
     progress: Callable[[int, int], None] | None = None,
 ) -> GuardOutcome:
     """Deploy ``workflow@version`` from ``source``, verifying it first if needed.
@@ -74,6 +75,8 @@ def deploy_guarded(
         force: Record changed code even if verification fails (not run).
         skip_verify: Do not verify (recorded as ``skipped``).
         jobs: Verification worker processes.
+        instances: Which instances the verification replays (every one by
+            default; a number samples that many).
         progress: Verification progress, ``progress(done, total)``.
 
     Raises:
@@ -103,7 +106,7 @@ def deploy_guarded(
             store,
             candidate,
             registry,
-            instances="all",
+            instances=instances,
             jobs=jobs,
             progress=progress,
         )
