@@ -191,9 +191,9 @@ def _work(ids: Sequence[str]) -> VerifyReport:
     return _WORKER.check(ids)
 
 
-def _batches(ids: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(ids), _TASK):
-        yield ids[i : i + _TASK]
+def _batches(ids: Sequence[str], size: int = _TASK) -> Iterator[Sequence[str]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
 
 
 def verify_version(
@@ -204,6 +204,7 @@ def verify_version(
     codec: EventCodec | None = None,
     instances: Selection = "running",
     jobs: int = 1,
+    batch: int = _TASK,
     progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
     """Replay the instances of ``candidate``'s version under it; compare digests.
@@ -218,7 +219,8 @@ def verify_version(
             event types and the process-wide upcasters).
         instances: ``running`` (a divergent instance is reported whatever its
             status), ``all``, or a sample size.
-        jobs: Worker processes.
+        jobs: Worker processes (used when there is more than one batch).
+        batch: Streams read per query and handed to a worker at a time.
         progress: Called as ``progress(done, total)`` after each batch.
 
     Raises:
@@ -232,6 +234,7 @@ def verify_version(
 
         codec = EventCodec()
         codec.use_upcasters(default_upcasters())
+    owned = isinstance(store, str)
     opened = open_store(store) if isinstance(store, str) else store
     try:
         ids = select_instances(
@@ -249,20 +252,23 @@ def verify_version(
         if progress is not None:
             progress(0, total)
         done = 0
-        if jobs == 1 or total <= _TASK:
-            for batch in _batches(ids):
-                report.add(job.check(batch))
-                done += len(batch)
+        if jobs == 1 or total <= batch:
+            for part_ids in _batches(ids, batch):
+                report.add(job.check(part_ids))
+                done += len(part_ids)
                 if progress is not None:
                     progress(done, total)
         else:
-            for part, n in _in_processes(job, store, ids, jobs):
+            if owned:  # no pool threads while forking; workers open their own
+                opened.close()
+                owned = False
+            for part, n in _in_processes(job, store, ids, jobs, batch):
                 report.add(part)
                 done += n
                 if progress is not None:
                     progress(done, total)
     finally:
-        if isinstance(store, str):
+        if owned:
             opened.close()
     order = {iid: n for n, iid in enumerate(ids)}
     report.divergences.sort(key=lambda d: order.get(d.instance_id, 0))
@@ -271,7 +277,7 @@ def verify_version(
 
 
 def _in_processes(
-    job: _Job, store: EventStore | str, ids: list[str], jobs: int
+    job: _Job, store: EventStore | str, ids: list[str], jobs: int, size: int
 ) -> Iterator[tuple[VerifyReport, int]]:
     global _WORKER
     from engine.store.memory import MemoryStore
@@ -285,7 +291,7 @@ def _in_processes(
     try:
         ctx = multiprocessing.get_context("fork")
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            batches = list(_batches(ids))
+            batches = list(_batches(ids, size))
             futures = {pool.submit(_work, b): len(b) for b in batches}
             for fut in concurrent.futures.as_completed(futures):
                 yield fut.result(), futures[fut]

@@ -23,10 +23,12 @@ def test_verify_in_processes_and_export_on_postgres(
             iid = f"p{i:02d}"
             engine.start("account", flows.Open(), instance_id=iid)
             engine.send(iid, flows.Deposit(50 if i % 10 else 150))
-    for jobs in (1, 2):
-        ok = verify_version(pg_url, flows.refactor, flows.registry(), jobs=jobs)
+    for jobs in (1, 2):  # batches of 7 streams: two processes share five
+        ok = verify_version(
+            pg_url, flows.refactor, flows.registry(), jobs=jobs, batch=7
+        )
         assert ok.ok and ok.instances == 30 and ok.digests == 60
-        bad = verify_version(pg_url, flows.hotfix, flows.registry(), jobs=jobs)
+        bad = verify_version(pg_url, flows.hotfix, flows.registry(), jobs=jobs, batch=7)
         got = [(d.instance_id, d.position) for d in bad.divergences]
         assert got == [("p00", 3), ("p10", 3), ("p20", 3)]
     out = tmp_path / "pg.jsonl"
