@@ -99,6 +99,11 @@ def deploy_guarded(
             f"(fingerprint {fp[:8]}); versions are immutable: deploy a change as "
             "a new version"
         )
+    if redeploy and canary is not None:
+        raise DeployError(
+            f"{workflow}@{version} is deployed: new code for it keeps its routing; "
+            "drop --canary (or deploy the change as a new version with --canary)"
+        )
     check: Check = "forced" if force else "skipped"
     report: VerifyReport | None = None
     if not (force or skip_verify):

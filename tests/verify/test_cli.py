@@ -9,7 +9,7 @@ import pytest
 
 from engine import SyncEngine
 from engine.cli import main
-from engine.core.errors import VerifyError, VerifyFailed
+from engine.core.errors import DeployError, VerifyError, VerifyFailed
 from engine.deploy import Deployments
 from engine.deploy.code import version_fingerprint
 from engine.deploy.guard import deploy_guarded
@@ -157,6 +157,8 @@ def test_same_code_again_is_refused(url: str) -> None:
     with Deployments(url) as ops:
         with pytest.raises(Exception, match="already deployed with this code"):
             deploy_guarded(ops, url, "account", 1, f"{SRC}:v1")
+        with pytest.raises(DeployError, match="drop --canary"):
+            deploy_guarded(ops, url, "account", 1, f"{SRC}:refactor", canary=10)
         with pytest.raises(VerifyError, match="--reason"):
             deploy_guarded(ops, url, "account", 1, f"{SRC}:hotfix", skip_verify=True)
         with pytest.raises(VerifyFailed) as err:
