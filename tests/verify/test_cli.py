@@ -155,7 +155,7 @@ def test_deploy_of_changed_code_is_refused_forced_or_verified(
 
 def test_same_code_again_is_refused(url: str) -> None:
     with Deployments(url) as ops:
-        with pytest.raises(Exception, match="already deployed with this code"):
+        with pytest.raises(DeployError, match="already deployed with this code"):
             deploy_guarded(ops, url, "account", 1, f"{SRC}:v1")
         with pytest.raises(DeployError, match="drop --canary"):
             deploy_guarded(ops, url, "account", 1, f"{SRC}:refactor", canary=10)
