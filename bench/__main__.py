@@ -31,6 +31,7 @@ PLUGINS = {
     "testing": "bench.testing_kit",
     "console": "bench.console",
     "config": "bench.config",
+    "verify": "bench.verify",
 }
 """Scenario name -> module with ``DESCRIPTION`` (markdown) and
 ``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes

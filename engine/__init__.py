@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         PublishBlocked,
         PublishUsageError,
         ReadModelUnavailable,
+        ReplayDiverged,
         RetireRefused,
         RolloutError,
         SchemaLockError,
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
         UnknownWorkflow,
         UnsupportedFieldType,
         UpcastChainError,
+        VerifyError,
+        VerifyFailed,
         WorkflowCodeError,
         WorkflowDefinitionError,
     )
@@ -166,6 +169,7 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "PublishUsageError",
     "PublishBlocked",
     "ReadModelUnavailable",
+    "ReplayDiverged",
     "RetireRefused",
     "RolloutError",
     "SchemaLockError",
@@ -178,6 +182,8 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "UnknownWorkflow",
     "UnsupportedFieldType",
     "UpcastChainError",
+    "VerifyError",
+    "VerifyFailed",
     "WorkflowCodeError",
     "WorkflowDefinitionError",
     # events

@@ -285,6 +285,8 @@ _READ_ONLY = {
     ("config", "status"),
     ("projections", "status"),
     ("deadletters", "list"),
+    ("verify", None),
+    ("export", None),
 }
 """Commands that only read the store: they never create one."""
 

@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "engine.deploy.events",
             "engine.deploy.configview",
             "engine.deploy.configs",
+            "engine.deploy.code",
             "engine.loading",
         ],
     ),

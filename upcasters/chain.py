@@ -154,6 +154,10 @@ class UpcasterRegistry:
         """The ``from_version`` of every step registered for ``type_name``."""
         return sorted(v for (t, v) in self._steps if t == type_name)
 
+    def all_steps(self) -> list[Upcaster]:
+        """Every registered step, by type name and schema version."""
+        return [self._steps[k] for k in sorted(self._steps)]
+
     def steps_count(self) -> int:
         """How many steps are registered, over all types."""
         return len(self._steps)

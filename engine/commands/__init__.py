@@ -30,6 +30,8 @@ GROUPS = (
     "engine.commands.rollout",
     "engine.commands.console",
     "engine.commands.config",
+    "engine.commands.verify",
+    "engine.commands.histories",
 )
 """Modules whose ``register(sub)`` adds subcommands, in help order."""
 

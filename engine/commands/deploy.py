@@ -26,6 +26,7 @@ from rich.text import Text
 from engine.commands import CliContext
 from engine.commands.instances import print_json
 from engine.commands.progress import INTERRUPTED, bar, interruptible, rate
+from engine.commands.verify import code_cell, code_columns, deploy_args
 from engine.core.errors import MapperLoadError
 from engine.core.workflow import WorkflowRegistry
 from engine.deploy import (
@@ -79,6 +80,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     _replace_arg(p)
     _audit_args(p)
+    deploy_args(p)
     p.set_defaults(run=_deploy)
 
     p = sub.add_parser("promote", help="give a deployed version more new instances")
@@ -181,19 +183,9 @@ def _registry(ctx: CliContext) -> Deployments:
 
 
 def _deploy(ctx: CliContext, args: argparse.Namespace) -> int:
-    with _registry(ctx) as reg:
-        reg.deploy(
-            args.workflow,
-            args.version,
-            args.source,
-            canary=args.canary,
-            by=args.by,
-            reason=args.reason,
-            replace=args.replace,
-        )
-        took = _took_effect(reg, args.workflow)
-    ctx.out.print(Text(f"deployed {args.workflow}@{args.version}; {took}"))
-    return 0
+    from engine.commands.verify import run_deploy
+
+    return run_deploy(ctx, args, _took_effect)
 
 
 def _promote(ctx: CliContext, args: argparse.Namespace) -> int:
@@ -246,12 +238,13 @@ def _retire(ctx: CliContext, args: argparse.Namespace) -> int:
 
 def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
     with _registry(ctx) as reg:
-        with stats_source(ctx, _loaded(ctx, reg)) as stats:
+        registry = _loaded(ctx, reg)
+        with stats_source(ctx, registry) as stats:
             counts = {
                 (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
             }
         view = reg.view
-    rows = version_rows(view, counts, args.workflow)
+    rows = version_rows(view, counts, args.workflow, registry)
     if args.json:
         print_json(rows)
     else:
@@ -263,6 +256,7 @@ def version_rows(
     view: DeployView,
     counts: dict[tuple[str, int], VersionStats],
     only: str | None,
+    registry: WorkflowRegistry | None = None,
 ) -> list[dict[str, Any]]:
     """One row per ``workflow@version``: state, routing share and counts.
 
@@ -300,6 +294,7 @@ def version_rows(
                     if c
                     else None,
                     "source": d.source if d else None,
+                    **code_columns(d, registry),
                 }
             )
     return rows
@@ -314,6 +309,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("failed", justify="right")
     table.add_column("cancelled", justify="right")
     table.add_column("oldest in-flight", justify="right")
+    table.add_column("code")
     table.add_column("source")
     now = time.time() * 1e6
     for r in rows:
@@ -331,6 +327,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
             else str(r["failed"]),
             str(r["cancelled"]),
             _age((now - oldest) / 1e6) if oldest else "-",
+            code_cell(r),
             Text(r["source"] or ""),
         )
     return table

@@ -91,10 +91,12 @@ class EventCodec:
         recorded_at: int,
         ctx: list[Any] | None = None,
         key: str | None = None,
+        digest: int | None = None,
     ) -> tuple[str, bytes]:
         """Encode one event; returns its type name and envelope bytes.
 
-        ``ctx`` and ``key`` go with the first event of a decision only.
+        ``ctx`` and ``key`` go with the first event of a decision only,
+        ``digest`` (of the state after the decision) with its last.
         """
         et = self.types.of(obj)
         env = Envelope(  # positional: twice as fast as keywords (once per event)
@@ -107,6 +109,7 @@ class EventCodec:
             meta.causation_id,
             ctx,
             key,
+            digest,
         )
         return et.name, _encoder.encode(env)
 

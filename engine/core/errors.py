@@ -52,6 +52,7 @@ __all__ = [
     "PublishBlocked",
     "PublishUsageError",
     "ReadModelUnavailable",
+    "ReplayDiverged",
     "RetireRefused",
     "RolloutError",
     "SchemaLockError",
@@ -65,6 +66,8 @@ __all__ = [
     "UnknownWorkflow",
     "UnsupportedFieldType",
     "UpcastChainError",
+    "VerifyError",
+    "VerifyFailed",
     "WorkflowCodeError",
     "WorkflowDefinitionError",
 ]
@@ -361,6 +364,41 @@ class DeploySourceError(DeployError):
             f"cannot load deployment source {source!r}: {reason}. Pass "
             "MODULE:ATTRIBUTE naming a Workflow (or a function returning one) "
             "with that name and version, importable by every worker"
+        )
+
+
+class VerifyError(DeployError):
+    """A verification cannot run as asked (bad selection, jobs without a URL)."""
+
+
+class VerifyFailed(DeployError):
+    """Candidate code folds stored histories differently; nothing was deployed."""
+
+    def __init__(self, ref: str, divergences: Sequence[str]) -> None:
+        self.ref = ref
+        self.divergences = list(divergences)
+        """One line per divergent instance: instance, position, type, diff."""
+        first = self.divergences[0] if self.divergences else "?"
+        super().__init__(
+            f"refused: the new code of {ref} replays {len(self.divergences)} "
+            f"instance(s) differently (first: {first}); deploy the change as a "
+            "new version, or pass --force --reason WHY to overwrite anyway"
+        )
+
+
+class ReplayDiverged(NonstopError, AssertionError):
+    """A recorded history folds to a different state under the current code."""
+
+    def __init__(
+        self, instance_id: str, position: int, event_type: str, detail: str
+    ) -> None:
+        self.instance_id = instance_id
+        self.position = position
+        self.event_type = event_type
+        self.detail = detail
+        super().__init__(
+            f"instance {instance_id!r} diverges at position {position} "
+            f"({event_type}): {detail}"
         )
 
 

@@ -76,6 +76,10 @@ class Envelope(msgspec.Struct, Generic[T], array_like=True, frozen=True, gc=Fals
     came without a caller's command id (which is the key otherwise). After a
     commit in doubt the engine reads the stored bytes back to recognise its own
     write; replay ignores it, so it never grows the instance's command ids."""
+    digest: int | None = None
+    """BLAKE2b-64 of the state after the decision (:mod:`engine.core.digest`),
+    on the last event of each decision; None on the others and on events
+    written before digests existed. ``nonstop verify`` compares replays with it."""
 
 
 class Metadata(msgspec.Struct, frozen=True):

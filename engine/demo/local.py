@@ -32,6 +32,7 @@ from engine.demo.common import (
     verify,
 )
 from engine.demo.config_phase import config_phase
+from engine.demo.hotfix import hotfix_phase
 from engine.runtime import Engine, InstanceInfo
 from engine.store import redact
 
@@ -90,6 +91,9 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
     finally:
         await engine.close()
     commits = engine.commits
+    problem = await hotfix_phase(store_url, run.run_id, out)
+    if problem is not None:
+        run.fail(f"{WORKFLOW}@1", problem)
 
     # Deploy release 2: OrderPlaced schema 2 (+ currency, upcast for old events),
     # orders@2 current; the orders in flight stay pinned to orders@1.

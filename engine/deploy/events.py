@@ -22,12 +22,14 @@ __all__ = [
     "FLAGS_STREAM",
     "INDEX_STREAM",
     "REGISTRY_TYPES",
+    "CodeMismatch",
     "ConfigChanged",
     "ConfigReported",
     "Deployed",
     "DeploymentFailed",
     "FlagChanged",
     "InstancesMigrated",
+    "Redeployed",
     "RegistryStream",
     "Retired",
     "Routed",
@@ -73,6 +75,51 @@ class Deployed(msgspec.Struct, frozen=True):
     """``package.module:attr`` naming the Workflow."""
     by: str
     reason: str = ""
+    fingerprint: str = ""
+    """The code fingerprint of the version (:mod:`engine.core.fingerprint`);
+    empty in deployments recorded before fingerprints existed."""
+    check: str = ""
+    """What the replay check said when the version already had instances:
+    ``verified``, ``forced`` or ``skipped``; empty when it had none."""
+
+
+@event("nonstop.Redeployed")
+class Redeployed(msgspec.Struct, frozen=True):
+    """``workflow@version`` was deployed again with changed code (a hotfix).
+
+    Routing is unchanged. ``check`` says what let it through: ``verified``
+    (replaying its instances under the new code matched every recorded
+    digest), ``forced`` (``--force``) or ``skipped`` (``--skip-verify``).
+    """
+
+    workflow: str
+    version: int
+    source: str
+    fingerprint: str
+    previous: str
+    """The fingerprint it replaces."""
+    check: str
+    by: str
+    reason: str = ""
+
+
+@event("nonstop.CodeMismatch")
+class CodeMismatch(msgspec.Struct, frozen=True):
+    """A worker runs ``workflow@version`` with other code than the recorded one.
+
+    Written once per worker and pair of fingerprints, when the worker's
+    registry refresh finds it.
+    """
+
+    workflow: str
+    version: int
+    worker: str
+    """``host:pid`` of the worker."""
+    recorded: str
+    """The fingerprint the registry records."""
+    loaded: str
+    """The fingerprint of the code the worker runs."""
+    by: str
 
 
 @event("nonstop.Routed")
@@ -195,6 +242,8 @@ class ConfigReported(msgspec.Struct, frozen=True):
 
 REGISTRY_TYPES = (
     "nonstop.Deployed",
+    "nonstop.Redeployed",
+    "nonstop.CodeMismatch",
     "nonstop.Routed",
     "nonstop.DeploymentFailed",
     "nonstop.Retired",

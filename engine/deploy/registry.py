@@ -42,6 +42,7 @@ from engine.core.errors import (
 )
 from engine.core.events import Metadata, now_micros
 from engine.core.workflow import Workflow, WorkflowRegistry
+from engine.deploy.code import CodeWatch, version_fingerprint
 from engine.deploy.configs import ConfigResolver
 from engine.deploy.events import (
     CONFIG_STREAM_PREFIX,
@@ -49,10 +50,12 @@ from engine.deploy.events import (
     FLAGS_STREAM,
     INDEX_STREAM,
     REGISTRY_TYPES,
+    CodeMismatch,
     Deployed,
     DeploymentFailed,
     FlagChanged,
     InstancesMigrated,
+    Redeployed,
     RegistryStream,
     Retired,
     Routed,
@@ -139,6 +142,8 @@ class Deployments:
         self.configs = ConfigResolver(self)
         """The typed config this process serves (see :mod:`engine.deploy.configs`)."""
         self.config = self.configs.config  # the ConfigReader, without a hop
+        self.code = CodeWatch()
+        """Compares the loaded code with the recorded fingerprints."""
         self._load_failed: set[tuple[str, int, int]] = set()
         """Deployments (workflow, version, deployed at) that failed to load here:
         not tried again until they are deployed again."""
@@ -163,6 +168,11 @@ class Deployments:
                 self._fold()  # this process just recorded a failure
             if self._view.configs:
                 self.configs.check()
+            if self._registry is not None:
+                found = self.code.check(self._view, self._registry)
+                if found:
+                    self._record_mismatches(found)
+                    self._fold()
             self._refreshed = time.monotonic()
             return self._view
 
@@ -328,6 +338,16 @@ class Deployments:
                     failed = True
         return failed
 
+    def _record_mismatches(self, found: list[tuple[str, int, str, str]]) -> None:
+        for workflow, version, recorded, loaded in found:
+            event = CodeMismatch(
+                workflow, version, self.worker, recorded, loaded, self.worker
+            )
+            try:
+                self._write(self._batch(self._view, deploy_stream(workflow), [event]))
+            except NonstopError:  # someone else wrote first, or the store is down
+                log.warning("could not record the code of %s@%s", workflow, version)
+
     def _record_failure(self, workflow: str, version: int, error: str) -> None:
         event = DeploymentFailed(workflow, version, error, self.worker, self.worker)
         try:
@@ -348,6 +368,8 @@ class Deployments:
         reason: str = "",
         check: bool = True,
         replace: bool = False,
+        fingerprint: str | None = None,
+        verified: str = "",
     ) -> Routing:
         """Deploy ``workflow@version`` from ``source`` and route new instances to it.
 
@@ -365,6 +387,10 @@ class Deployments:
             check: Import ``source`` here first.
             replace: Let a canary take the place of another active canary
                 (which then drains; the change names it in the audit trail).
+            fingerprint: Its code fingerprint (computed from ``source`` when
+                ``check``; empty otherwise).
+            verified: What the replay check said, when the version already
+                had instances (see :func:`engine.deploy.guard.deploy_guarded`).
 
         Returns:
             The routing read back from the store after the write.
@@ -378,7 +404,10 @@ class Deployments:
                 canary is asked for a workflow with no stable version.
         """
         if check:
-            load_source(source, workflow, version)
+            wf = load_source(source, workflow, version)
+            if fingerprint is None:
+                fingerprint = version_fingerprint(wf)
+        fp = fingerprint or ""
         bp = percent_to_bp(canary) if canary is not None else None
         user = by or default_user()
 
@@ -403,12 +432,60 @@ class Deployments:
                 routing = Routing(current.stable, version, bp)
             replaced = _replaced_canary(workflow, current, routing, replace)
             return [
-                Deployed(workflow, version, source, user, reason),
+                Deployed(workflow, version, source, user, reason, fp, verified),
                 _routed(workflow, "deploy", routing, user, reason, replaced),
             ]
 
         self._change(deploy_stream(workflow), make)
         return self._routing(workflow)
+
+    def redeploy(
+        self,
+        workflow: str,
+        version: int,
+        source: str,
+        fingerprint: str,
+        *,
+        check: str,
+        by: str | None = None,
+        reason: str = "",
+    ) -> None:
+        """Record new code for deployed ``workflow@version`` (routing unchanged).
+
+        The caller proves the change safe first (``check``: ``verified``) or
+        says why it did not (``forced``, ``skipped``, with ``reason``); see
+        :func:`engine.deploy.guard.deploy_guarded`.
+
+        Raises:
+            DeployError: the version is not deployed, or records this code.
+            DeployConflict: another change of the workflow won the race.
+        """
+        user = by or default_user()
+
+        def make(view: DeployView) -> list[Any]:
+            known = view.workflow(workflow).deployments.get(version)
+            if known is None or known.state == "failed":
+                raise DeployError(
+                    f"{workflow}@{version} is not deployed; deploy it instead"
+                )
+            if known.fingerprint == fingerprint:
+                raise DeployError(
+                    f"{workflow}@{version} is already deployed with this code"
+                )
+            return [
+                Redeployed(
+                    workflow,
+                    version,
+                    source,
+                    fingerprint,
+                    known.fingerprint,
+                    check,
+                    user,
+                    reason,
+                )
+            ]
+
+        self._change(deploy_stream(workflow), make)
 
     def promote(
         self,

@@ -8,11 +8,13 @@ from typing import Any, Literal
 from engine.deploy.configview import WorkflowConfig
 from engine.deploy.events import (
     FLAGS_STREAM,
+    CodeMismatch,
     ConfigChanged,
     Deployed,
     DeploymentFailed,
     FlagChanged,
     InstancesMigrated,
+    Redeployed,
     RegistryStream,
     Retired,
     Routed,
@@ -51,6 +53,10 @@ class Deployment:
     """Who deployed it."""
     error: str | None = None
     """Why it failed to load, when failed."""
+    fingerprint: str = ""
+    """Fingerprint of its code as last (re)deployed; empty if not recorded."""
+    mismatched: tuple[str, ...] = ()
+    """Workers that reported running other code than ``fingerprint``."""
 
 
 @dataclass(frozen=True)
@@ -173,9 +179,40 @@ class DeployView:
         elif isinstance(e, Deployed):
             wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
             wd.deployments[e.version] = Deployment(
-                e.workflow, e.version, e.source, "draining", at, e.by
+                e.workflow,
+                e.version,
+                e.source,
+                "draining",
+                at,
+                e.by,
+                fingerprint=e.fingerprint,
             )
-            self._log(at, e.workflow, "deploy", f"v{e.version} from {e.source}", e)
+            checked = f" ({e.check})" if e.check else ""
+            detail = f"v{e.version} from {e.source}{checked}"
+            self._log(at, e.workflow, "deploy", detail, e)
+        elif isinstance(e, Redeployed):
+            wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
+            d = wd.deployments.get(e.version)
+            if d is not None:
+                wd.deployments[e.version] = replace(
+                    d, source=e.source, fingerprint=e.fingerprint, mismatched=()
+                )
+            detail = (
+                f"v{e.version} code {e.previous[:8] or '-'} -> {e.fingerprint[:8]} "
+                f"from {e.source} ({e.check})"
+            )
+            self._log(at, e.workflow, "redeploy", detail, e)
+        elif isinstance(e, CodeMismatch):
+            wd = self.workflows.setdefault(e.workflow, WorkflowDeployments(e.workflow))
+            d = wd.deployments.get(e.version)
+            if d is not None and d.fingerprint == e.recorded:
+                workers = tuple(sorted({*d.mismatched, e.worker}))
+                wd.deployments[e.version] = replace(d, mismatched=workers)
+            detail = (
+                f"v{e.version} runs code {e.loaded[:8]} on {e.worker}, "
+                f"recorded {e.recorded[:8]}"
+            )
+            self._log(at, e.workflow, "code mismatch", detail, e)
         elif isinstance(e, Routed):
             self._routed(at, e)
         elif isinstance(e, DeploymentFailed):

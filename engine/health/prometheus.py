@@ -8,6 +8,9 @@ Metric names follow the Prometheus conventions:
   latency (decide and commit);
 - ``nonstop_instances_started_total``, ``nonstop_instances_completed_total``,
   ``nonstop_instances_failed_total`` ``{workflow,version}``;
+- ``nonstop_code_mismatch{workflow,version,recorded,loaded}``: 1 for each
+  version this process runs with other code than the deployed one
+  (:mod:`engine.deploy.code`);
 - ``nonstop_projection_lag{projection}``: events of the global order a
   projection has not processed yet, and ``nonstop_log_head`` (read from the
   store when scraped, see :class:`StoreLagCollector`).
@@ -120,6 +123,21 @@ class HealthCollector(Collector):
         for (workflow, version), n in sorted(refusal_totals().items()):
             refused.add_metric([workflow, str(version)], n)
         yield refused
+        yield _code_mismatches()
+
+
+def _code_mismatches() -> GaugeMetricFamily:
+    """1 per version this process runs with code the registry does not record."""
+    from engine.deploy.code import MISMATCHES
+
+    gauge = GaugeMetricFamily(
+        "nonstop_code_mismatch",
+        "1 when this process runs a version with other code than the one deployed.",
+        labels=["workflow", "version", "recorded", "loaded"],
+    )
+    for (workflow, version), (recorded, mine) in sorted(MISMATCHES.items()):
+        gauge.add_metric([workflow, str(version), recorded[:8], mine[:8]], 1.0)
+    return gauge
 
 
 class StoreLagCollector(Collector):

@@ -23,6 +23,7 @@ import msgspec
 
 from engine.core.codec import EventCodec
 from engine.core.config import ConfigReader, decode_config
+from engine.core.digest import state_digest
 from engine.core.errors import (
     CommandRejected,
     ConfigError,
@@ -66,6 +67,10 @@ class Decider:
         router: Routes new instances and evaluates flags (optional).
         health: Counts rejections and crashes per version (optional).
     """
+
+    digests: bool = True
+    """Store the digest of the state after each decision on its last event
+    (``Envelope.digest``, checked by ``nonstop verify``); False writes none."""
 
     def __init__(
         self,
@@ -186,22 +191,44 @@ class Decider:
         encode = self.codec.encode
         records: list[NewRecord] = []
         position = inst.position
+        # The digest of the state after the decision rides on its last record.
+        final = position + len(first) + len(events) + len(last)
+        digest = _digest(state) if self.digests else None
         # The decision's idempotency key rides on its first record.
         key = new_key() if meta.command_id is None else None
         for e in first:
             position += 1
-            name, data = encode(e, meta, recorded_at=now, key=key)
+            name, data = encode(
+                e,
+                meta,
+                recorded_at=now,
+                key=key,
+                digest=digest if position == final else None,
+            )
             key = None
             records.append(NewRecord(iid, position, name, data))
         recorded = ctx.recorded or None  # stored with the decision's first event
         for e in events:
             position += 1
-            name, data = encode(e, meta, recorded_at=now, ctx=recorded, key=key)
+            name, data = encode(
+                e,
+                meta,
+                recorded_at=now,
+                ctx=recorded,
+                key=key,
+                digest=digest if position == final else None,
+            )
             recorded = key = None
             records.append(NewRecord(iid, position, name, data))
         for e in last:  # system events the reducer does not fold
             position += 1
-            name, data = encode(e, meta, recorded_at=now, key=key)
+            name, data = encode(
+                e,
+                meta,
+                recorded_at=now,
+                key=key,
+                digest=digest if position == final else None,
+            )
             key = None
             records.append(NewRecord(iid, position, name, data))
         commands = inst.commands
@@ -255,7 +282,11 @@ class Decider:
         meta = Metadata(wf.ref, command_id)
         if wf.on_cancel is None:
             name, body = self.codec.encode(
-                event, meta, recorded_at=now_micros(), key=_key(command_id)
+                event,
+                meta,
+                recorded_at=now_micros(),
+                key=_key(command_id),
+                digest=_digest(inst.state) if self.digests else None,
             )
             position = inst.position + 1
             commands = inst.commands
@@ -311,7 +342,11 @@ class Decider:
             )
         event = Migrated(old.name, old.version, version, data, by, reason)
         name, body = self.codec.encode(
-            event, Metadata(new_wf.ref), recorded_at=now_micros(), key=new_key()
+            event,
+            Metadata(new_wf.ref),
+            recorded_at=now_micros(),
+            key=new_key(),
+            digest=_digest(state) if self.digests else None,
         )
         position = inst.position + 1
         new = Instance(new_wf, state, position, inst.commands, inst.key, inst.flags)
@@ -357,6 +392,14 @@ def _default_config(config_type: type[Any]) -> Any:
     if made is None:
         made = _DEFAULTS[config_type] = decode_config(config_type, {})
     return made
+
+
+def _digest(state: Any) -> int | None:
+    """The state's digest; None for a state msgspec cannot encode."""
+    try:
+        return state_digest(state)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _key(command_id: str | None) -> str | None:

@@ -8,11 +8,15 @@
   log, after a restart at any point, and under another code of the version;
 - :func:`assert_upcasts`, :func:`payloads`, :func:`stored_payloads`: every
   locked schema version of an event type reads into today's structs;
+- :func:`replay_histories`: histories exported by ``nonstop export`` replayed
+  under the code of a registry, failing where a state differs from the one
+  recorded (no hypothesis needed);
 - the pytest plugin :mod:`engine.testing.plugin` (registered by the
   installed package): engines on an in-memory or a temporary SQLite store.
 
-The names load on first use, and each one needs hypothesis: without it, using
-them raises :class:`~engine.core.errors.MissingExtra` naming the extra. The
+The names load on first use, and each one but :func:`replay_histories` needs
+hypothesis: without it, using them raises
+the :class:`~engine.core.errors.MissingExtra` error naming the extra. The
 plugin itself needs no hypothesis, so pytest runs where the extra is missing.
 """
 
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from engine.core.extras import require
 
 if TYPE_CHECKING:
+    from engine.testing.histories import replay_histories
     from engine.testing.scenario import (
         FixedContext,
         Rejected,
@@ -47,6 +52,7 @@ __all__ = [
     "given",
     "payloads",
     "rejected",
+    "replay_histories",
     "stored_payloads",
     "values",
 ]
@@ -69,12 +75,17 @@ _WHERE = {
 }
 
 
+_PLAIN = frozenset({"replay_histories"})
+"""Names that need no hypothesis."""
+
+
 def __getattr__(name: str) -> Any:
     """Import the module defining ``name`` on first use (hypothesis required)."""
     module = _WHERE.get(name)
     if module is None or importlib.util.find_spec(module) is None:
         raise AttributeError(f"module 'engine.testing' has no attribute {name!r}")
-    require("hypothesis", "testing", "engine.testing")
+    if name not in _PLAIN:
+        require("hypothesis", "testing", "engine.testing")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
