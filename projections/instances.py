@@ -9,7 +9,7 @@ deployments' drain counts read it instead of scanning the log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import takewhile
 from typing import Any
@@ -327,20 +327,77 @@ class InstancesReadModel(StatsSource):
         An instance the projection could not fold has status ``unreadable``,
         ``state`` None, the bad event's ``position`` and the ``error``.
         """
+        out: list[InstanceInfo] = []
+        for page in self.pages(workflow=workflow, version=version, status=status):
+            out.extend(info for info, _ in page)
+        return out
+
+    def page(
+        self,
+        *,
+        workflow: str | None = None,
+        version: int | None = None,
+        status: ListingStatus | None = None,
+        after: int = 0,
+        limit: int = 50,
+    ) -> list[tuple[InstanceInfo, int]]:
+        """At most ``limit`` instances that started after cursor ``after``.
+
+        Each comes with its cursor (the global position of its start): pass
+        the last one as ``after`` for the next page. One indexed query on the
+        read model (``started_global``), whatever the size of the log.
+        """
         if self.fresh:
             self.refresh()
+        return self._page(workflow, version, status, after, limit)
+
+    def pages(
+        self,
+        *,
+        workflow: str | None = None,
+        version: int | None = None,
+        status: ListingStatus | None = None,
+        after: int = 0,
+        limit: int = 1_000,
+    ) -> Iterator[list[tuple[InstanceInfo, int]]]:
+        """Every matching instance after ``after``, a page at a time.
+
+        The read model is brought up to date once, before the first page.
+        """
+        if self.fresh:
+            self.refresh()
+        while True:
+            got = self._page(workflow, version, status, after, limit)
+            if got:
+                yield got
+            if len(got) < limit:
+                return
+            after = got[-1][1]
+
+    def _page(
+        self,
+        workflow: str | None,
+        version: int | None,
+        status: ListingStatus | None,
+        after: int,
+        limit: int,
+    ) -> list[tuple[InstanceInfo, int]]:
         where, params = _filters(workflow, version, status)
+        where += " AND started_global > ?" if where else " WHERE started_global > ?"
         rows = self.runner.db.query(
-            f"SELECT {_COLUMNS} FROM {VIEW}{where} ORDER BY started_global", params
+            f"SELECT {_COLUMNS}, started_global FROM {VIEW}{where} "
+            "ORDER BY started_global LIMIT ?",
+            [*params, after, limit],
         )
-        out: list[InstanceInfo] = []
-        for iid, wf_name, ver, st, pos, _us, data, error in rows:
+        out: list[tuple[InstanceInfo, int]] = []
+        for iid, wf_name, ver, st, pos, _us, data, error, g in rows:
             if error is not None:
-                out.append(InstanceInfo(iid, wf_name, ver, None, pos, st, error=error))
-                continue
-            wf = self.registry.get(wf_name, ver)
-            state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
-            out.append(InstanceInfo(iid, wf_name, ver, state, pos, st))
+                info = InstanceInfo(iid, wf_name, ver, None, pos, st, error=error)
+            else:
+                wf = self.registry.get(wf_name, ver)
+                state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
+                info = InstanceInfo(iid, wf_name, ver, state, pos, st)
+            out.append((info, int(g)))
         return out
 
     def version_stats(self, workflow: str | None = None) -> list[VersionStats]:
