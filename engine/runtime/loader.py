@@ -90,7 +90,7 @@ class InstanceLoader:
         self.cache: OrderedDict[str, Instance] = OrderedDict()
         self.background: set[asyncio.Task[None]] = set()
         """Snapshot writes in flight."""
-        self.batcher = ReadBatcher(self.load_many_results)
+        self.batcher = ReadBatcher(self._load_batch)
         """Groups the cold loads of concurrent tasks into batched reads."""
 
     # ------------------------------------------------------------- the cache
@@ -204,6 +204,23 @@ class InstanceLoader:
         finally:
             if was_enabled:
                 gc.enable()
+
+    def _load_batch(self, instance_ids: Sequence[str]) -> LoadResults:
+        """What the batcher reads: a lone id in pages, several in one query.
+
+        A lone cold load keeps the paged path (:meth:`load_sync`), so one
+        long stream is never held whole in memory; several are read whole in
+        one batched query (:meth:`load_many_results`).
+        """
+        if len(instance_ids) != 1:
+            return self.load_many_results(instance_ids)
+        (iid,) = instance_ids
+        try:
+            return {iid: self.load_sync(iid)}
+        except UnknownInstance:
+            return {}
+        except (*UNREADABLE, UnknownWorkflow) as exc:
+            return {iid: exc}
 
     def catch_up(self, instance_id: str, inst: Instance) -> Instance:
         """``inst`` with the events appended after its position (blocking)."""
