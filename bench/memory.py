@@ -58,7 +58,7 @@ LONG_ID = "long-stream"
 STREAM_LEN = 10
 BATCH = 1_000
 NONSTOP_LONG = "nonstop Engine.get, streamed in pages"
-NONSTOP_MANY = f"nonstop Engine load, {BATCH:,} instances a query"
+NONSTOP_MANY = f"nonstop Engine.get_many, {BATCH:,} ids a call"
 ES = "eventsourcing Application.repository.get"
 ES_SCALE = 10
 """eventsourcing replays 1/ES_SCALE of the long stream in a full run."""

@@ -93,7 +93,6 @@ def _engine_contenders(
                 info = await engine.get(iid)
                 events += info.position
             assert info.state.value == check_value, info.state
-            await engine.close()
             return events
 
         return timed(lambda: asyncio.run(go()))
@@ -109,7 +108,6 @@ def _engine_contenders(
                 for info in loaded.values():
                     events += info.position
             assert info.state.value == check_value, info.state
-            await engine.close()
             return events
 
         return timed(lambda: asyncio.run(go()))
@@ -136,7 +134,6 @@ def _engine_contenders(
 
         async def go() -> int:
             position = (await engine.get(LONG_ID)).position
-            await engine.close()
             return position
 
         return timed(lambda: asyncio.run(go()))
@@ -145,7 +142,7 @@ def _engine_contenders(
         "each": Contender("nonstop Engine.get, one instance at a time", load_each),
         "many": Contender(f"nonstop Engine.get_many, {BATCH:,} ids a call", load_many),
         "get": Contender("nonstop Engine.get from 64 tasks (async API)", get_all),
-        "long": Contender("nonstop Engine load of the long stream", long_one),
+        "long": Contender("nonstop Engine.get of the long stream", long_one),
     }
 
 

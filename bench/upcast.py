@@ -184,7 +184,6 @@ def _replay(
             for info in loaded.values():
                 events += info.position
         assert info.state.value == STREAM_LEN - 1, info.state
-        await engine.close()
         return events
 
     return lambda: timed(lambda: asyncio.run(go()))
