@@ -185,32 +185,47 @@ class InstanceLoader:
     def load_many_results(self, instance_ids: Sequence[str]) -> LoadResults:
         """Like :meth:`load_many_sync`, with each unreadable id's error as its value.
 
-        Ids with no events are left out; an instance that cannot be folded
-        (see :data:`~engine.core.replay.UNREADABLE`, or a version not
-        registered here) maps to its error instead of failing the others.
+        It reads the head of each stream (its first 256 events) in one query
+        per 1,000 streams and reads on, one stream at a time, only the streams
+        longer than that (from their snapshot when they have one), so a long
+        stream is never read whole here. Ids with no events are left out; an
+        instance that cannot be folded (see :data:`~engine.core.replay.UNREADABLE`,
+        or a version not registered here) maps to its error instead of failing
+        the others.
         """
         was_enabled = gc.isenabled()
         gc.disable()  # see load_many_sync
         try:
             out: LoadResults = {}
             load = self._load_stream
-            for rows in self.store.iter_streams(instance_ids):
+            longer: list[str] = []
+            for rows in self.store.iter_streams(instance_ids, upto=_FIRST_PAGE):
                 for iid, records in groupby(rows, _stream_of):
                     try:
-                        out[iid] = load(iid, records)
+                        out[iid] = inst = load(iid, records)
                     except (*UNREADABLE, UnknownWorkflow) as exc:
                         out[iid] = exc
-            return out
+                        continue
+                    if inst.position >= _FIRST_PAGE:  # the head may not be all
+                        longer.append(iid)
         finally:
             if was_enabled:
                 gc.enable()
+        for iid in longer:
+            head = out[iid]
+            assert isinstance(head, Instance)
+            try:
+                out[iid] = self.catch_up(iid, head)
+            except (*UNREADABLE, UnknownWorkflow) as exc:
+                out[iid] = exc
+        return out
 
     def _load_batch(self, instance_ids: Sequence[str]) -> LoadResults:
         """What the batcher reads: a lone id in pages, several in one query.
 
-        A lone cold load keeps the paged path (:meth:`load_sync`), so one
-        long stream is never held whole in memory; several are read whole in
-        one batched query (:meth:`load_many_results`).
+        A lone cold load takes the paged path (:meth:`load_sync`); several
+        are read with one batched query of their heads
+        (:meth:`load_many_results`).
         """
         if len(instance_ids) != 1:
             return self.load_many_results(instance_ids)

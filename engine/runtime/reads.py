@@ -5,10 +5,10 @@ not hold calls :meth:`ReadBatcher.load` and waits on a future; one flusher
 coroutine collects the ids asked for during one loop tick (or until
 ``max_batch`` are waiting), loads them all with one batched read
 (:meth:`~engine.store.EventStore.iter_streams`, one query per 1,000 streams on
-PostgreSQL and SQLite) in a worker thread, and answers every waiter. A batch
-of one id is read in pages instead (a lone long stream is never held whole);
-streams read in a batch are read whole, which suits the short streams of
-workflow instances.
+PostgreSQL and SQLite) in a worker thread, and answers every waiter. The
+batched read takes the head of each stream (256 events) and reads on only the
+longer streams, from their snapshots when they have them, so a long stream is
+never held whole.
 
 Cancellation: a cancelled waiter removes its own future; the flusher answers
 only futures still pending, and a batch read whose waiters all left is

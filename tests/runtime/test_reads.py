@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Collection, Iterator, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import Engine, SyncEngine, open_store
+from engine import Engine, SyncEngine, WorkflowRegistry, open_store
 from engine.core.errors import InvalidPage, UnknownInstance
 from engine.store import RecordRow
 from engine.store.memory import MemoryStore
@@ -26,11 +27,13 @@ class CountingStore(MemoryStore):
         """Single-stream reads outside a batched read."""
         self._inside = False
 
-    def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[Sequence[RecordRow]]:
+    def iter_streams(
+        self, stream_ids: Sequence[str], *, upto: int | None = None
+    ) -> Iterator[Sequence[RecordRow]]:
         self.batched.append(list(stream_ids))
         self._inside = True  # the memory store reads each stream for a batch
         try:
-            yield from super().iter_streams(stream_ids)
+            yield from super().iter_streams(stream_ids, upto=upto)
         finally:
             self._inside = False
 
@@ -123,6 +126,36 @@ async def test_concurrent_cold_gets_equal_single_gets(durable_url: str) -> None:
     for iid, info in zip(ids, grouped, strict=True):
         async with Engine(durable_url, registry()) as one:
             assert info == await one.get(iid) == many[iid]
+    assert "missing" not in many
+
+
+@pytest.mark.parametrize("snapshot_every", [0, 100])
+async def test_long_streams_read_by_their_heads_then_on(
+    durable_url: str, snapshot_every: int
+) -> None:
+    """Batched reads take 256 events of each stream and read on the longer ones."""
+    from bench.counter import encoded_stream, workflow
+    from bench.counter import registry as bench_registry
+
+    reg = WorkflowRegistry()
+    reg.register(dataclasses.replace(workflow, snapshot_every=snapshot_every))
+    lengths = {"short": 10, "exact": 256, "over": 257, "long": 700}
+    with open_store(durable_url) as store:
+        for sid, n in lengths.items():
+            store.append(encoded_stream(sid, n))
+    if snapshot_every:  # snapshots written by a first engine, read by the next
+        async with Engine(durable_url, reg) as e:
+            for sid in lengths:
+                await e.write_snapshot(sid)
+    async with Engine(durable_url, reg) as e:
+        many = await e.get_many([*lengths, "missing"])
+        grouped = await asyncio.gather(*(e.get(sid) for sid in lengths))
+        assert e.loader.batcher.reads == 1
+    async with Engine(durable_url, bench_registry()) as lone:
+        for sid, info in zip(lengths, grouped, strict=True):
+            one = await lone.get(sid)
+            assert info.position == many[sid].position == one.position == lengths[sid]
+            assert info.state == many[sid].state == one.state
     assert "missing" not in many
 
 
