@@ -89,6 +89,7 @@ if TYPE_CHECKING:
     )
     from engine.runtime import (
         Engine,
+        InstancePage,
         Router,
         Send,
         Start,
@@ -117,6 +118,7 @@ _WHERE: dict[str, str] = {
     "fold": "engine.core.workflow",
     "InstanceInfo": "engine.core.replay",
     "Engine": "engine.runtime",
+    "InstancePage": "engine.runtime",
     "Router": "engine.runtime",
     "Send": "engine.runtime",
     "Start": "engine.runtime",
@@ -193,6 +195,7 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     # runtime
     "InstanceInfo",
     "Engine",
+    "InstancePage",
     "Router",
     "Send",
     "Start",
