@@ -32,6 +32,7 @@ PLUGINS = {
     "console": "bench.console",
     "config": "bench.config",
     "verify": "bench.verify",
+    "scale": "bench.scale",
 }
 """Scenario name -> module with ``DESCRIPTION`` (markdown) and
 ``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes
@@ -209,7 +210,10 @@ def _write_docs(latest: Path, ran: list[str]) -> None:
     docs = ROOT / "docs" / "benchmarks.md"
     docs.parent.mkdir(exist_ok=True)
     reps = int(data["machine"].get("reps", SIZES["reps"][0]))
-    docs.write_text(markdown(data, reps, descriptions))
+    # Hand-written notes (re-measurements, caveats) kept below the table.
+    notes_file = ROOT / "bench" / "notes.md"
+    notes = notes_file.read_text() if notes_file.exists() else ""
+    docs.write_text(markdown(data, reps, descriptions, notes))
     print(f"wrote {docs}")
 
 

@@ -35,12 +35,16 @@ DESCRIPTION = """\
   time; the figure is committed transitions per second, on PostgreSQL and SQLite.
   The engine's group commit writes whatever queued up while the previous
   transaction was in flight in one transaction. Baselines write one row per
-  transaction from 64 threads: the `eventsourcing` recorder (on PostgreSQL it takes
+  transaction from 64 threads, each with its own connection (as many
+  connections as callers): the `eventsourcing` recorder (on PostgreSQL it takes
   `LOCK TABLE ... IN EXCLUSIVE MODE` and sends `NOTIFY` in every transaction) and
-  the raw driver (`INSERT` + `COMMIT`)."""
+  the raw driver (`INSERT` + `COMMIT`); on PostgreSQL also the raw async driver
+  (64 asyncio tasks on 64 `AsyncConnection`s), since nonstop runs async."""
 
 
 CALLERS = 64
+RAW_THREADS = f"raw psycopg INSERT+COMMIT ({CALLERS} threads, {CALLERS} connections)"
+"""The baseline of the issue's goal: one connection per calling thread."""
 _RAW_PG_DDL = (
     "CREATE TABLE IF NOT EXISTS {t} (stream_id text NOT NULL, position bigint NOT "
     "NULL, type text NOT NULL, data bytea NOT NULL, global_position bigserial, "
@@ -120,33 +124,35 @@ def run_postgres(schema: str, *, seconds: float, reps: int) -> list[Figure]:
     url = store_url(schema)
     run_id = [0]
 
-    # eventsourcing's PostgreSQL recorder: LOCK TABLE + NOTIFY per transaction.
-    es_store = PostgresDatastore(
-        **_pg_conninfo(),
-        schema=schema,
-        originator_id_type="text",
-        pool_size=16,
-        max_overflow=0,
-    )
-    es = PostgresApplicationRecorder(es_store, events_table_name="es_commit")
-    es.create_table()
-
+    # eventsourcing's PostgreSQL recorder: LOCK TABLE + NOTIFY per transaction,
+    # one pooled connection per thread (opened for the run, not timed).
     def es_run() -> tuple[int, float]:
         run_id[0] += 1
         r = run_id[0]
+        es_store = PostgresDatastore(
+            **_pg_conninfo(),
+            schema=schema,
+            originator_id_type="text",
+            pool_size=CALLERS,
+            max_overflow=0,
+        )
+        try:
+            es = PostgresApplicationRecorder(es_store, events_table_name="es_commit")
+            es.create_table()
 
-        def work(t: int, n: int) -> None:
-            es.insert_events(
-                [StoredEvent(f"es-{r}-{t}", n, _PAYLOAD.type, _PAYLOAD.data)]
-            )
+            def work(t: int, n: int) -> None:
+                es.insert_events(
+                    [StoredEvent(f"es-{r}-{t}", n, _PAYLOAD.type, _PAYLOAD.data)]
+                )
 
-        return _threads(seconds, work)
+            return _threads(seconds, work)
+        finally:
+            es_store.close()
 
-    # Raw psycopg: one INSERT + COMMIT per transition, a pool of 16 connections.
+    # Raw psycopg: one INSERT + COMMIT per transition, a connection per thread.
     table = f'"{schema}".raw_commit'
     with psycopg.connect(PG_URL, autocommit=True) as c:
         c.execute(_RAW_PG_DDL.format(t=table))
-    pool = ConnectionPool(PG_URL, min_size=16, max_size=16, open=True)
     insert = (
         f"INSERT INTO {table} (stream_id, position, type, data) VALUES (%s, %s, %s, %s)"
     )
@@ -154,35 +160,75 @@ def run_postgres(schema: str, *, seconds: float, reps: int) -> list[Figure]:
     def raw_run() -> tuple[int, float]:
         run_id[0] += 1
         r = run_id[0]
+        with ConnectionPool(
+            PG_URL, min_size=CALLERS, max_size=CALLERS, open=True
+        ) as pool:
+            pool.wait()  # every connection open before the clock starts
 
-        def work(t: int, n: int) -> None:
-            with pool.connection() as conn:
-                conn.execute(insert, (f"raw-{r}-{t}", n, _PAYLOAD.type, _PAYLOAD.data))
+            def work(t: int, n: int) -> None:
+                with pool.connection() as conn:
+                    conn.execute(
+                        insert, (f"raw-{r}-{t}", n, _PAYLOAD.type, _PAYLOAD.data)
+                    )
 
-        return _threads(seconds, work)
+            return _threads(seconds, work)
+
+    def raw_async_run() -> tuple[int, float]:
+        run_id[0] += 1
+        return asyncio.run(_raw_async(insert, run_id[0], seconds))
+
+    fig = measure(
+        "commit-postgres",
+        "PostgreSQL: committed transitions/s, 64 concurrent callers",
+        unit="transitions/s",
+        what=(
+            "64 asyncio tasks on one Engine, each Engine.send on its own counter "
+            "instance, one after another; baselines commit one row per "
+            "transaction from 64 threads on 64 connections, or from 64 async "
+            "tasks on 64 connections"
+        ),
+        subject=_engine_contender(url, seconds, "pg"),
+        baselines=[
+            Contender("eventsourcing PostgresApplicationRecorder", es_run),
+            Contender(RAW_THREADS, raw_run),
+            Contender(
+                f"raw psycopg async INSERT+COMMIT ({CALLERS} tasks, "
+                f"{CALLERS} connections)",
+                raw_async_run,
+            ),
+        ],
+        reps=reps,
+        targets=[Target(5_000), Target(2.5, ">=", against=RAW_THREADS)],
+    )
+    return [fig]
+
+
+async def _raw_async(insert: str, r: int, seconds: float) -> tuple[int, float]:
+    """``CALLERS`` asyncio tasks, each INSERT + COMMIT on its own connection."""
+    conns = await asyncio.gather(
+        *(
+            psycopg.AsyncConnection.connect(PG_URL, autocommit=True)
+            for _ in range(CALLERS)
+        )
+    )
+    done = [0]
+    deadline = time.perf_counter() + seconds
+
+    async def caller(t: int, conn: psycopg.AsyncConnection[Any]) -> None:
+        n = 0
+        while time.perf_counter() < deadline:
+            n += 1
+            await conn.execute(
+                insert, (f"raw-a{r}-{t}", n, _PAYLOAD.type, _PAYLOAD.data)
+            )
+            done[0] += 1
 
     try:
-        fig = measure(
-            "commit-postgres",
-            "PostgreSQL: committed transitions/s, 64 concurrent callers",
-            unit="transitions/s",
-            what=(
-                "64 asyncio tasks on one Engine, each Engine.send on its own counter "
-                "instance, one after another; baselines commit one row per "
-                "transaction from 64 threads"
-            ),
-            subject=_engine_contender(url, seconds, "pg"),
-            baselines=[
-                Contender("eventsourcing PostgresApplicationRecorder", es_run),
-                Contender("raw psycopg INSERT+COMMIT (pool of 16)", raw_run),
-            ],
-            reps=reps,
-            target=Target(5_000),
-        )
+        t0 = time.perf_counter()
+        await asyncio.gather(*(caller(t, c) for t, c in enumerate(conns)))
+        return done[0], time.perf_counter() - t0
     finally:
-        pool.close()
-        es_store.close()
-    return [fig]
+        await asyncio.gather(*(c.close() for c in conns))
 
 
 def _pg_conninfo() -> dict[str, Any]:
@@ -249,7 +295,8 @@ def run_sqlite(workdir: Path, *, seconds: float, reps: int) -> list[Figure]:
             unit="transitions/s",
             what=(
                 "the same load on a SQLite file (WAL); baselines commit one row per "
-                "transaction from 64 threads"
+                "transaction from 64 threads on 64 connections, or 64 async tasks "
+                "on 64 connections"
             ),
             subject=_engine_contender(url, seconds, "sq"),
             baselines=[

@@ -11,8 +11,8 @@ reports both peaks. The data is generated once per run by the server
 - one instance of many events: nonstop ``Engine.get`` (the stream is read and
   folded in pages, never loaded whole) against ``eventsourcing``'s
   ``Application.repository.get`` of the same counter as an aggregate;
-- many instances of 10 events: nonstop loads them 1,000 per query
-  (``Engine.loader.load_many_sync``), ``eventsourcing`` one ``repository.get`` each;
+- many instances of 10 events: nonstop loads them 1,000 per call
+  (``Engine.get_many``), ``eventsourcing`` one ``repository.get`` each;
   both keep every rebuilt state (a dict of all instances).
 
 In a full run ``eventsourcing`` replays a tenth of the long stream
@@ -44,7 +44,7 @@ DESCRIPTION = """\
   1,000,000 events (nonstop `Engine.get`, which reads and folds the stream in pages
   of 10,000, against `eventsourcing`'s `Application.repository.get` of the same
   counter as an aggregate), and 100,000 instances of 10 events each, all rebuilt
-  states kept (nonstop loads 1,000 instances per query; `eventsourcing` calls
+  states kept (nonstop `Engine.get_many`, 1,000 ids per call; `eventsourcing` calls
   `repository.get` per instance). `eventsourcing` replays a tenth of the long
   stream (100,000 events; it loads a stream whole, so a smaller stream only
   flatters it). Each measurement is its own child process
@@ -58,7 +58,7 @@ LONG_ID = "long-stream"
 STREAM_LEN = 10
 BATCH = 1_000
 NONSTOP_LONG = "nonstop Engine.get, streamed in pages"
-NONSTOP_MANY = f"nonstop Engine load, {BATCH:,} instances a query"
+NONSTOP_MANY = f"nonstop Engine.get_many, {BATCH:,} ids a call"
 ES = "eventsourcing Application.repository.get"
 ES_SCALE = 10
 """eventsourcing replays 1/ES_SCALE of the long stream in a full run."""
@@ -119,17 +119,19 @@ def _nonstop_many(schema: str, count: int) -> int:
     from bench.counter import registry
     from engine import Engine
 
-    engine = Engine(store_url(schema), registry())
     ids = [f"i{n:07d}" for n in range(count)]
     states: dict[str, Any] = {}
-    events = 0
-    try:
-        for i in range(0, count, BATCH):
-            for iid, inst in engine.loader.load_many_sync(ids[i : i + BATCH]).items():
-                states[iid] = inst.state
-                events += inst.position
-    finally:
-        engine.store.close()
+
+    async def go() -> int:
+        events = 0
+        async with Engine(store_url(schema), registry()) as engine:
+            for i in range(0, count, BATCH):
+                for iid, info in (await engine.get_many(ids[i : i + BATCH])).items():
+                    states[iid] = info.state
+                    events += info.position
+        return events
+
+    events = asyncio.run(go())
     if len(states) != count or states[ids[-1]].value != STREAM_LEN - 1:
         raise AssertionError(f"rebuilt {len(states)} of {count} instances")
     return events

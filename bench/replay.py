@@ -1,11 +1,10 @@
 """Scenario 4: replay, i.e. rebuilding instance state from the store.
 
 For each instance a fresh Engine (empty cache) reads its stream and folds it
-with the workflow's reducer: exactly what ``Engine.get`` does on a cache miss.
-The measurement calls the engine's load path (``Engine.loader.load_sync``) in a loop
-on one thread, so the figure is replay itself, without the per-call thread hop
-of the async API (that is measured separately, as ``Engine.get`` from 64
-tasks). Baselines read the same rows: a raw driver SELECT of each instance's
+with the workflow's reducer, through public calls only: ``Engine.get_many`` of
+1,000 ids a call (batched), ``Engine.get`` one instance after another, and
+``Engine.get`` from 64 tasks (whose cold loads are grouped into batched reads).
+Baselines read the same rows: a raw driver SELECT of each instance's
 rows (all columns, no decoding), and the ``eventsourcing`` recorder's
 ``select_events`` per instance and its notification log read in pages.
 """
@@ -37,16 +36,16 @@ __all__ = ["DESCRIPTION", "run_postgres", "run_sqlite"]
 DESCRIPTION = """\
 - **replay** (`python -m bench --only replay`): a fresh `Engine` (empty cache)
   rebuilds the state of many short instances from PostgreSQL and SQLite: read each
-  stream, decode every event (typed msgpack), fold it with the reducer. *Batched*
-  calls the engine's load path for 1,000 instances per query
-  (`Engine.loader.load_many_sync`), against the raw driver's SELECT of the same rows
+  stream, decode every event (typed msgpack), fold it with the reducer, through
+  public calls only. *Batched* calls `Engine.get_many` with 1,000 ids a call
+  (one query), against the raw driver's SELECT of the same rows
   (all columns, no decoding: what bounds any replay) and `eventsourcing`'s
   `Application.repository.get` of the same counter as an aggregate, one per
   instance, timed on 2,000 of them (also shown: its recorder's `select_events`
-  per instance and its notification log). *One by one* calls the load path of a
-  cold `Engine.get` (`Engine.loader.load_sync`, one query per instance) in a loop on one
-  thread, and shows the async API (`Engine.get` from 64 tasks, which adds a thread
-  hop per call) beside it. The *long stream* figure rebuilds one instance with
+  per instance and its notification log). *One by one* awaits a cold
+  `Engine.get` per instance, one after another (one query and one thread hop
+  each), and shows `Engine.get` from 64 tasks beside it (their cold loads are
+  grouped into batched reads). The *long stream* figure rebuilds one instance with
   many events (read in pages of 10,000)."""
 
 
@@ -86,33 +85,32 @@ def _engine_contenders(
     reg = registry()
 
     def load_each() -> tuple[int, float]:
-        engine = Engine(store, reg)
-        load = engine.loader.load_sync
+        engine = Engine(store, reg, cache_size=len(ids) + 1)
 
-        def go() -> int:
+        async def go() -> int:
             events = 0
             for iid in ids:
-                inst = load(iid)
-                events += inst.position
-            assert inst.state.value == check_value, inst.state
+                info = await engine.get(iid)
+                events += info.position
+            assert info.state.value == check_value, info.state
             return events
 
-        return timed(go)
+        return timed(lambda: asyncio.run(go()))
 
     def load_many() -> tuple[int, float]:
         engine = Engine(store, reg)
 
-        def go() -> int:
+        async def go() -> int:
             events = 0
             for i in range(0, len(ids), BATCH):
-                loaded = engine.loader.load_many_sync(ids[i : i + BATCH])
+                loaded = await engine.get_many(ids[i : i + BATCH])
                 assert len(loaded) == len(ids[i : i + BATCH])
-                for inst in loaded.values():
-                    events += inst.position
-            assert inst.state.value == check_value, inst.state
+                for info in loaded.values():
+                    events += info.position
+            assert info.state.value == check_value, info.state
             return events
 
-        return timed(go)
+        return timed(lambda: asyncio.run(go()))
 
     def get_all() -> tuple[int, float]:
         engine = Engine(store, reg, cache_size=len(ids) + 1)
@@ -133,15 +131,18 @@ def _engine_contenders(
 
     def long_one() -> tuple[int, float]:
         engine = Engine(store, reg)
-        return timed(lambda: engine.loader.load_sync(LONG_ID).position)
+
+        async def go() -> int:
+            position = (await engine.get(LONG_ID)).position
+            return position
+
+        return timed(lambda: asyncio.run(go()))
 
     return {
-        "each": Contender("nonstop Engine load, one instance at a time", load_each),
-        "many": Contender(
-            f"nonstop Engine load, {BATCH:,} instances a query", load_many
-        ),
+        "each": Contender("nonstop Engine.get, one instance at a time", load_each),
+        "many": Contender(f"nonstop Engine.get_many, {BATCH:,} ids a call", load_many),
         "get": Contender("nonstop Engine.get from 64 tasks (async API)", get_all),
-        "long": Contender("nonstop Engine load of the long stream", long_one),
+        "long": Contender("nonstop Engine.get of the long stream", long_one),
     }
 
 
@@ -223,7 +224,9 @@ def _figures(
             ],
             reps=reps,
             targets=[
-                Target(0.8, ">=", against=raw_many),
+                # The issue's goal for the public path (the private load path
+                # was held to 0.8 before).
+                Target(0.5, ">=", against=raw_many),
                 Target(3.0, ">=", against=ES_GET),
             ]
             if goals
@@ -234,9 +237,9 @@ def _figures(
             f"{db}: replay {n:,} instances x {STREAM_LEN} events, one by one",
             unit="events/s",
             what=(
-                "the same rebuild, one query per instance: the path of Engine.get "
-                "on a cache miss, called in a loop on one thread; the async API "
-                "(64 tasks calling Engine.get) is shown beside it"
+                "the same rebuild, one cold Engine.get after another (one query "
+                "and one thread hop each); 64 tasks calling Engine.get (their "
+                "cold loads grouped into batched reads) are shown beside it"
             ),
             subject=ours["each"],
             baselines=[raw_each, ours["get"]],

@@ -90,13 +90,16 @@ benchmarks work, not speed.
 {rows}
 
 Raw samples, package versions and the dates are in `bench/results/latest.json`.
-"""
+{notes}"""
 
 
 def markdown(
-    data: dict[str, Any], reps: int, descriptions: list[str] | None = None
+    data: dict[str, Any],
+    reps: int,
+    descriptions: list[str] | None = None,
+    notes: str = "",
 ) -> str:
-    """``docs/benchmarks.md`` from the results."""
+    """``docs/benchmarks.md`` from the results, then ``notes`` (hand-written)."""
     m = data["machine"]
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     runs = m.get("runs") or {}
@@ -128,4 +131,5 @@ def markdown(
         machine=machine,
         rows="\n".join(rows),
         more=more,
+        notes="\n" + notes.strip() + "\n" if notes.strip() else "",
     )

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         EventFromNewerCode,
         FlagError,
         InstanceExists,
+        InvalidPage,
         MapperLoadError,
         MappingError,
         MappingLoadError,
@@ -93,6 +94,7 @@ if TYPE_CHECKING:
     )
     from engine.runtime import (
         Engine,
+        InstancePage,
         Router,
         Send,
         Start,
@@ -121,6 +123,7 @@ _WHERE: dict[str, str] = {
     "fold": "engine.core.workflow",
     "InstanceInfo": "engine.core.replay",
     "Engine": "engine.runtime",
+    "InstancePage": "engine.runtime",
     "Router": "engine.runtime",
     "Send": "engine.runtime",
     "Start": "engine.runtime",
@@ -178,6 +181,7 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "StoreUnavailable",
     "UnknownEventType",
     "UnknownInstance",
+    "InvalidPage",
     "UnknownProjection",
     "UnknownWorkflow",
     "UnsupportedFieldType",
@@ -201,6 +205,7 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     # runtime
     "InstanceInfo",
     "Engine",
+    "InstancePage",
     "Router",
     "Send",
     "Start",

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.commands import GROUPS, CliContext
+from engine.commands import GROUPS, CliContext, listing
 from engine.commands.instances import (
     cancellation,
     event_json,
@@ -135,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         "cannot be replayed; the listing shows why)",
     )
     _listing_args(p, full=False)
+    listing.add_arguments(p)
 
     p = sub.add_parser("show", help="an instance's state and history")
     p.add_argument("instance_id", metavar="ID")
@@ -356,40 +357,8 @@ def _scrub(message: str, url: str) -> str:
 
 
 def _instances(ctx: CliContext, args: Any) -> int:
-    from projections.instances import InstancesReadModel
-
-    out, store_url = ctx.out, ctx.store_url
-    # The built-in projection, brought up to date first: never stale, no log scan.
-    with InstancesReadModel(store_url, ctx.registry()) as model:
-        found = model.instances(
-            workflow=args.workflow, version=args.version, status=args.status
-        )
-    if args.json:
-        print_json([info_json(i) for i in found])
-        return 0
-    table = Table(title=Text(f"Instances in {redact(store_url)}"))
-    table.add_column("instance id", no_wrap=True)
-    table.add_column("workflow", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("position", justify="right")
-    table.add_column("state")
-    for info in found:
-        table.add_row(
-            Text(info.instance_id),
-            Text(f"{info.workflow}@{info.version}"),
-            _status(info.status),
-            str(info.position),
-            Text(info.error or "") if info.error else Text(_summary(info.state)),
-        )
-    if found:
-        out.print(table)
-    counts: dict[str, int] = {}
-    for info in found:
-        counts[info.status] = counts.get(info.status, 0) + 1
-    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    noun = "instance" if len(found) == 1 else "instances"
-    out.print(f"{len(found)} {noun}" + (f" ({detail})" if detail else ""))
-    return 0
+    # The built-in projection, brought up to date first: a page per query.
+    return listing.list_instances(ctx, args, _status, _summary)
 
 
 def _show(ctx: CliContext, instance_id: str, as_json: bool, full: bool) -> int:

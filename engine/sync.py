@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.core.codec import EventCodec
@@ -19,7 +19,7 @@ from engine.core.events import RecordedEvent
 from engine.core.replay import InstanceInfo
 from engine.core.workflow import ListingStatus, WorkflowRegistry
 from engine.health import Health
-from engine.runtime import Engine, Router, Send, Start
+from engine.runtime import Engine, InstancePage, Router, Send, Start
 from engine.runtime.engine import DeadLetterMaker
 from engine.store import EventStore, Tracking
 
@@ -147,6 +147,30 @@ class SyncEngine:
         return self._call(
             self.engine.instances(workflow=workflow, version=version, status=status)
         )
+
+    def instances_page(
+        self,
+        *,
+        workflow: str | None = None,
+        version: int | None = None,
+        status: ListingStatus | None = None,
+        after: int = 0,
+        limit: int = 50,
+    ) -> InstancePage:
+        """See :meth:`Engine.instances_page`."""
+        return self._call(
+            self.engine.instances_page(
+                workflow=workflow,
+                version=version,
+                status=status,
+                after=after,
+                limit=limit,
+            )
+        )
+
+    def get_many(self, instance_ids: Iterable[str]) -> dict[str, InstanceInfo]:
+        """See :meth:`Engine.get_many`."""
+        return self._call(self.engine.get_many(instance_ids))
 
     def handle_batch(
         self,

@@ -9,7 +9,7 @@ deployments' drain counts read it instead of scanning the log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import takewhile
 from typing import Any
@@ -44,6 +44,7 @@ NAME = "nonstop_instances"
 VIEW = f"{NAME}_by_id"
 _CHUNK = 500
 _COLUMNS = "instance_id, workflow, version, status, position, started_us, state, error"
+
 _PAGE_INDEXES = (
     ("status_start", "status, started_global"),
     ("wf_start", "workflow, started_global"),
@@ -343,56 +344,84 @@ class InstancesReadModel(StatsSource):
         An instance the projection could not fold has status ``unreadable``,
         ``state`` None, the bad event's ``position`` and the ``error``.
         """
-        if self.fresh:
-            self.refresh()
-        where, params = _filters(workflow, version, status)
-        rows = self.runner.db.query(
-            f"SELECT {_COLUMNS} FROM {VIEW}{where} ORDER BY started_global", params
-        )
-        return [self._info(r) for r in rows]
+        out: list[InstanceInfo] = []
+        for page in self.pages(workflow=workflow, version=version, status=status):
+            out.extend(info for info, _ in page)
+        return out
 
     def page(
         self,
         *,
         workflow: str | None = None,
+        version: int | None = None,
         status: ListingStatus | None = None,
         after: int = 0,
-        limit: int = 100,
-    ) -> tuple[list[InstanceInfo], int | None]:
-        """One page of :meth:`instances`, in start order, after a cursor.
+        limit: int = 50,
+    ) -> list[tuple[InstanceInfo, int]]:
+        """At most ``limit`` instances that started after cursor ``after``.
 
-        The cursor is the global position of an instance's start: the page
-        holds up to ``limit`` instances started after ``after``, read through
-        the start-order index (its cost is the page, not the table). Returns
-        the page and the cursor of the next one (None after the last page).
+        Each comes with its cursor (the global position of its start): pass
+        the last one as ``after`` for the next page. One indexed query on the
+        read model (``started_global``), whatever the size of the log.
         """
         if self.fresh:
             self.refresh()
+        return self._page(workflow, version, status, after, limit)
+
+    def pages(
+        self,
+        *,
+        workflow: str | None = None,
+        version: int | None = None,
+        status: ListingStatus | None = None,
+        after: int = 0,
+        limit: int = 1_000,
+    ) -> Iterator[list[tuple[InstanceInfo, int]]]:
+        """Every matching instance after ``after``, a page at a time.
+
+        The read model is brought up to date once, before the first page.
+        """
+        if self.fresh:
+            self.refresh()
+        while True:
+            got = self._page(workflow, version, status, after, limit)
+            if got:
+                yield got
+            if len(got) < limit:
+                return
+            after = got[-1][1]
+
+    def _page(
+        self,
+        workflow: str | None,
+        version: int | None,
+        status: ListingStatus | None,
+        after: int,
+        limit: int,
+    ) -> list[tuple[InstanceInfo, int]]:
         if not self._indexed:
             with self.runner.db.transaction() as tx:
                 for b in load_builds(tx, NAME):
                     if b.state == "serving":
                         _page_indexes(tx, tx.bound(b.build).table("by_id"))
             self._indexed = True
-        where, params = _filters(workflow, None, status)
-        where += (" AND " if where else " WHERE ") + "started_global > ?"
+        where, params = _filters(workflow, version, status)
+        where += " AND started_global > ?" if where else " WHERE started_global > ?"
         rows = self.runner.db.query(
-            f"SELECT started_global, {_COLUMNS} FROM {VIEW}{where} "
+            f"SELECT {_COLUMNS}, started_global FROM {VIEW}{where} "
             "ORDER BY started_global LIMIT ?",
-            [*params, after, limit + 1],
+            [*params, after, limit],
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        out = [self._info(r[1:]) for r in rows]
-        return out, (int(rows[-1][0]) if more else None)
-
-    def _info(self, row: tuple[Any, ...]) -> InstanceInfo:
-        iid, wf_name, ver, st, pos, _us, data, error = row
-        if error is not None:
-            return InstanceInfo(iid, wf_name, ver, None, pos, st, error=error)
-        wf = self.registry.get(wf_name, ver)
-        state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
-        return InstanceInfo(iid, wf_name, ver, state, pos, st)
+        out: list[tuple[InstanceInfo, int]] = []
+        for iid, wf_name, ver, st, pos, _us, data, error, g in rows:
+            if error is not None:
+                info = InstanceInfo(iid, wf_name, ver, None, pos, st, error=error)
+            else:
+                wf = self.registry.get(wf_name, ver)
+                state = msgspec.msgpack.decode(bytes(data), type=wf.state_type)
+                info = InstanceInfo(iid, wf_name, ver, state, pos, st)
+            out.append((info, int(g)))
+        return out
 
     def version_stats(self, workflow: str | None = None) -> list[VersionStats]:
         """Counts per ``workflow@version``, sorted (see :class:`StatsSource`)."""

@@ -316,11 +316,13 @@ def instances(
         if workflow is not None and workflow not in shared.workflow_names():
             raise ConsoleError(404, _unknown_workflow(settings, workflow))
         listed = cast(ListingStatus | None, status)  # checked above
-        found, nxt = shared.model.page(
-            workflow=workflow, status=listed, after=after, limit=size
+        got = shared.model.page(
+            workflow=workflow, status=listed, after=after, limit=size + 1
         )
+    page = got[:size]
+    nxt = page[-1][1] if len(got) > size else None
     return {
-        "instances": [info_json(i) for i in found],
+        "instances": [info_json(info) for info, _ in page],
         "next": None if nxt is None else str(nxt),
     }
 

@@ -39,6 +39,7 @@ __all__ = [
     "EventFromNewerCode",
     "FlagError",
     "InstanceExists",
+    "InvalidPage",
     "MapperLoadError",
     "MappingError",
     "MappingLoadError",
@@ -128,6 +129,10 @@ class UnknownInstance(NonstopError, LookupError):
             f"unknown instance {instance_id!r}: no events are stored for it. "
             "Check the id (see `nonstop instances`)."
         )
+
+
+class InvalidPage(NonstopError, ValueError):
+    """A listing page asked for with a bad size or cursor."""
 
 
 class InstanceExists(NonstopError, ValueError):

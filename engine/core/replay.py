@@ -33,6 +33,9 @@ from engine.core.errors import (
 from engine.core.events import SYSTEM_TYPES, Migrated, RecordedEvent, Started
 from engine.core.workflow import ListingStatus, Status, Workflow
 
+_RUN = 512
+"""Most events of one run decoded together (memory stays bounded)."""
+
 __all__ = [
     "CANCELLED",
     "MIGRATED",
@@ -276,7 +279,6 @@ class Replay:
         wf = inst.workflow
         evolve = wf.evolve
         types = self.codec.types._by_name.get
-        decode = self.codec.decode_old
         decode_error = msgspec.DecodeError
         system = SYSTEM_TYPES
         state = inst.state
@@ -284,6 +286,11 @@ class Replay:
         found: dict[str, int] = {}
         flags = inst.flags
         cancelled = inst.cancelled
+        # A run of events of one type and schema behind the code, decoded
+        # together when the next event is not one of them (one msgspec call
+        # for the envelopes, one for the conversion: see EventCodec.decode_run).
+        run: list[tuple[int, bytes]] = []
+        run_key: tuple[str, int] | None = None
         try:
             # enumerate counts in C: one comparison per row checks the gaps.
             for expected, (_, position, _, name, data) in enumerate(
@@ -291,6 +298,48 @@ class Replay:
             ):
                 if position != expected:
                     raise _gap(stream_id, position, expected - 1)
+                et = types(name)
+                if name in system:
+                    et = None  # never batched, never the fast path below
+                # Fast path: the current schema decodes in one typed pass. The
+                # test of stored_schema(data) == et.schema, inlined (hot loop).
+                elif (
+                    et is not None
+                    and len(data) > 1
+                    and data[0] & 0xF0 == 0x90
+                    and data[1] == et.schema < 0x80
+                ):
+                    try:
+                        env = et.decoder.decode(data)
+                    except decode_error:
+                        pass  # the general path reports it with its coordinates
+                    else:
+                        if run:
+                            state, flags = self._run(
+                                stream_id, wf, run_key, run, state, flags, found
+                            )
+                            run = []
+                        state = evolve(state, env.data)
+                        if env.command_id is not None:
+                            found[env.command_id] = position
+                        if env.ctx is not None:
+                            flags = pinned_flags(flags, env.ctx)
+                        continue
+                elif len(data) > 1 and data[0] & 0xF0 == 0x90 and data[1] < 0x80:
+                    key = (name, data[1])
+                    if (run and key != run_key) or len(run) >= _RUN:
+                        state, flags = self._run(
+                            stream_id, wf, run_key, run, state, flags, found
+                        )
+                        run = []
+                    run_key = key
+                    run.append((position, data))
+                    continue
+                if run:
+                    state, flags = self._run(
+                        stream_id, wf, run_key, run, state, flags, found
+                    )
+                    run = []
                 if name in system:
                     if name == MIGRATED:
                         wf, state = self._migrated(stream_id, position, data)
@@ -303,33 +352,13 @@ class Replay:
                         if cid is not None:
                             found[cid] = position
                     continue
-                # Fast path: the current schema decodes in one typed pass. The
-                # test of stored_schema(data) == et.schema, inlined (hot loop).
-                et = types(name)
-                if (
-                    et is not None
-                    and len(data) > 1
-                    and data[0] & 0xF0 == 0x90
-                    and data[1] == et.schema < 0x80
-                ):
-                    try:
-                        env = et.decoder.decode(data)
-                    except decode_error:
-                        pass  # decode_old below reports it with its coordinates
-                    else:
-                        state = evolve(state, env.data)
-                        if env.command_id is not None:
-                            found[env.command_id] = position
-                        if env.ctx is not None:
-                            flags = pinned_flags(flags, env.ctx)
-                        continue
-                payloads, command_id, recorded = decode(stream_id, position, name, data)
-                if recorded:
-                    flags = pinned_flags(flags, recorded)
-                for p in payloads:
-                    state = evolve(state, p)
-                if command_id is not None:
-                    found[command_id] = position
+                state, flags = self._one(
+                    stream_id, wf, position, name, data, state, flags, found
+                )
+            if run:
+                state, flags = self._run(
+                    stream_id, wf, run_key, run, state, flags, found
+                )
         except NonstopError:
             raise
         except Exception as exc:  # evolve is user code
@@ -341,6 +370,72 @@ class Replay:
         commands = {**inst.commands, **found} if found else inst.commands
         # Instance(...) rather than replace(): replace() is slow here.
         return Instance(wf, state, position, commands, inst.key, flags, cancelled)
+
+    def _one(
+        self,
+        stream_id: str,
+        wf: Workflow[Any],
+        position: int,
+        name: str,
+        data: bytes,
+        state: Any,
+        flags: dict[str, Any] | None,
+        found: dict[str, int],
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Fold one event that needs the general path (upcast, split, drop)."""
+        payloads, command_id, recorded = self.codec.decode_old(
+            stream_id, position, name, data
+        )
+        if recorded:
+            flags = pinned_flags(flags, recorded)
+        evolve = wf.evolve
+        try:
+            for p in payloads:
+                state = evolve(state, p)
+        except Exception as exc:  # evolve is user code
+            raise WorkflowCodeError(
+                wf.ref, stream_id, f"evolve (replaying position {position})", exc
+            ) from exc
+        if command_id is not None:
+            found[command_id] = position
+        return state, flags
+
+    def _run(
+        self,
+        stream_id: str,
+        wf: Workflow[Any],
+        key: tuple[str, int] | None,
+        run: list[tuple[int, bytes]],
+        state: Any,
+        flags: dict[str, Any] | None,
+        found: dict[str, int],
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Fold a run of consecutive events of one type and stored schema."""
+        assert key is not None
+        name = key[0]
+        got = self.codec.decode_run(name, key[1], [d for _, d in run])
+        if got is None:  # one by one: errors name their event
+            for position, data in run:
+                state, flags = self._one(
+                    stream_id, wf, position, name, data, state, flags, found
+                )
+            return state, flags
+        evolve = wf.evolve
+        position = 0
+        try:
+            for (position, _), (payload, command_id, recorded) in zip(
+                run, got, strict=True
+            ):
+                state = evolve(state, payload)
+                if command_id is not None:
+                    found[command_id] = position
+                if recorded:
+                    flags = pinned_flags(flags, recorded)
+        except Exception as exc:  # evolve is user code
+            raise WorkflowCodeError(
+                wf.ref, stream_id, f"evolve (replaying position {position})", exc
+            ) from exc
+        return state, flags
 
     def apply(self, inst: Instance | None, e: RecordedEvent) -> Instance:
         """Fold one decoded event into ``inst`` (``None`` before the start).

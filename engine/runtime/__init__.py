@@ -3,6 +3,7 @@
 - :mod:`engine.runtime.requests`: ``Start``, ``Send`` and the ``Router`` port;
 - :mod:`engine.runtime.locks`: per-instance locks, cancellation-safe;
 - :mod:`engine.runtime.loader`: the instance cache, replay and snapshots;
+- :mod:`engine.runtime.reads`: concurrent cold loads grouped into batched reads;
 - :mod:`engine.runtime.decider`: a command in, records out;
 - :mod:`engine.runtime.committer`: group commit and commits in doubt;
 - :mod:`engine.runtime.engine`: the ``Engine`` facade composing them.
@@ -13,6 +14,7 @@ because every runtime call returns one.
 
 from engine.core.replay import InstanceInfo
 from engine.runtime.engine import Engine
+from engine.runtime.reads import InstancePage
 from engine.runtime.requests import Router, Send, Start
 
-__all__ = ["Engine", "InstanceInfo", "Router", "Send", "Start"]
+__all__ = ["Engine", "InstanceInfo", "InstancePage", "Router", "Send", "Start"]

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.core.codec import EventCodec
@@ -31,8 +31,10 @@ from engine.core.errors import (
     ConcurrencyConflict,
     ConflictRetriesExhausted,
     InstanceExists,
+    InvalidPage,
     NonstopError,
     StoreUnavailable,
+    UnknownWorkflow,
 )
 from engine.core.events import RecordedEvent
 from engine.core.replay import Instance, InstanceInfo
@@ -42,6 +44,7 @@ from engine.runtime.committer import GroupCommitter
 from engine.runtime.decider import Decided, Decider
 from engine.runtime.loader import InstanceLoader
 from engine.runtime.locks import InstanceLocks
+from engine.runtime.reads import InstancePage
 from engine.runtime.requests import Router, Send, Start
 from engine.snapshots import state_schemas
 from engine.store import DeadLetter, EventStore, NewRecord, Tracking, open_store
@@ -257,10 +260,94 @@ class Engine:
         version: int | None = None,
         status: ListingStatus | None = None,
     ) -> list[InstanceInfo]:
-        """Instances in start order, filtered by workflow, version and status."""
+        """Instances in start order, filtered by workflow, version and status.
+
+        It reads every start (see :meth:`instances_page` for the cost of a
+        page); prefer :meth:`iter_instances` or pages for large stores.
+        """
+        out: list[InstanceInfo] = []
+        async for page in self.iter_instances(
+            workflow=workflow, version=version, status=status
+        ):
+            out.extend(page)
+        return out
+
+    async def instances_page(
+        self,
+        *,
+        workflow: str | None = None,
+        version: int | None = None,
+        status: ListingStatus | None = None,
+        after: int = 0,
+        limit: int = 50,
+    ) -> InstancePage:
+        """One page of :meth:`instances`: at most ``limit``, after cursor ``after``.
+
+        Each page's instances are folded from one batched read. Its cost is
+        the rows from ``after`` to the page's last start, not the whole log.
+        """
+        if limit < 1:
+            raise InvalidPage(f"limit must be >= 1, got {limit}; ask for 1 or more")
+        if after < 0:
+            raise InvalidPage(f"after must be a cursor >= 0, got {after}")
         return await asyncio.to_thread(
-            self.loader.instances_sync, workflow, version, status
+            self.loader.instances_page_sync,
+            workflow,
+            version,
+            status,
+            after=after,
+            limit=limit,
         )
+
+    async def iter_instances(
+        self,
+        *,
+        workflow: str | None = None,
+        version: int | None = None,
+        status: ListingStatus | None = None,
+        page: int = 500,
+    ) -> AsyncIterator[list[InstanceInfo]]:
+        """Every matching instance in start order, yielded a page at a time."""
+        after: int | None = 0
+        while after is not None:
+            got = await self.instances_page(
+                workflow=workflow,
+                version=version,
+                status=status,
+                after=after,
+                limit=page,
+            )
+            if got.instances:
+                yield got.instances
+            after = got.cursor
+
+    async def get_many(self, instance_ids: Iterable[str]) -> dict[str, InstanceInfo]:
+        """Current state of many instances, from batched reads of the store.
+
+        Each instance equals what :meth:`get` returns for it. Ids with no
+        events are left out of the result (check ``len`` or membership); the
+        cache is neither read nor filled.
+
+        Raises:
+            CorruptStream: an instance's stream has a gap or no start.
+            EventDecodeError: an event of an instance cannot be decoded.
+            UnknownWorkflow: an instance is pinned to a version not registered.
+        """
+        ids = list(dict.fromkeys(instance_ids))
+        found = await asyncio.to_thread(self.loader.load_many_results, ids)
+        if self.router is not None and any(
+            isinstance(v, UnknownWorkflow) for v in found.values()
+        ):  # pinned to a version deployed elsewhere: load it, then read again
+            await asyncio.to_thread(self.router.refresh)
+            found = await asyncio.to_thread(self.loader.load_many_results, ids)
+        out: dict[str, InstanceInfo] = {}
+        for iid in ids:
+            got = found.get(iid)
+            if isinstance(got, NonstopError):
+                raise got
+            if got is not None:
+                out[iid] = got.info(iid)
+        return out
 
     async def handle_batch(
         self,

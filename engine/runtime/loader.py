@@ -33,6 +33,7 @@ from engine.core.replay import (
     unreadable_info,
 )
 from engine.core.workflow import ListingStatus, Workflow, WorkflowRegistry
+from engine.runtime.reads import InstancePage, LoadResults, ReadBatcher
 from engine.runtime.requests import Router
 from engine.snapshots import snapshot_state, usable
 from engine.store import EventStore, Record, RecordRow, Snapshot
@@ -89,6 +90,8 @@ class InstanceLoader:
         self.cache: OrderedDict[str, Instance] = OrderedDict()
         self.background: set[asyncio.Task[None]] = set()
         """Snapshot writes in flight."""
+        self.batcher = ReadBatcher(self._load_batch)
+        """Groups the cold loads of concurrent tasks into batched reads."""
 
     # ------------------------------------------------------------- the cache
 
@@ -117,7 +120,8 @@ class InstanceLoader:
             task.add_done_callback(self.background.discard)
 
     async def close(self) -> None:
-        """Wait for the background snapshot writes."""
+        """Wait for the batched read in flight and the background snapshot writes."""
+        await self.batcher.close()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
 
@@ -126,12 +130,14 @@ class InstanceLoader:
     async def load(self, instance_id: str) -> Instance:
         """Load an instance from the store and cache it.
 
+        Concurrent loads are grouped into one batched read (:class:`ReadBatcher`).
+
         Raises:
             UnknownInstance: no such instance.
             CorruptStream: a gap or a missing start.
         """
         try:
-            inst = await asyncio.to_thread(self.load_sync, instance_id)
+            inst = await self.batcher.load(instance_id)
         except UnknownWorkflow:
             if self.router is None:
                 raise
@@ -175,6 +181,61 @@ class InstanceLoader:
         finally:
             if was_enabled:
                 gc.enable()
+
+    def load_many_results(self, instance_ids: Sequence[str]) -> LoadResults:
+        """Like :meth:`load_many_sync`, with each unreadable id's error as its value.
+
+        It reads the head of each stream (its first 256 events) in one query
+        per 1,000 streams and reads on, one stream at a time, only the streams
+        longer than that (from their snapshot when they have one), so a long
+        stream is never read whole here. Ids with no events are left out; an
+        instance that cannot be folded (see :data:`~engine.core.replay.UNREADABLE`,
+        or a version not registered here) maps to its error instead of failing
+        the others.
+        """
+        was_enabled = gc.isenabled()
+        gc.disable()  # see load_many_sync
+        try:
+            out: LoadResults = {}
+            load = self._load_stream
+            longer: list[str] = []
+            for rows in self.store.iter_streams(instance_ids, upto=_FIRST_PAGE):
+                for iid, records in groupby(rows, _stream_of):
+                    try:
+                        out[iid] = inst = load(iid, records)
+                    except (*UNREADABLE, UnknownWorkflow) as exc:
+                        out[iid] = exc
+                        continue
+                    if inst.position >= _FIRST_PAGE:  # the head may not be all
+                        longer.append(iid)
+        finally:
+            if was_enabled:
+                gc.enable()
+        for iid in longer:
+            head = out[iid]
+            assert isinstance(head, Instance)
+            try:
+                out[iid] = self.catch_up(iid, head)
+            except (*UNREADABLE, UnknownWorkflow) as exc:
+                out[iid] = exc
+        return out
+
+    def _load_batch(self, instance_ids: Sequence[str]) -> LoadResults:
+        """What the batcher reads: a lone id in pages, several in one query.
+
+        A lone cold load takes the paged path (:meth:`load_sync`); several
+        are read with one batched query of their heads
+        (:meth:`load_many_results`).
+        """
+        if len(instance_ids) != 1:
+            return self.load_many_results(instance_ids)
+        (iid,) = instance_ids
+        try:
+            return {iid: self.load_sync(iid)}
+        except UnknownInstance:
+            return {}
+        except (*UNREADABLE, UnknownWorkflow) as exc:
+            return {iid: exc}
 
     def catch_up(self, instance_id: str, inst: Instance) -> Instance:
         """``inst`` with the events appended after its position (blocking)."""
@@ -273,37 +334,72 @@ class InstanceLoader:
             raise UnknownInstance(instance_id)
         return out
 
-    def instances_sync(
+    def instances_page_sync(
         self,
         workflow: str | None,
         version: int | None,
         status: ListingStatus | None,
-    ) -> list[InstanceInfo]:
-        """Instances in start order, filtered (blocking; scans the starts).
+        *,
+        after: int = 0,
+        limit: int = 50,
+    ) -> InstancePage:
+        """One page of instances in start order, filtered (blocking).
+
+        It reads the starts after global position ``after`` in chunks of
+        ``limit`` and folds each chunk's instances with one batched read. The
+        store has no index on the event type, so a page costs the rows between
+        ``after`` and its last start (about ``limit`` times the mean stream
+        length when no filter drops instances), never the whole log; a filter
+        that matches few instances reads further. The cursor is the global
+        position of the last start read.
 
         An instance whose stored events cannot be replayed (a gap, an event
         that does not decode, one written by newer code) is listed with status
         ``unreadable`` and the error; the listing goes on with the others.
         """
         out: list[InstanceInfo] = []
-        for rec in self.store.iter_all(types=[STARTED]):
-            iid = rec.stream_id
-            inst = self.cache.get(iid)
-            try:
-                inst = self.catch_up(iid, inst) if inst else self.load_sync(iid)
-            except UNREADABLE as exc:
-                self.cache.pop(iid, None)
-                info = self._unreadable(rec, exc)
-            else:
-                info = inst.info(iid)
-            if workflow is not None and info.workflow != workflow:
-                continue
-            if version is not None and info.version != version:
-                continue
-            if status is not None and info.status != status:
-                continue
-            out.append(info)
-        return out
+        while True:
+            starts = self.store.read_all(after=after, limit=limit, types=[STARTED])
+            found = self.load_many_results([r.stream_id for r in starts])
+            for rec in starts:
+                iid = rec.stream_id
+                got = found.get(iid)
+                if isinstance(got, Instance):
+                    info = got.info(iid)
+                elif isinstance(got, UnknownWorkflow):
+                    raise got
+                else:
+                    self.cache.pop(iid, None)
+                    info = self._unreadable(rec, got or UnknownInstance(iid))
+                after = rec.global_position
+                if (
+                    (workflow is None or info.workflow == workflow)
+                    and (version is None or info.version == version)
+                    and (status is None or info.status == status)
+                ):
+                    out.append(info)
+                    if len(out) == limit:
+                        return InstancePage(out, after)
+            if len(starts) < limit:
+                return InstancePage(out, None)
+
+    def iter_instances_sync(
+        self,
+        workflow: str | None,
+        version: int | None,
+        status: ListingStatus | None,
+        *,
+        page: int = 500,
+    ) -> Iterator[list[InstanceInfo]]:
+        """Every matching instance in start order, a page at a time (blocking)."""
+        after: int | None = 0
+        while after is not None:
+            got = self.instances_page_sync(
+                workflow, version, status, after=after, limit=page
+            )
+            if got.instances:
+                yield got.instances
+            after = got.cursor
 
     def _unreadable(self, start: Record, exc: NonstopError) -> InstanceInfo:
         """The listing entry of an instance its error keeps from being folded."""

@@ -190,7 +190,9 @@ class EventStore(ABC):
             group_rows(out, rows)
         return out
 
-    def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[Sequence[RecordRow]]:
+    def iter_streams(
+        self, stream_ids: Sequence[str], *, upto: int | None = None
+    ) -> Iterator[Sequence[RecordRow]]:
         """Every record of many streams, in chunks of whole streams.
 
         What :meth:`read_streams` reads, without grouping it or building
@@ -198,9 +200,14 @@ class EventStore(ABC):
         each stream's rows together and in position order, and a stream never
         spans two chunks. Streams with no events are left out; a repeated id is
         read once.
+
+        Args:
+            stream_ids: The streams.
+            upto: Only the positions up to this one of each stream (their
+                heads: a long stream is then read on by :meth:`iter_stream`).
         """
         for sid in dict.fromkeys(stream_ids):
-            rows = self.read_stream(sid)
+            rows = self.read_stream(sid, limit=upto)
             if rows:
                 yield rows
 

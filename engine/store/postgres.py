@@ -46,6 +46,8 @@ EVENTS_TABLE = "nonstop_events"
 SNAPSHOTS_TABLE = "nonstop_snapshots"
 TRACKING_TABLE = "nonstop_tracking"
 _STREAMS_PER_QUERY = 1_000
+_NO_LIMIT = 2**62
+"""A position no stream reaches (``iter_streams`` without ``upto``)."""
 STALL_MARGIN = 2.0
 """Seconds past the statement timeout after which a busy connection is broken."""
 _RECONNECT_TIMEOUT = 2.0
@@ -205,6 +207,7 @@ class PostgresStore(EventStore):
         self._select_streams = sql.SQL(
             "SELECT originator_id, originator_version, notification_id, topic, state "
             "FROM {} WHERE originator_id = ANY(%s::text[]) "
+            "AND originator_version <= %s "
             "ORDER BY originator_id, originator_version"
         ).format(table)
         self._stream_position = sql.SQL(
@@ -408,15 +411,18 @@ class PostgresStore(EventStore):
 
         return retry.call(attempt)
 
-    def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[list[RecordRow]]:
+    def iter_streams(
+        self, stream_ids: Sequence[str], *, upto: int | None = None
+    ) -> Iterator[list[RecordRow]]:
         """See :meth:`EventStore.iter_streams` (one query per 1,000 streams)."""
         ids = list(dict.fromkeys(stream_ids))
         for i in range(0, len(ids), _STREAMS_PER_QUERY):
-            yield self._read_chunk(ids[i : i + _STREAMS_PER_QUERY])
+            yield self._read_chunk(ids[i : i + _STREAMS_PER_QUERY], upto)
 
-    def _read_chunk(self, stream_ids: list[str]) -> list[RecordRow]:
+    def _read_chunk(self, stream_ids: list[str], upto: int | None) -> list[RecordRow]:
         """The rows of ``stream_ids``, ordered by stream id and position."""
-        rows: list[RecordRow] = self._query(self._select_streams, (stream_ids,))
+        last = _NO_LIMIT if upto is None else upto
+        rows: list[RecordRow] = self._query(self._select_streams, (stream_ids, last))
         return rows
 
     def drop(self) -> None:

@@ -24,6 +24,8 @@ __all__ = ["SQLiteStore"]
 EVENTS_TABLE = "nonstop_events"
 SNAPSHOTS_TABLE = "nonstop_snapshots"
 _STREAMS_PER_QUERY = 500
+_NO_LIMIT = 2**62
+"""A position no stream reaches (``iter_streams`` without ``upto``)."""
 
 
 class SQLiteStore(RecorderStore):
@@ -60,7 +62,7 @@ class SQLiteStore(RecorderStore):
         self._select_streams = (
             "SELECT originator_id, originator_version, rowid, topic, state "
             f"FROM {EVENTS_TABLE} WHERE originator_id IN ({{}}) "
-            "ORDER BY originator_id, originator_version"
+            "AND originator_version <= ? ORDER BY originator_id, originator_version"
         )
         self._select_all = (
             "SELECT originator_id, originator_version, rowid, topic, state "
@@ -99,20 +101,23 @@ class SQLiteStore(RecorderStore):
         except (OperationalError, InterfaceError, sqlite3.Error) as exc:
             raise StoreUnavailable(self.url, str(exc)) from None
 
-    def iter_streams(self, stream_ids: Sequence[str]) -> Iterator[list[RecordRow]]:
+    def iter_streams(
+        self, stream_ids: Sequence[str], *, upto: int | None = None
+    ) -> Iterator[list[RecordRow]]:
         """See :meth:`EventStore.iter_streams` (one query per 500 streams)."""
         ids = list(dict.fromkeys(stream_ids))
         for i in range(0, len(ids), _STREAMS_PER_QUERY):
-            yield self._read_chunk(ids[i : i + _STREAMS_PER_QUERY])
+            yield self._read_chunk(ids[i : i + _STREAMS_PER_QUERY], upto)
 
-    def _read_chunk(self, stream_ids: list[str]) -> list[RecordRow]:
+    def _read_chunk(self, stream_ids: list[str], upto: int | None) -> list[RecordRow]:
         """The rows of ``stream_ids``, ordered by stream id and position."""
         marks = ",".join("?" * len(stream_ids))
         try:
             with self._datastore.transaction(commit=False) as c:
                 cur = c.sqlite_cursor
                 cur.row_factory = None
-                cur.execute(self._select_streams.format(marks), stream_ids)
+                last = _NO_LIMIT if upto is None else upto
+                cur.execute(self._select_streams.format(marks), (*stream_ids, last))
                 rows: list[RecordRow] = cur.fetchall()
                 return rows
         except (OperationalError, InterfaceError, sqlite3.Error) as exc:

@@ -37,9 +37,17 @@ EXPECTED = {
     "memory-long-above-imports",
     "memory-many",
     "memory-many-above-imports",
+    "scale-open",
+    "scale-first-start",
+    "scale-get-p50",
+    "scale-get-p99",
+    "scale-page",
+    "scale-cli-page",
+    "scale-show",
+    "scale-show-10M-estimate",
 }
-"""Figures of the built-in scenarios and of workflow and memory; other plug-in
-scenarios add theirs."""
+"""Figures of the built-in scenarios and of workflow, memory and scale; other
+plug-in scenarios add theirs."""
 
 
 @pytest.mark.slow

@@ -38,12 +38,14 @@ def test_walking_the_pages_gives_the_listing(
         whole = model.instances(workflow=workflow, status=status)  # type: ignore[arg-type]
         walked, cursor, pages = [], 0, 0
         while True:
-            page, nxt = model.page(
+            got = model.page(
                 workflow=workflow,
                 status=status,  # type: ignore[arg-type]
                 after=cursor,
-                limit=limit,
+                limit=limit + 1,
             )
+            page = [info for info, _ in got[:limit]]
+            nxt = got[limit - 1][1] if len(got) > limit else None
             assert len(page) <= limit
             walked += page
             pages += 1

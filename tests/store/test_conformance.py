@@ -300,3 +300,18 @@ def test_read_streams_reads_many_whole_streams(store: EventStore) -> None:
     assert [r.data for r in got["c"]] == [b"c:1", b"c:2"]
     assert got["missing"] == []
     assert store.read_streams([]) == {}
+
+
+def test_iter_streams_upto_reads_the_head_of_each_stream(store: EventStore) -> None:
+    fill(store, "a", 5)
+    fill(store, "b", 2)
+    fill(store, "c", 3)
+    heads = [
+        r for chunk in store.iter_streams(["c", "a", "b", "x"], upto=3) for r in chunk
+    ]
+    got: dict[str, list[int]] = {}
+    for sid, position, *_ in heads:
+        got.setdefault(sid, []).append(position)
+    assert got == {"a": [1, 2, 3], "b": [1, 2], "c": [1, 2, 3]}
+    whole = [r for chunk in store.iter_streams(["a"]) for r in chunk]
+    assert [r[1] for r in whole] == [1, 2, 3, 4, 5]
