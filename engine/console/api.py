@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from engine.console import data, operate
+from engine.console.auth import Principal
 from engine.console.data import Settings
 from engine.console.openapi import openapi
 from engine.core.errors import ConsoleError
@@ -30,6 +31,7 @@ __all__ = [
     "csrf_token",
     "json_response",
     "operator",
+    "principal",
     "routes",
     "settings_of",
 ]
@@ -61,9 +63,24 @@ def settings_of(request: Request) -> Settings:
     return found
 
 
+def principal(request: Request) -> Principal:
+    """Whose token the request carries (the console's operator without tokens)."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:
+        return Principal(settings_of(request).operator, "viewer", personal=False)
+    return who
+
+
 def operator(request: Request) -> str:
-    """Who acts: the operator header, else the console's default operator."""
-    return request.headers.get(OPERATOR_HEADER) or settings_of(request).operator
+    """Who acts: the name of the request's token.
+
+    Without a personal token (no tokens, or the single ``--token``): the
+    operator header, else the console's default operator.
+    """
+    who = principal(request)
+    if who.personal:
+        return who.name
+    return request.headers.get(OPERATOR_HEADER) or who.name
 
 
 async def body(request: Request) -> dict[str, str]:

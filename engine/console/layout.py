@@ -15,8 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from engine.console.api import csrf_token, settings_of
-from engine.console.data import Settings
+from engine.console.api import csrf_token, principal, settings_of
 from engine.store import redact
 
 __all__ = ["REFRESH_SECONDS", "e", "form", "page", "pct", "table", "when"]
@@ -59,6 +58,12 @@ def page(
     s = settings_of(request)
     head = _RELOAD.replace("MS", str(REFRESH_SECONDS * 1000)) if refresh else ""
     mode = " (read-only)" if s.read_only else ""
+    who = principal(request)
+    user = (
+        f" &nbsp; <span class=who>{e(who.name)} ({e(who.role)})</span>"
+        if who.personal
+        else ""
+    )
     nav = "".join(
         f'<a href="{href}">{name}</a>'
         for href, name in (
@@ -75,7 +80,7 @@ def page(
         f"<!doctype html><html><head><meta charset=utf-8>{head}"
         f"<title>{e(title)} - nonstop console</title><style>{_STYLE}</style>"
         f"</head><body><nav><b>nonstop</b> {e(redact(s.store_url))}{mode} "
-        f"&nbsp; {nav}</nav><h1>{e(title)}</h1>{body}</body></html>"
+        f"&nbsp; {nav}{user}</nav><h1>{e(title)}</h1>{body}</body></html>"
     )
     return HTMLResponse(html)
 
@@ -88,14 +93,19 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def form(
-    s: Settings,
+    request: Request,
     action: str,
     label: str,
     back: str,
     fields: dict[str, str] | None = None,
 ) -> str:
-    """A form posting to the API ``action``, with a reason; empty when read-only."""
-    if s.read_only:
+    """A form posting to the API ``action``, with a reason.
+
+    Empty when the console is read-only or the request's principal is a
+    viewer: a page offers no action its reader cannot take.
+    """
+    s = settings_of(request)
+    if s.read_only or not principal(request).can_act:
         return ""
     hidden = {"csrf": csrf_token(s), "next": back, **(fields or {})}
     inputs = "".join(
