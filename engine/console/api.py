@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from engine.console import data, operate
+from engine.console import configs, data, operate
 from engine.console.auth import Principal
 from engine.console.data import Settings
 from engine.console.openapi import openapi
@@ -176,13 +176,8 @@ def _flags(request: Request) -> Response:
 
 def _config(request: Request) -> Response:
     settings = settings_of(request)
-    if settings.config is None:
-        raise ConsoleError(
-            404,
-            "config documents are not available in this console: no config "
-            "source is installed (Settings.config is None)",
-        )
-    return json_response(settings.config(settings))
+    source = settings.config or configs.config
+    return json_response(source(settings))
 
 
 def _deadletters(request: Request) -> Response:
@@ -257,6 +252,15 @@ async def _flag(request: Request) -> Response:
     return await _act(request, run)
 
 
+async def _config_rollback(request: Request) -> Response:
+    w = request.path_params["workflow"]
+
+    def run(s: Settings, f: dict[str, str], by: str, why: str) -> Any:
+        return configs.rollback(s, w, f.get("to", ""), by=by, reason=why)
+
+    return await _act(request, run)
+
+
 async def _replay(request: Request) -> Response:
     letter = request.path_params["letter"]
 
@@ -285,6 +289,7 @@ def routes() -> list[Route]:
         Route("/api/flags", _flags, methods=get),
         Route("/api/flags/{name}/{action}", _flag, methods=post),
         Route("/api/config", _config, methods=get),
+        Route("/api/config/{workflow}/rollback", _config_rollback, methods=post),
         Route("/api/deadletters", _deadletters, methods=get),
         Route("/api/deadletters/{letter}/replay", _replay, methods=post),
         Route("/api/projections", _projections, methods=get),

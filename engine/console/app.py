@@ -40,6 +40,7 @@ from engine.console.auth import Principal
 from engine.console.data import Settings
 from engine.core.errors import (
     AlreadyReplayed,
+    ConfigError,
     ConsoleError,
     DeadLetterNotFound,
     DeployError,
@@ -61,6 +62,7 @@ COOKIE = "nonstop_console_token"
 
 _NOT_FOUND = (UnknownWorkflow, UnknownInstance, DeadLetterNotFound, UnknownProjection)
 _CONFLICT = (
+    ConfigError,
     RolloutError,
     DeployError,
     FlagError,

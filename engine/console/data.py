@@ -73,8 +73,9 @@ class Settings:
             :mod:`engine.console.auth`). With neither ``token`` nor
             ``tokens``, requests need no token and act as ``operator``.
         kafka: The broker dead letters are replayed to (None: replay refused).
-        config: The hook ``/api/config`` serves (None: 404 until the config
-            documents exist); it returns JSON-able values.
+        config: What ``/api/config`` serves instead of the config panel's
+            :func:`engine.console.configs.config` (None: that); it returns
+            JSON-able values.
         secret: Signs the CSRF tokens of this process.
         bucket_seconds: Width of the health buckets the engines flush (as
             ``nonstop rollout run --bucket-seconds``).

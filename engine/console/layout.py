@@ -71,6 +71,7 @@ def page(
             ("/instances", "instances"),
             ("/audit", "audit"),
             ("/flags", "flags"),
+            ("/config", "config"),
             ("/deadletters", "dead letters"),
             ("/projections", "projections"),
             ("/api/openapi.json", "API"),

@@ -158,7 +158,25 @@ def openapi() -> dict[str, Any]:
                 _path("action", "kill or revive"),
             ],
         },
-        "/api/config": _get("config documents (404 until a source is installed)", {}),
+        "/api/config": _get(
+            "each workflow's typed config: current and canary version, "
+            "document, versions, history (who, when, why, diff) and the "
+            "version each engine runs",
+            _ANY_LIST,
+        ),
+        "/api/config/{workflow}/rollback": {
+            **_post(
+                "roll a workflow's config back (as nonstop config rollback)",
+                {
+                    "to": {
+                        "type": "string",
+                        "description": "the version to restore (default: off "
+                        "the canary, else the previous one; 0: the defaults)",
+                    }
+                },
+            ),
+            "parameters": [w],
+        },
         "/api/deadletters": _get("every dead letter", _ANY_LIST),
         "/api/deadletters/{letter}/replay": {
             **_post("produce a dead letter again to its topic", {}),

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from engine.console import data
+from engine.console import configpage, data
 from engine.console.api import settings_of
 from engine.console.charts import Series, line_chart
 from engine.console.data import STATUSES
@@ -410,4 +410,5 @@ def routes() -> list[Route]:
         Route("/flags", _flags, methods=["GET"]),
         Route("/deadletters", _deadletters, methods=["GET"]),
         Route("/projections", _projections, methods=["GET"]),
+        *configpage.routes(),
     ]
