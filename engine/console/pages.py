@@ -3,9 +3,9 @@
 Each page reads what it shows through :mod:`engine.console.data` (the same
 calls as the JSON API) and escapes every value it prints. Actions are small
 forms posting to the API with the CSRF token and a reason; a console started
-``--read-only`` shows no form. The overview and rollout pages reload
-themselves every few seconds (a line of script that waits while a reason
-is being typed).
+``--read-only`` (or to a viewer) shows no form. The overview and rollout
+pages are live: a few lines of script fetch their content again every
+second and swap it in without a reload (not while a reason is being typed).
 """
 
 from __future__ import annotations
