@@ -51,8 +51,10 @@ def _post(summary: str, fields: dict[str, Any]) -> dict[str, Any]:
             "summary": summary,
             "description": "Needs the CSRF token (header X-CSRF-Token or field "
             "csrf, from GET /api/csrf), a same-origin Origin or Referer when "
-            "the browser sends one, and a console not started --read-only. The "
-            "operator is the X-Nonstop-Operator header, else --operator.",
+            "the browser sends one, an operator's token (a viewer gets 403) and a "
+            "console not started --read-only. The audit names the token's "
+            "owner; without a personal token, the X-Nonstop-Operator header, "
+            "else --operator.",
             "requestBody": {
                 "required": True,
                 "content": {
@@ -190,8 +192,9 @@ def openapi() -> dict[str, Any]:
             "title": "nonstop console",
             "version": "1",
             "description": "Versions, rollouts, instances, audit, flags, dead "
-            "letters and projections of one nonstop store. With --token, every "
-            "request needs Authorization: Bearer TOKEN.",
+            "letters, projections and config of one nonstop store. With tokens "
+            "(--tokens-file, NONSTOP_CONSOLE_TOKENS, --token), every request "
+            "needs Authorization: Bearer TOKEN; viewers' tokens cannot act.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}

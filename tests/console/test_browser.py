@@ -1,9 +1,7 @@
 """Click-through tests of the console in a real headless Chromium (Selenium).
 
 They need Debian's ``chromium`` and ``chromium-driver`` (``make debs``) and
-skip without them, unless ``CI`` is set. With ``NONSTOP_CONSOLE_SCREENSHOTS``
-naming a directory, they save the overview and rollout pages there (that is
-how docs/img/console-*.png are made).
+skip without them, unless ``CI`` is set.
 """
 
 from __future__ import annotations
@@ -129,15 +127,6 @@ def _routing(url: str) -> str:
         return r.describe() if r else ""
 
 
-def _shots(d: Any, base: str) -> None:
-    target = os.environ.get("NONSTOP_CONSOLE_SCREENSHOTS")
-    if not target:
-        return
-    for path, name in (("/", "overview"), ("/rollouts/tills", "rollout")):
-        d.get(base + path)
-        d.save_screenshot(str(Path(target) / f"console-{name}.png"))
-
-
 def test_an_operator_watches_a_promote_and_clicks_rollback(
     browser: Any, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -169,7 +158,6 @@ def test_an_operator_watches_a_promote_and_clicks_rollback(
                 continue  # swapped by the live refresh between two steps
         _wait(d, 10, lambda: _routing(sqlite_url) == "v1: 100 %")
         _wait(d, 5, lambda: "routing v1: 100 %" in _live(d))
-        _shots(d, base)
     with Deployments(sqlite_url) as reg:
         last = [a for a in reg.refresh().audit if a.action == "rollback"][-1]
     assert (last.by, last.reason) == ("alice", "canary too slow")
