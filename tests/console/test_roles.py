@@ -205,3 +205,37 @@ def test_the_cli_refuses_a_malformed_tokens_env(
     assert "$NONSTOP_CONSOLE_TOKENS, entry 2: expected TOKEN=NAME:ROLE" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_nonstop_console_reads_people_s_tokens_from_the_environment(
+    sqlite_url: str,
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tests.console.conftest import seed
+    from tests.console.test_serve import _get, served
+
+    seed(sqlite_url)
+    env = {"NONSTOP_CONSOLE_TOKENS": "op1=alice:operator,view1=bob:viewer"}
+    with served(sqlite_url, env=env) as base:
+        status, body = _get(f"{base}/", "view1")
+        assert status == 200 and "bob (viewer)" in body and "<form" not in body
+        assert _get(f"{base}/", "nope")[0] == 401
+        assert "<form class=act" in _get(f"{base}/", "op1")[1]
+        csrf = _get(f"{base}/api/csrf", "view1")[1].split('"')[3]
+        req = urllib.request.Request(
+            f"{base}/api/flags/turbo/kill",
+            data=b'{"reason": "x"}',
+            headers={
+                "Authorization": "Bearer view1",
+                "X-CSRF-Token": csrf,
+                "Content-Type": "application/json",
+            },
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=5)
+        assert refused.value.code == 403
+    assert not Deployments(sqlite_url).refresh().flags["turbo"].killed
