@@ -23,11 +23,13 @@ postgres:
 	@bash .ci/ensure-postgres
 
 # Debian packages that tests run: prometheus (the rollout guard's PromQL
-# checks) and chromium (the console's pages in a browser). Installed with apt
-# when missing; a test that needs one skips without it, except under CI.
-DEBS := prometheus chromium
+# checks), chromium and chromium-driver (the console's pages in a browser,
+# driven by Selenium through chromedriver). Installed with apt when missing; a
+# test that needs one skips without it, except under CI.
+DEBS := prometheus chromium chromium-driver
 debs:
-	@missing=$$(for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(DEBS); do c=$$p; [ $$p = chromium-driver ] && c=chromedriver; \
+	  command -v $$c >/dev/null 2>&1 || echo $$p; done); \
 	[ -z "$$missing" ] || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  $$missing >/dev/null; } || echo "not installed: $$missing; the tests that \

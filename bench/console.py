@@ -10,7 +10,11 @@ Starlette's test client, so the time is the server's) is asked, interleaved:
    the middle of the store): the large store against the small one, which
    shows whether a page costs the same whatever the store's size;
 2. ``GET /`` (the overview: routing, per-version counts from the read model,
-   the rollout): its rate on the large store, against the issue's 300 ms.
+   the rollout): its rate on the large store, against the issue's 300 ms;
+3. the live overview's poll (``GET /`` with ``X-Nonstop-Fragment: 1`` and a
+   viewer's bearer token among 100 people's tokens) against the whole
+   overview page without tokens, on the large store: what the token check
+   and the live part cost over a plain page.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from bench.counter import encoded_stream
 from bench.harness import BenchContext, Contender, Figure, Target, measure
 from engine.cli import load_app
 from engine.console import Settings, create_app
+from engine.console.auth import Principal
 from engine.deploy import Deployments
 from engine.store import open_store
 
@@ -62,17 +67,23 @@ def _fill(path: Path, instances: int) -> str:
     return url
 
 
-def _client(url: str) -> TestClient:
-    return TestClient(
-        create_app(Settings(store_url=url, load_app=lambda: load_app(_APP)))
+def _client(url: str, tokens: dict[str, Principal] | None = None) -> TestClient:
+    settings = Settings(
+        store_url=url, load_app=lambda: load_app(_APP), tokens=tokens or {}
     )
+    return TestClient(create_app(settings))
 
 
-def _requests(client: TestClient, path: str, count: int) -> Contender:
+def _requests(
+    client: TestClient,
+    path: str,
+    count: int,
+    headers: dict[str, str] | None = None,
+) -> Contender:
     def go() -> tuple[int, float]:
         t0 = time.perf_counter()
         for _ in range(count):
-            r = client.get(path)
+            r = client.get(path, headers=headers)
             assert r.status_code == 200, r.text[:300]
         return count, time.perf_counter() - t0
 
@@ -84,7 +95,12 @@ def run(ctx: BenchContext) -> list[Figure]:
     large_n = small_n * 10
     small_url = _fill(ctx.work / "console-small.db", small_n)
     large_url = _fill(ctx.work / "console-large.db", large_n)
+    tokens = {
+        f"token-{i:03}": Principal(f"person{i}", "viewer" if i % 2 else "operator")
+        for i in range(100)
+    }
     small, large = _client(small_url), _client(large_url)
+    live = _client(large_url, tokens)
     try:
         for c in (small, large):  # the one catch-up of the read model
             assert c.get("/api/instances?limit=1").status_code == 200
@@ -104,6 +120,12 @@ def run(ctx: BenchContext) -> list[Figure]:
         small_name = f"{small_n:,} instances, {small_n * _EVENTS:,} events"
         overview_large = _requests(large, "/", 3 if ctx.quick else 10)
         overview_small = _requests(small, "/", 3 if ctx.quick else 10)
+        poll = _requests(
+            live,
+            "/",
+            3 if ctx.quick else 10,
+            {"X-Nonstop-Fragment": "1", "Authorization": "Bearer token-099"},
+        )
         return [
             measure(
                 "console-page",
@@ -126,7 +148,21 @@ def run(ctx: BenchContext) -> list[Figure]:
                 reps=ctx.reps,
                 target=Target(3.33, ">="),
             ),
+            measure(
+                "console-live",
+                "console: the live overview's poll (fragment, token of 100)",
+                unit="pages/s",
+                what="GET / with X-Nonstop-Fragment and a bearer token among "
+                f"100, against GET / without tokens, {large_name}",
+                subject=Contender("live poll", poll.run),
+                baselines=[Contender("whole page, no token", overview_large.run)],
+                reps=ctx.reps,
+                target=Target(
+                    0.9, ">=", source="design", against="whole page, no token"
+                ),
+            ),
         ]
     finally:
         small.close()
         large.close()
+        live.close()

@@ -1,8 +1,10 @@
 """``nonstop console``: serve the operations console (HTTP API and pages).
 
-It binds 127.0.0.1 by default. With ``--token`` (or ``$NONSTOP_CONSOLE_TOKEN``)
+It binds 127.0.0.1 by default. With ``--tokens-file`` (or
+``$NONSTOP_CONSOLE_TOKENS``), ``--token`` (or ``$NONSTOP_CONSOLE_TOKEN``)
 every request needs ``Authorization: Bearer TOKEN`` (browsers log in once at
-``/login``); ``--read-only`` refuses every action. Needs ``nonstop[console]``.
+``/login``); a viewer's token cannot act; ``--read-only`` refuses every
+action. Needs ``nonstop[console]``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from engine.commands import CliContext
 from engine.core.extras import require
 from engine.health.counters import DEFAULT_BUCKET_SECONDS
 
-__all__ = ["TOKEN_ENV", "register"]
+__all__ = ["TOKENS_ENV", "TOKEN_ENV", "register"]
 
 TOKEN_ENV = "NONSTOP_CONSOLE_TOKEN"
 """The environment variable holding the token when ``--token`` is not given."""
+
+TOKENS_ENV = "NONSTOP_CONSOLE_TOKENS"
+"""The environment variable of people's tokens (``TOKEN=NAME:ROLE,...``)."""
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _ANY = ("0.0.0.0", "::", "")
@@ -38,7 +43,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--token",
         metavar="TOKEN",
-        help=f"bearer token every request must carry (default: ${TOKEN_ENV})",
+        help="a single operator token, acting as --operator (default: "
+        f"${TOKEN_ENV}); for several people with roles use --tokens-file",
+    )
+    p.add_argument(
+        "--tokens-file",
+        metavar="FILE",
+        help="tokens of people: one 'TOKEN NAME ROLE' per line, ROLE viewer or "
+        f"operator (default: ${TOKENS_ENV}, as TOKEN=NAME:ROLE,...)",
     )
     p.add_argument(
         "--allow-host",
@@ -99,18 +111,27 @@ def _serve(ctx: CliContext, args: argparse.Namespace) -> int:
     from engine.store import redact, require_store
 
     require_store(ctx.store_url)  # StoreNotFound: exit 2, nothing created
+    from engine.console.auth import parse_tokens_env, read_tokens_file
+
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.tokens_file:
+        tokens = read_tokens_file(args.tokens_file)  # ConsoleTokensError: exit 2
+    elif os.environ.get(TOKENS_ENV, "").strip():
+        tokens = parse_tokens_env(os.environ[TOKENS_ENV])
+    else:
+        tokens = {}
     settings = Settings(
         store_url=ctx.store_url,
         load_app=lambda: ctx.load_app(ctx.app),
         operator=args.operator or default_user(),
         read_only=args.read_only,
         token=token,
+        tokens=tokens,
         kafka=args.kafka,
         bucket_seconds=args.bucket_seconds,
         hosts=_hosts(args.host, args.allow_host),
     )
-    if args.host not in _LOOPBACK and token is None:
+    if args.host not in _LOOPBACK and token is None and not tokens:
         ctx.out.print(
             Text(
                 f"warning: serving {args.host} without a token: anyone who reaches "
@@ -118,7 +139,8 @@ def _serve(ctx: CliContext, args: argparse.Namespace) -> int:
             )
         )
     mode = "read-only, " if args.read_only else ""
-    auth = "token required" if token else "no token"
+    people = len(tokens) + (token is not None)
+    auth = f"{people} token(s)" if people else "no token"
     ctx.out.print(
         Text(
             f"console for {redact(ctx.store_url)} on http://{args.host}:{args.port}/ "

@@ -3,9 +3,11 @@
 ``nonstop console --store URL`` serves it (Starlette, run by uvicorn; the
 ``nonstop[console]`` extra). It shows workflows, versions and their routing,
 rollouts with the guard's decisions and health charts, instances, the audit,
-flags, dead letters and projections, and acts (pause, resume, abort a
-rollout, promote, roll back, kill a flag, replay a dead letter) through the
-same code as the command line. See ``docs/console.md``.
+flags, config, dead letters and projections, and acts (pause, resume, abort
+a rollout, promote, roll back, kill a flag, roll a config back, replay a dead
+letter) through the same code as the command line. Tokens name people with a
+role (:mod:`engine.console.auth`); viewers cannot act. The overview and
+rollout pages update themselves without a reload. See ``docs/console.md``.
 
 Importing this package without the extra raises
 :class:`~engine.core.errors.MissingExtra` naming it.

@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from engine.console import data, operate
+from engine.console import configs, data, operate
+from engine.console.auth import Principal
 from engine.console.data import Settings
 from engine.console.openapi import openapi
 from engine.core.errors import ConsoleError
@@ -30,6 +31,7 @@ __all__ = [
     "csrf_token",
     "json_response",
     "operator",
+    "principal",
     "routes",
     "settings_of",
 ]
@@ -61,9 +63,24 @@ def settings_of(request: Request) -> Settings:
     return found
 
 
+def principal(request: Request) -> Principal:
+    """Whose token the request carries (the console's operator without tokens)."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:
+        return Principal(settings_of(request).operator, "viewer", personal=False)
+    return who
+
+
 def operator(request: Request) -> str:
-    """Who acts: the operator header, else the console's default operator."""
-    return request.headers.get(OPERATOR_HEADER) or settings_of(request).operator
+    """Who acts: the name of the request's token.
+
+    Without a personal token (no tokens, or the single ``--token``): the
+    operator header, else the console's default operator.
+    """
+    who = principal(request)
+    if who.personal:
+        return who.name
+    return request.headers.get(OPERATOR_HEADER) or who.name
 
 
 async def body(request: Request) -> dict[str, str]:
@@ -159,13 +176,8 @@ def _flags(request: Request) -> Response:
 
 def _config(request: Request) -> Response:
     settings = settings_of(request)
-    if settings.config is None:
-        raise ConsoleError(
-            404,
-            "config documents are not available in this console: no config "
-            "source is installed (Settings.config is None)",
-        )
-    return json_response(settings.config(settings))
+    source = settings.config or configs.config
+    return json_response(source(settings))
 
 
 def _deadletters(request: Request) -> Response:
@@ -240,6 +252,15 @@ async def _flag(request: Request) -> Response:
     return await _act(request, run)
 
 
+async def _config_rollback(request: Request) -> Response:
+    w = request.path_params["workflow"]
+
+    def run(s: Settings, f: dict[str, str], by: str, why: str) -> Any:
+        return configs.rollback(s, w, f.get("to", ""), by=by, reason=why)
+
+    return await _act(request, run)
+
+
 async def _replay(request: Request) -> Response:
     letter = request.path_params["letter"]
 
@@ -268,6 +289,7 @@ def routes() -> list[Route]:
         Route("/api/flags", _flags, methods=get),
         Route("/api/flags/{name}/{action}", _flag, methods=post),
         Route("/api/config", _config, methods=get),
+        Route("/api/config/{workflow}/rollback", _config_rollback, methods=post),
         Route("/api/deadletters", _deadletters, methods=get),
         Route("/api/deadletters/{letter}/replay", _replay, methods=post),
         Route("/api/projections", _projections, methods=get),

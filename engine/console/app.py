@@ -5,8 +5,11 @@ The guard runs before every route:
 * **host** (``--host``, ``--allow-host``): a request addressed to another
   host name is refused, so a page of another site cannot reach a loopback
   console by rebinding its own name to 127.0.0.1;
-* **token** (``--token``): every request carries ``Authorization: Bearer
-  TOKEN`` or the cookie ``/login`` sets; else 401;
+* **token** (``--tokens-file``, ``$NONSTOP_CONSOLE_TOKENS``, ``--token``):
+  every request carries ``Authorization: Bearer TOKEN`` or the cookie
+  ``/login`` sets; else 401. The token's principal (name and role, see
+  :mod:`engine.console.auth`) is kept in ``request.state.principal``;
+* **role**: a viewer's POST is refused with 403;
 * **read-only** (``--read-only``): every POST is refused with 403;
 * **CSRF**: a POST whose ``Origin`` (or, without one, ``Referer``) is not the
   console's own origin is refused, and every POST carries the token of
@@ -33,9 +36,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.console import api, pages
 from engine.console.api import csrf_token
+from engine.console.auth import Principal
 from engine.console.data import Settings
 from engine.core.errors import (
     AlreadyReplayed,
+    ConfigError,
     ConsoleError,
     DeadLetterNotFound,
     DeployError,
@@ -57,6 +62,7 @@ COOKIE = "nonstop_console_token"
 
 _NOT_FOUND = (UnknownWorkflow, UnknownInstance, DeadLetterNotFound, UnknownProjection)
 _CONFLICT = (
+    ConfigError,
     RolloutError,
     DeployError,
     FlagError,
@@ -101,7 +107,9 @@ class Guard:
                     "add the name it is reached by",
                 ),
             )
-        if s.token is not None and path != "/login" and not self._authorized(conn):
+        principals = s.principals()
+        who = _anonymous(s) if not principals else self._principal(conn, principals)
+        if who is None and path != "/login":
             return _error(
                 conn,
                 ConsoleError(
@@ -111,8 +119,18 @@ class Guard:
                 ),
                 {"WWW-Authenticate": 'Bearer realm="nonstop console"'},
             )
+        conn.scope.setdefault("state", {})["principal"] = who
         if method != "POST" or path == "/login":
             return None
+        if who is not None and not who.can_act:
+            return _error(
+                conn,
+                ConsoleError(
+                    403,
+                    f"{who.name} is a {who.role}: viewers cannot act; ask for an "
+                    "operator token to promote, roll back, pause or kill",
+                ),
+            )
         if s.read_only:
             return _error(
                 conn,
@@ -137,14 +155,29 @@ class Guard:
                 )
         return None
 
-    def _authorized(self, conn: HTTPConnection) -> bool:
-        token = self.settings.token or ""
+    def _principal(
+        self, conn: HTTPConnection, principals: dict[str, Principal]
+    ) -> Principal | None:
+        """Whose token the request carries (header, else cookie); None: none."""
         header = conn.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and _same(value.strip(), token):
-            return True
-        cookie = conn.cookies.get(COOKIE)
-        return cookie is not None and _same(cookie, token)
+        given = value.strip() if scheme.lower() == "bearer" else None
+        if given is None:
+            given = conn.cookies.get(COOKIE)
+        return None if given is None else _lookup(principals, given)
+
+
+def _lookup(principals: dict[str, Principal], given: str) -> Principal | None:
+    """The principal of token ``given``, compared in constant time."""
+    found = None
+    for token, who in principals.items():
+        if _same(given, token):
+            found = who
+    return found
+
+
+def _anonymous(settings: Settings) -> Principal:
+    return Principal(settings.operator, "operator", personal=False)
 
 
 def _host_name(host: str) -> str:
@@ -211,9 +244,10 @@ async def _on_error(request: Request, exc: Exception) -> Response:
 def _login(request: Request) -> Response:
     settings = api.settings_of(request)
     token = request.query_params.get("token")
-    if settings.token is None:
+    principals = settings.principals()
+    if not principals:
         return RedirectResponse("/", 303)
-    if token is not None and _same(token, settings.token):
+    if token is not None and _lookup(principals, token) is not None:
         response = RedirectResponse("/", 303)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response

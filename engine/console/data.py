@@ -22,6 +22,7 @@ from typing import Any, cast, get_args
 from engine.commands.deploy import audit_json, audit_rows, flag_rows, version_rows
 from engine.commands.instances import event_json, info_json, plain
 from engine.commands.kafka import letter_json
+from engine.console.auth import Principal
 from engine.core.errors import ConsoleError
 from engine.core.replay import pinned_flags
 from engine.core.workflow import ListingStatus, WorkflowRegistry
@@ -66,10 +67,15 @@ class Settings:
         load_app: Returns the app's workflow registry (``--app``).
         operator: Who acts when a request names no operator.
         read_only: Refuse every action.
-        token: The bearer token every request must carry (None: no token).
+        token: A single bearer token of an operator named ``operator`` (None:
+            none); kept for ``--token``, folded into ``tokens``.
+        tokens: Bearer tokens, each naming a person and a role (see
+            :mod:`engine.console.auth`). With neither ``token`` nor
+            ``tokens``, requests need no token and act as ``operator``.
         kafka: The broker dead letters are replayed to (None: replay refused).
-        config: The hook ``/api/config`` serves (None: 404 until the config
-            documents exist); it returns JSON-able values.
+        config: What ``/api/config`` serves instead of the config panel's
+            :func:`engine.console.configs.config` (None: that); it returns
+            JSON-able values.
         secret: Signs the CSRF tokens of this process.
         bucket_seconds: Width of the health buckets the engines flush (as
             ``nonstop rollout run --bucket-seconds``).
@@ -84,6 +90,7 @@ class Settings:
     operator: str = field(default_factory=default_user)
     read_only: bool = False
     token: str | None = None
+    tokens: dict[str, Principal] = field(default_factory=dict)
     kafka: str | None = None
     config: Callable[[Settings], Any] | None = None
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
@@ -91,6 +98,15 @@ class Settings:
     hosts: tuple[str, ...] = ()
     _shared: Shared | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def principals(self) -> dict[str, Principal]:
+        """Every token the console accepts, ``token`` as an operator included."""
+        found = dict(self.tokens)
+        if self.token is not None:
+            found.setdefault(
+                self.token, Principal(self.operator, "operator", personal=False)
+            )
+        return found
 
     @contextmanager
     def open(self) -> Iterator[Shared]:

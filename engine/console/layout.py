@@ -15,14 +15,24 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from engine.console.api import csrf_token, settings_of
-from engine.console.data import Settings
+from engine.console.api import csrf_token, principal, settings_of
 from engine.store import redact
 
-__all__ = ["REFRESH_SECONDS", "e", "form", "page", "pct", "table", "when"]
+__all__ = [
+    "FRAGMENT_HEADER",
+    "LIVE_MS",
+    "e",
+    "form",
+    "page",
+    "pct",
+    "table",
+    "when",
+]
 
-REFRESH_SECONDS = 5
-"""How often the overview and rollout pages reload themselves."""
+LIVE_MS = 1000
+"""How often (ms) the overview and rollout pages fetch their content again."""
+FRAGMENT_HEADER = "x-nonstop-fragment"
+"""A request with this header gets the page's content only (the live part)."""
 
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:0 1.5em 2em;color:#222}
@@ -38,12 +48,21 @@ pre{margin:0;white-space:pre-wrap;max-width:60em}
 """
 
 
-# Reload the page, unless the operator is typing a reason for an action.
-_RELOAD = (
-    "<script>setInterval(function(){var a=document.activeElement;"
-    "var typed=[].some.call(document.querySelectorAll('input[name=reason]'),"
+# Fetch the page's content again and swap it in place (no reload), unless the
+# operator is typing a reason for an action. ``data-live`` counts the swaps.
+_LIVE = (
+    "<script>(function(){var m=document.getElementById('live');"
+    "var busy=false,last=null;"
+    "setInterval(function(){var a=document.activeElement;"
+    "var typed=[].some.call(m.querySelectorAll('input[name=reason]'),"
     "function(i){return i.value;});"
-    "if(!typed&&!(a&&a.tagName==='INPUT'))location.reload();},MS);</script>"
+    "if(busy||typed||(a&&a.tagName==='INPUT'))return;busy=true;"
+    "fetch(location.href,{headers:{'X-Nonstop-Fragment':'1'},"
+    "credentials:'same-origin',cache:'no-store'}).then(function(r){"
+    "return r.ok?r.text():null;}).then(function(t){"
+    "if(t!==null&&t!==last){last=t;m.innerHTML=t;"
+    "m.dataset.live=String(+(m.dataset.live||0)+1);}})"
+    ".catch(function(){}).then(function(){busy=false;});},MS);})();</script>"
 )
 
 
@@ -55,10 +74,23 @@ def e(value: Any) -> str:
 def page(
     request: Request, title: str, body: str, *, refresh: bool = False
 ) -> HTMLResponse:
-    """A whole page: the store, the navigation, ``title`` and ``body``."""
+    """A whole page: the store, the navigation, ``title`` and ``body``.
+
+    With ``refresh``, the body is live: a script fetches it again every
+    :data:`LIVE_MS` ms with the :data:`FRAGMENT_HEADER` header, which gets
+    ``body`` alone, and swaps it in when it changed.
+    """
     s = settings_of(request)
-    head = _RELOAD.replace("MS", str(REFRESH_SECONDS * 1000)) if refresh else ""
+    if refresh and request.headers.get(FRAGMENT_HEADER):
+        return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+    live = _LIVE.replace("MS", str(LIVE_MS)) if refresh else ""
     mode = " (read-only)" if s.read_only else ""
+    who = principal(request)
+    user = (
+        f" &nbsp; <span class=who>{e(who.name)} ({e(who.role)})</span>"
+        if who.personal
+        else ""
+    )
     nav = "".join(
         f'<a href="{href}">{name}</a>'
         for href, name in (
@@ -66,16 +98,18 @@ def page(
             ("/instances", "instances"),
             ("/audit", "audit"),
             ("/flags", "flags"),
+            ("/config", "config"),
             ("/deadletters", "dead letters"),
             ("/projections", "projections"),
             ("/api/openapi.json", "API"),
         )
     )
     html = (
-        f"<!doctype html><html><head><meta charset=utf-8>{head}"
+        "<!doctype html><html><head><meta charset=utf-8>"
         f"<title>{e(title)} - nonstop console</title><style>{_STYLE}</style>"
         f"</head><body><nav><b>nonstop</b> {e(redact(s.store_url))}{mode} "
-        f"&nbsp; {nav}</nav><h1>{e(title)}</h1>{body}</body></html>"
+        f"&nbsp; {nav}{user}</nav><h1>{e(title)}</h1><main id=live>{body}</main>"
+        f"{live}</body></html>"
     )
     return HTMLResponse(html)
 
@@ -88,14 +122,19 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def form(
-    s: Settings,
+    request: Request,
     action: str,
     label: str,
     back: str,
     fields: dict[str, str] | None = None,
 ) -> str:
-    """A form posting to the API ``action``, with a reason; empty when read-only."""
-    if s.read_only:
+    """A form posting to the API ``action``, with a reason.
+
+    Empty when the console is read-only or the request's principal is a
+    viewer: a page offers no action its reader cannot take.
+    """
+    s = settings_of(request)
+    if s.read_only or not principal(request).can_act:
         return ""
     hidden = {"csrf": csrf_token(s), "next": back, **(fields or {})}
     inputs = "".join(

@@ -51,8 +51,10 @@ def _post(summary: str, fields: dict[str, Any]) -> dict[str, Any]:
             "summary": summary,
             "description": "Needs the CSRF token (header X-CSRF-Token or field "
             "csrf, from GET /api/csrf), a same-origin Origin or Referer when "
-            "the browser sends one, and a console not started --read-only. The "
-            "operator is the X-Nonstop-Operator header, else --operator.",
+            "the browser sends one, an operator's token (a viewer gets 403) and a "
+            "console not started --read-only. The audit names the token's "
+            "owner; without a personal token, the X-Nonstop-Operator header, "
+            "else --operator.",
             "requestBody": {
                 "required": True,
                 "content": {
@@ -158,7 +160,25 @@ def openapi() -> dict[str, Any]:
                 _path("action", "kill or revive"),
             ],
         },
-        "/api/config": _get("config documents (404 until a source is installed)", {}),
+        "/api/config": _get(
+            "each workflow's typed config: current and canary version, "
+            "document, versions, history (who, when, why, diff) and the "
+            "version each engine runs",
+            _ANY_LIST,
+        ),
+        "/api/config/{workflow}/rollback": {
+            **_post(
+                "roll a workflow's config back (as nonstop config rollback)",
+                {
+                    "to": {
+                        "type": "string",
+                        "description": "the version to restore (default: off "
+                        "the canary, else the previous one; 0: the defaults)",
+                    }
+                },
+            ),
+            "parameters": [w],
+        },
         "/api/deadletters": _get("every dead letter", _ANY_LIST),
         "/api/deadletters/{letter}/replay": {
             **_post("produce a dead letter again to its topic", {}),
@@ -172,8 +192,9 @@ def openapi() -> dict[str, Any]:
             "title": "nonstop console",
             "version": "1",
             "description": "Versions, rollouts, instances, audit, flags, dead "
-            "letters and projections of one nonstop store. With --token, every "
-            "request needs Authorization: Bearer TOKEN.",
+            "letters, projections and config of one nonstop store. With tokens "
+            "(--tokens-file, NONSTOP_CONSOLE_TOKENS, --token), every request "
+            "needs Authorization: Bearer TOKEN; viewers' tokens cannot act.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}

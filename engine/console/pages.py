@@ -3,9 +3,9 @@
 Each page reads what it shows through :mod:`engine.console.data` (the same
 calls as the JSON API) and escapes every value it prints. Actions are small
 forms posting to the API with the CSRF token and a reason; a console started
-``--read-only`` shows no form. The overview and rollout pages reload
-themselves every few seconds (a line of script that waits while a reason
-is being typed).
+``--read-only`` (or to a viewer) shows no form. The overview and rollout
+pages are live: a few lines of script fetch their content again every
+second and swap it in without a reload (not while a reason is being typed).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from engine.console import data
+from engine.console import configpage, data
 from engine.console.api import settings_of
 from engine.console.charts import Series, line_chart
 from engine.console.data import STATUSES
@@ -66,7 +66,7 @@ def _overview(request: Request) -> HTMLResponse:
                     str(v["cancelled"]),
                     drain,
                     form(
-                        s,
+                        request,
                         f"/api/workflows/{q}/promote",
                         f"promote v{v['version']}",
                         "/",
@@ -79,7 +79,7 @@ def _overview(request: Request) -> HTMLResponse:
         parts.append(
             f"<h2 id=wf-{e(name)}>{e(name)}</h2><p>routing "
             f"<b>{e(w['routing'] or 'none')}</b>; {rollout} "
-            f"{form(s, f'/api/workflows/{q}/rollback', 'roll back', '/')}</p>"
+            f"{form(request, f'/api/workflows/{q}/rollback', 'roll back', '/')}</p>"
             + table(
                 (
                     "version",
@@ -114,7 +114,7 @@ def _rollout(request: Request) -> HTMLResponse:
     plan = r["plan"]
     ds = r["decisions"]
     actions = "".join(
-        form(s, f"/api/rollouts/{q}/{a}", a, back)
+        form(request, f"/api/rollouts/{q}/{a}", a, back)
         for a, ok in (
             ("pause", r["status"] == "running"),
             ("resume", r["status"] == "paused"),
@@ -330,7 +330,7 @@ def _flags(request: Request) -> HTMLResponse:
                 e(f["kind"]),
                 e(f["value"]),
                 "<b class=error>killed</b>" if f["killed"] else "no",
-                form(s, f"/api/flags/{q}/{act}", act, "/flags"),
+                form(request, f"/api/flags/{q}/{act}", act, "/flags"),
             ]
         )
     body = (
@@ -354,7 +354,7 @@ def _deadletters(request: Request) -> HTMLResponse:
             e(x["replayed_to"])
             if x["replayed_to"]
             else form(
-                s, f"/api/deadletters/{x['id']}/replay", "replay", "/deadletters"
+                request, f"/api/deadletters/{x['id']}/replay", "replay", "/deadletters"
             ),
         ]
         for x in data.deadletters(s)
@@ -410,4 +410,5 @@ def routes() -> list[Route]:
         Route("/flags", _flags, methods=["GET"]),
         Route("/deadletters", _deadletters, methods=["GET"]),
         Route("/projections", _projections, methods=["GET"]),
+        *configpage.routes(),
     ]

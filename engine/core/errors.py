@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "ConflictRetriesExhausted",
     "ConsoleError",
+    "ConsoleTokensError",
     "CorruptStream",
     "DeadLetterNotFound",
     "DeployConflict",
@@ -600,6 +601,21 @@ class ConsoleError(NonstopError):
         self.status = status
         """The HTTP status code the console answers with (4xx)."""
         super().__init__(message)
+
+
+class ConsoleTokensError(NonstopError, ValueError):
+    """A console tokens file or ``NONSTOP_CONSOLE_TOKENS`` entry is malformed."""
+
+    def __init__(self, source: str, line: int, problem: str) -> None:
+        self.source = source
+        """The file name, or the environment variable."""
+        self.line = line
+        """The 1-based line (file) or entry (environment) at fault."""
+        self.problem = problem
+        """What is wrong with it."""
+        where = "entry" if source.startswith("$") else "line"
+        at = f"{source}, {where} {line}" if line else source
+        super().__init__(f"{at}: {problem}")
 
 
 # ------------------------------------------------------------------------ cli

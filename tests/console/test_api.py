@@ -105,9 +105,11 @@ def test_audit_flags_deadletters_projections(seeded: Seeded) -> None:
     assert inst["serving"] and inst["lag_events"] == 0
 
 
-def test_config_is_404_until_a_source_is_installed(seeded: Seeded) -> None:
+def test_config_lists_workflows_without_documents(seeded: Seeded) -> None:
     r = seeded.client().get("/api/config")
-    assert r.status_code == 404 and "no config source" in r.json()["error"]
+    tills = next(w for w in r.json() if w["workflow"] == "tills")
+    assert (tills["current"], tills["history"], tills["document"]) == (0, [], {})
+    assert tills["routing"] == "defaults (v0)" and tills["rollback_to"] is None
     hooked = seeded.client(config=lambda s: {"documents": [], "store": "x"})
     assert hooked.get("/api/config").json() == {"documents": [], "store": "x"}
 

@@ -14,7 +14,8 @@ from tests.console.conftest import APP, Seeded, seed
 
 def test_overview_shows_versions_shares_counts_and_drain(seeded: Seeded) -> None:
     html = seeded.client().get("/").text
-    assert "location.reload();},5000)" in html  # reloads itself
+    assert "X-Nonstop-Fragment" in html and "},1000);" in html  # live
+    assert "<main id=live><h2 id=wf-tills>" in html
     assert "<h2 id=wf-tills>tills</h2>" in html
     assert "routing <b>v1: 50 %, v2: 50 %</b>" in html
     assert 'href="/rollouts/tills">rollout #1</a>: running, step 2/3' in html
