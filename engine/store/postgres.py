@@ -28,6 +28,8 @@ from engine.store import deadletters as dl
 from engine.store import pg_append, retry
 from engine.store.adapter import conflict
 from engine.store.deadletters import DeadLetter, StoredDeadLetter
+from engine.store.outbox import TABLE as OUTBOX_TABLE
+from engine.store.outbox import Outbox, SqlOutbox
 from engine.store.pg_recorder import PostgresRecorder
 from engine.store.port import (
     EventStore,
@@ -36,6 +38,7 @@ from engine.store.port import (
     RecordRow,
     Snapshot,
     Tracking,
+    outbox_ops,
 )
 from engine.store.urls import parse_postgres_url, redact
 from engine.store.watchdog import Watchdog
@@ -174,6 +177,36 @@ class PostgresStore(EventStore):
         self._recorder = events
         self._statements = events.statements
         self._prepare_statements()
+        self._outbox = SqlOutbox(
+            self._execute,
+            sql.Identifier(self.schema, OUTBOX_TABLE).as_string(None),
+            "%s",
+            skip_locked=True,
+        )
+
+    def outbox(self) -> Outbox:
+        """See :meth:`EventStore.outbox` (several runners share it)."""
+        return self._outbox
+
+    def _execute(
+        self, statement: str, rows: Sequence[tuple[object, ...]], fetch: bool
+    ) -> tuple[list[Any], int]:
+        """One outbox statement in a transaction (see :class:`SqlOutbox`).
+
+        Not retried: a claim or an outcome whose reply was lost is repaired by
+        the lease running out, or recorded again by the next delivery.
+        """
+        query = sql.SQL(statement)
+        with (
+            self._connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            if fetch:
+                cur.execute(query, rows[0])
+                return cur.fetchall(), cur.rowcount
+            cur.executemany(query, rows)
+            return [], cur.rowcount
 
     def _check_exists(self, conn: psycopg.Connection[Any]) -> None:
         """Raise ``StoreNotFound`` unless the schema holds nonstop's tables."""
@@ -297,6 +330,9 @@ class PostgresStore(EventStore):
             kwargs["tracking"] = _ESTracking(tracking.name, tracking.position)
         if dead_letters:
             kwargs["dead_letters"] = list(dead_letters)
+        ops = outbox_ops(records)
+        if ops:
+            kwargs["outbox"] = ops
         recorder = self._recorder
 
         def attempt() -> list[int]:
