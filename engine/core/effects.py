@@ -58,7 +58,7 @@ class OutboxItem(msgspec.Struct, frozen=True):
     payload: bytes
     """The request or command, msgpack."""
     due_at: int
-    """When it may run, microseconds since the epoch."""
+    """When it may run, microseconds since the epoch (0 for an effect: at once)."""
 
 
 class CancelTimers(msgspec.Struct, frozen=True):
@@ -157,9 +157,7 @@ class Requests:
         """Cancel the keyed timer ``key``."""
         self._asked.append(("cancel", None, 0, 0, key))
 
-    def ops(
-        self, stream_id: str, workflow: str, position: int, now: int
-    ) -> list[OutboxOp]:
+    def ops(self, stream_id: str, workflow: str, position: int) -> list[OutboxOp]:
         """The outbox operations, ids derived from the decision's last position."""
         out: list[OutboxOp] = []
         for n, (kind, value, version, due, key) in enumerate(self._asked, 1):
@@ -174,7 +172,7 @@ class Requests:
                         key,
                         version,
                         _encode(value, "effect request"),
-                        now,
+                        0,  # due at once, whatever a runner's clock reads
                     )
                 )
             elif kind == "timer":

@@ -198,7 +198,7 @@ class Decider:
             key = None
             records.append(NewRecord(iid, position, name, data))
         if ctx.requests or (records and wf.terminal(state)):
-            _attach_outbox(records, ctx, iid, meta.workflow, wf.terminal(state), now)
+            _attach_outbox(records, ctx, iid, meta.workflow, wf.terminal(state))
         commands = inst.commands
         if meta.command_id is not None and records:
             if owned:
@@ -332,7 +332,6 @@ def _attach_outbox(
     iid: str,
     workflow: str,
     ended: bool,
-    now: int,
 ) -> None:
     """Put the decision's outbox operations on its last record.
 
@@ -348,7 +347,7 @@ def _attach_outbox(
             "that records no event; return at least one event with them"
         )
     last = records[-1]
-    ops = ctx.requests.ops(iid, workflow, last.position, now)
+    ops = ctx.requests.ops(iid, workflow, last.position)
     if ended:
         ops = with_end(ops, iid)
     records[-1] = NewRecord(

@@ -238,7 +238,7 @@ class SqlOutbox(Outbox):
         self._claim = (
             f"UPDATE {table} SET lease_until = {m} WHERE id IN (SELECT id FROM {table} "
             f"WHERE kind = {m} AND status = 'pending' AND due_at <= {m} "
-            f"AND lease_until <= {m} ORDER BY due_at LIMIT {m}{lock}) "
+            f"AND lease_until <= {m} ORDER BY due_at, created_at LIMIT {m}{lock}) "
             f"RETURNING {COLUMNS}"
         )
 
@@ -249,7 +249,7 @@ class SqlOutbox(Outbox):
         rows, _ = self._execute(
             self._claim, [(now + lease, kind, now, now, limit)], True
         )
-        return sorted(map(_entry, rows), key=lambda e: (e.item.due_at, e.id))
+        return sorted(map(_entry, rows), key=_due)
 
     def finish(
         self, outcomes: Sequence[tuple[str, OutboxStatus, int, str | None]], now: int
@@ -371,7 +371,7 @@ class MemoryOutbox(Outbox):
                     and e.item.due_at <= now
                     and e.lease_until <= now
                 ),
-                key=lambda e: (e.item.due_at, e.id),
+                key=_due,
             )[:limit]
             out = [replace(e, lease_until=now + lease) for e in due]
             for e in out:
@@ -450,6 +450,10 @@ class MemoryOutbox(Outbox):
                     key = (i.workflow, i.kind, i.name, i.version)
                     counts[key] = counts.get(key, 0) + 1
         return [Pending(*k, c) for k, c in sorted(counts.items())]
+
+
+def _due(e: Entry) -> tuple[int, int, str]:
+    return (e.item.due_at, e.created_at, e.id)
 
 
 def _open(e: Entry) -> bool:
