@@ -62,7 +62,11 @@ class OutboxItem(msgspec.Struct, frozen=True):
 
 
 class CancelTimers(msgspec.Struct, frozen=True):
-    """Cancel pending timers of an instance (all of them when ``ids`` is None)."""
+    """Cancel pending timers of an instance (all of them when ``ids`` is None).
+
+    Cancelling all of them (the instance ended) leaves the timers a runner
+    holds at that moment: they are being delivered, their outcome is recorded.
+    """
 
     stream_id: str
     """The instance."""

@@ -167,9 +167,12 @@ def sql_writes(
         "name = excluded.name, workflow = excluded.workflow, status = 'pending', "
         "attempts = 0, error = NULL, lease_until = 0, updated_at = excluded.updated_at"
     )
+    # A timer a runner holds is being delivered (maybe by the very decision
+    # that ends the instance): its outcome is recorded, not a cancel.
     cancel_all = (
         f"UPDATE {table} SET status = 'cancelled', updated_at = {mark} "
-        f"WHERE stream_id = {mark} AND kind = 'timer' AND status = 'pending'"
+        f"WHERE stream_id = {mark} AND kind = 'timer' AND status = 'pending' "
+        f"AND lease_until <= {mark}"
     )
     cancel_one = (
         f"UPDATE {table} SET status = 'cancelled', updated_at = {mark} "
@@ -184,7 +187,7 @@ def sql_writes(
             else:
                 out.append((upsert, [row]))
         elif op.ids is None:
-            out.append((cancel_all, [(now, op.stream_id)]))
+            out.append((cancel_all, [(now, op.stream_id, now)]))
         else:
             out.append((cancel_one, [(now, i) for i in op.ids]))
     return out
@@ -353,7 +356,10 @@ class MemoryOutbox(Outbox):
 
     def _cancel_timers(self, op: CancelTimers, now: int) -> None:
         for key, e in list(self._rows.items()):
-            hit = e.item.stream_id == op.stream_id if op.ids is None else key in op.ids
+            if op.ids is None:
+                hit = e.item.stream_id == op.stream_id and e.lease_until <= now
+            else:
+                hit = key in op.ids
             if hit and e.item.kind == "timer" and e.status == "pending":
                 self._rows[key] = replace(e, status="cancelled", updated_at=now)
 

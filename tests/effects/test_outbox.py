@@ -72,12 +72,18 @@ def test_timers_are_not_due_early_and_cancel_by_id_or_stream(
     store.append([NewRecord("s", 2, "t", b"x", (CancelTimers("s", ("t1",)),))])
     due = box.claim("timer", now=now + HOUR, lease=HOUR, limit=10)
     assert [e.id for e in due] == ["t2"]
-    store.append([NewRecord("s", 3, "t", b"x", (CancelTimers("s"),))])
+    store.append([NewRecord("s", 3, "t", b"x", (_item("t3", "timer", now),))])
+    # The instance ends: its pending timers are cancelled, but not t2, which a
+    # runner holds (being delivered: its outcome is recorded).
+    store.append([NewRecord("s", 4, "t", b"x", (CancelTimers("s"),))])
     statuses = {e.id: e.status for e in box.entries(kind="timer")}
-    assert statuses == {"t1": "cancelled", "t2": "cancelled"}
-    # t2 was held by a runner when the cancel came: its delivery is recorded.
+    assert statuses == {"t1": "cancelled", "t2": "pending", "t3": "cancelled"}
+    # A cancel by id takes a held timer too; its delivery is still recorded.
+    store.append([NewRecord("s", 5, "t", b"x", (CancelTimers("s", ("t2",)),))])
+    assert box.get("t2").status == "cancelled"  # type: ignore[union-attr]
     assert box.finish([("t2", "done", 1, None), ("t1", "done", 1, None)], now) == 1
-    assert {e.id: e.status for e in box.entries()} == {"t1": "cancelled", "t2": "done"}
+    statuses = {e.id: e.status for e in box.entries()}
+    assert statuses == {"t1": "cancelled", "t2": "done", "t3": "cancelled"}
 
 
 def test_failed_rows_retry_or_cancel_and_count_as_pending(store: EventStore) -> None:
