@@ -282,6 +282,7 @@ _READ_ONLY = {
     ("flags", "list"),
     ("projections", "status"),
     ("deadletters", "list"),
+    ("effects", "list"),
 }
 """Commands that only read the store: they never create one."""
 

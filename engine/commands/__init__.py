@@ -28,6 +28,7 @@ GROUPS = (
     "engine.commands.projections",
     "engine.commands.kafka",
     "engine.commands.rollout",
+    "engine.commands.effects",
 )
 """Modules whose ``register(sub)`` adds subcommands, in help order."""
 

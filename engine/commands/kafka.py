@@ -62,6 +62,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="MS",
         help="consumer group session timeout (default: 10000)",
     )
+    p.add_argument(
+        "--no-effects",
+        action="store_true",
+        help="do not run the app's effect handlers and timers beside the worker",
+    )
     p.set_defaults(run=_worker)
 
     p = sub.add_parser(
@@ -137,7 +142,7 @@ def _worker(ctx: CliContext, args: Any) -> int:
     registry = ctx.registry()
 
     async def run() -> int:
-        engine = Engine(ctx.store_url, registry)
+        engine = Engine(ctx.store_url, registry, effects=not args.no_effects)
         try:
             worker = Worker(
                 engine,

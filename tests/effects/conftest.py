@@ -1,4 +1,4 @@
-"""Engines over every adapter with the sales workflow, a fake gateway, a manual clock."""
+"""Engines over every adapter with the sales workflow, a gateway and a clock."""
 
 from __future__ import annotations
 
@@ -38,9 +38,7 @@ async def engine(store: EventStore) -> AsyncIterator[Engine]:
 
 
 @pytest.fixture
-def runner(
-    engine: Engine, gateway: flows.Gateway, clock: ManualClock
-) -> EffectRunner:
+def runner(engine: Engine, gateway: flows.Gateway, clock: ManualClock) -> EffectRunner:
     return EffectRunner(engine, flows.handlers(gateway), clock=clock)
 
 

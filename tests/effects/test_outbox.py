@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from engine import ConcurrencyConflict, Engine, EventStore
-from engine.store import NewRecord
 from engine.core.effects import CancelTimers, OutboxItem
 from engine.runtime.handlers import ManualClock
+from engine.store import NewRecord
 
 from . import flows
 
@@ -47,9 +47,7 @@ def test_claim_leases_until_the_lease_runs_out(store: EventStore) -> None:
     now = clock.now()
     store.append([NewRecord("s", 1, "t", b"x", (_item("e1", due=now),))])
     box = store.outbox()
-    assert [e.id for e in box.claim("effect", now=now, lease=HOUR, limit=10)] == [
-        "e1"
-    ]
+    assert [e.id for e in box.claim("effect", now=now, lease=HOUR, limit=10)] == ["e1"]
     assert box.claim("effect", now=now, lease=HOUR, limit=10) == []
     assert box.claim("timer", now=now + 2 * HOUR, lease=HOUR, limit=10) == []
     again = box.claim("effect", now=now + HOUR, lease=HOUR, limit=10)
@@ -107,9 +105,7 @@ def test_failed_rows_retry_or_cancel_and_count_as_pending(store: EventStore) -> 
     assert box.cancel("e2", now) and not box.cancel("e2", now)
     e1 = box.get("e1")
     assert e1 is not None and (e1.status, e1.attempts, e1.error) == ("pending", 0, None)
-    assert [e.id for e in box.claim("effect", now=now, lease=HOUR, limit=10)] == [
-        "e1"
-    ]
+    assert [e.id for e in box.claim("effect", now=now, lease=HOUR, limit=10)] == ["e1"]
 
 
 async def test_setting_a_keyed_timer_again_rearms_it(engine: Engine) -> None:

@@ -68,9 +68,7 @@ async def test_a_retried_failed_effect_runs_again_and_its_result_is_not_recorded
     await runner.run_once()
     assert gateway.calls == {"a@2#1": 4}  # ran again, with the same key
     # The first outcome was already recorded under the effect's command id.
-    outcomes = [
-        e for e in await engine.history("a") if e.command_id == "effect:a@2#1"
-    ]
+    outcomes = [e for e in await engine.history("a") if e.command_id == "effect:a@2#1"]
     assert len(outcomes) == 1
 
 
@@ -78,7 +76,9 @@ async def test_a_runner_that_died_before_finishing_leaves_it_to_the_next(
     engine: Engine, gateway: flows.Gateway, clock: ManualClock
 ) -> None:
     settings = Settings(lease=10.0)
-    first = EffectRunner(engine, flows.handlers(gateway), clock=clock, settings=settings)
+    first = EffectRunner(
+        engine, flows.handlers(gateway), clock=clock, settings=settings
+    )
     await engine.start("sales", flows.Buy(5), instance_id="a")
     box = engine.store.outbox()
     claimed = box.claim("effect", now=clock.now(), lease=10_000_000, limit=10)

@@ -30,7 +30,9 @@ async def test_a_timer_fires_when_due_and_once(
     assert await timers.run_once() == 0
     info = await engine.get("a")
     assert info.status == "failed" and await _expired(engine, "a") == 1
-    [fired] = [e for e in await engine.history("a") if isinstance(e.event, flows.Expired)]
+    [fired] = [
+        e for e in await engine.history("a") if isinstance(e.event, flows.Expired)
+    ]
     assert fired.command_id == timer_command_id("a#timer:unpaid")
 
 
@@ -47,10 +49,9 @@ async def test_timers_fire_once_across_restarts(
     claimed = box.claim("timer", now=clock.now(), lease=1_000_000, limit=2)
     await TimerService(engine, clock=clock)._deliver(claimed)
     await engine.close()
-    if store_url.startswith("memory"):
-        restarted = store  # nothing survives a memory store's process
-    else:
-        restarted = open_store(store_url)
+    # Nothing survives a memory store's process: that one is reused.
+    memory = store_url.startswith("memory")
+    restarted = store if memory else open_store(store_url)
     engine = Engine(restarted, flows.registry(), deployments=False)
     clock.advance(timedelta(seconds=2))  # the dead service's lease runs out
     service = TimerService(engine, clock=clock)
@@ -100,7 +101,10 @@ async def test_two_timer_services_on_postgres_never_fire_the_same_timer(
     ]
     n = 200
     await asyncio.gather(
-        *(engines[0].start("sales", flows.Buy(i), instance_id=f"i{i}") for i in range(n))
+        *(
+            engines[0].start("sales", flows.Buy(i), instance_id=f"i{i}")
+            for i in range(n)
+        )
     )
     clock.advance(flows.UNPAID_AFTER + timedelta(seconds=1))
     services = [TimerService(e, clock=clock) for e in engines]
