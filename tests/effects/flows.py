@@ -39,6 +39,13 @@ class Note(msgspec.Struct, frozen=True):
     """A command that only records an event (load for interleavings)."""
 
 
+class Remind(msgspec.Struct, frozen=True):
+    """Arm ``count`` unkeyed timers, due ``after`` from now, that send ``Note``."""
+
+    count: int = 1
+    after: float = 0.0
+
+
 @event("tests.effects.Bought")
 class Bought(msgspec.Struct, frozen=True):
     amount: int
@@ -69,6 +76,11 @@ class Dropped(msgspec.Struct, frozen=True):
 @event("tests.effects.Noted")
 class Noted(msgspec.Struct, frozen=True):
     pass
+
+
+@event("tests.effects.Reminded")
+class Reminded(msgspec.Struct, frozen=True):
+    count: int
 
 
 class Sale(msgspec.Struct, frozen=True):
@@ -108,6 +120,10 @@ def _decide(version: int):  # type: ignore[no-untyped-def]
             return [Dropped()]
         if isinstance(cmd, Note):
             return [Noted()]
+        if isinstance(cmd, Remind):
+            for _ in range(cmd.count):
+                ctx.after(timedelta(seconds=cmd.after), Note())
+            return [Reminded(cmd.count)]
         raise CommandRejected(f"unknown command {cmd!r}")
 
     return decide
