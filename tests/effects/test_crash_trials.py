@@ -72,9 +72,7 @@ async def _add_work(url: str, trial: int) -> None:
     async with Engine(url, flows.registry(), deployments=False) as engine:
         for k in range(PER_TRIAL):
             await engine.start("sales", flows.Buy(k + 1), instance_id=f"e{trial}-{k}")
-            await engine.start(
-                "sales", flows.Remind(2), instance_id=f"t{trial}-{k}"
-            )
+            await engine.start("sales", flows.Remind(2), instance_id=f"t{trial}-{k}")
 
 
 async def _drain(url: str) -> None:
