@@ -31,6 +31,7 @@ from engine.demo.common import (
     summary,
     verify,
 )
+from engine.demo.effects_phase import run_effects_phase
 from engine.runtime import Engine, InstanceInfo
 from engine.store import redact
 
@@ -131,6 +132,7 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
     commits += engine.commits
     canary_commits, canary_table = await _canary(store_url, run, rng, out, instances)
     commits += canary_commits
+    commits += await run_effects_phase(store_url, run, rng, out)
 
     elapsed = time.perf_counter() - began
     out.print(summary(run, finals))
