@@ -28,6 +28,7 @@ PLUGINS = {
     "kafka": "bench.kafka",
     "deploy": "bench.deploy",
     "rollout": "bench.rollout",
+    "effects": "bench.effects",
 }
 """Scenario name -> module with ``DESCRIPTION`` (markdown) and
 ``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes

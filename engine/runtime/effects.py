@@ -202,9 +202,10 @@ class EffectRunner(_Deliverer):
         args = (request, e.id) if h.takes_key else (request,)
 
         async def once() -> Any:
-            if h.is_async:
-                return await asyncio.wait_for(h.fn(*args), h.timeout)
-            return await asyncio.wait_for(asyncio.to_thread(h.fn, *args), h.timeout)
+            async with asyncio.timeout(h.timeout):  # no task per call
+                if h.is_async:
+                    return await h.fn(*args)
+                return await asyncio.to_thread(h.fn, *args)
 
         outcome = await attempts(
             once, max_attempts=h.max_attempts, backoff=h.backoff, what=e.id

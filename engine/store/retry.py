@@ -107,23 +107,32 @@ async def attempts(
     Returns:
         The value, or the last error once the attempts are spent.
     """
+    try:
+        return Outcome(await job(), None, 1)  # the common case: no machinery built
+    except Exception as exc:
+        if max_attempts <= 1:
+            return Outcome(None, exc, 1)
+        log.debug("%s: attempt 1 failed: %r", what, exc)
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
-        log.debug("%s: attempt %d failed: %r", what, state.attempt_number, exc)
+        log.debug("%s: attempt %d failed: %r", what, state.attempt_number + 1, exc)
 
+    wait = backoff.wait()
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception_type(Exception),
-        stop=tenacity.stop_after_attempt(max_attempts),
-        wait=backoff.wait(),
+        stop=tenacity.stop_after_attempt(max_attempts - 1),
+        wait=wait,
         before_sleep=before_sleep,
         reraise=True,
     )
-    n = 0
+    n = 1
     try:
+        # The wait after the first attempt, then the retries (tenacity's waits).
+        await asyncio.sleep(wait(tenacity.RetryCallState(retrying, None, (), {})))
         async for attempt in retrying:
             with attempt:
-                n = attempt.retry_state.attempt_number
+                n = attempt.retry_state.attempt_number + 1
                 return Outcome(await job(), None, n)
     except Exception as exc:
         return Outcome(None, exc, n)

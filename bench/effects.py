@@ -1,0 +1,233 @@
+"""Effects and timers: outbox rows delivered and recorded per second (PostgreSQL).
+
+Each repetition fills a fresh schema with N instances that each asked for one
+effect (or armed one timer due at once), then times the effect runner (a no-op
+handler) or the timer service draining them: claim a batch, run the handlers
+or build the commands, record the outcomes as commands in one transaction,
+mark the rows done. The baseline does the same outbox work with raw psycopg
+in the same run: claim a batch (``FOR UPDATE SKIP LOCKED``), insert one result
+row per claimed row, mark them done, one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import psycopg
+
+from bench.harness import PG_URL, BenchContext, Figure, Target, pg_schema, store_url
+from engine import Context, Status, Workflow, WorkflowRegistry, event, open_store
+from engine.core.effects import EffectCompleted
+from engine.runtime import Engine
+from engine.runtime.effects import EffectRunner, Settings, TimerService
+from engine.runtime.handlers import EffectHandlers, ManualClock, effect_handler
+
+__all__ = ["DESCRIPTION", "run"]
+
+DESCRIPTION = (
+    "- **effects**: effect requests executed (no-op handler) and recorded per "
+    "second, and timers fired per second, by the effect runner and the timer "
+    "service on PostgreSQL, against raw psycopg doing the same outbox claim "
+    "and result insert in batches."
+)
+
+BATCH = 500
+
+
+class Go(msgspec.Struct, frozen=True):
+    """Start input: ask for one effect (or arm one timer)."""
+
+    timer: bool = False
+
+
+class Noop(msgspec.Struct, frozen=True):
+    """The effect."""
+
+
+class Ping(msgspec.Struct, frozen=True):
+    """The timer's command."""
+
+
+@event("bench.Asked")
+class Asked(msgspec.Struct, frozen=True):
+    pass
+
+
+@event("bench.Answered")
+class Answered(msgspec.Struct, frozen=True):
+    pass
+
+
+class Box(msgspec.Struct, frozen=True):
+    status: Status = "running"
+
+
+def _decide(state: Box, cmd: Any, ctx: Context) -> list[Any]:
+    if isinstance(cmd, Go):
+        if cmd.timer:
+            ctx.after(timedelta(0), Ping())
+        else:
+            ctx.request(Noop())
+        return [Asked()]
+    if isinstance(cmd, (EffectCompleted, Ping)):
+        return [Answered()]
+    return []
+
+
+def _evolve(state: Box, e: Any) -> Box:
+    return state
+
+
+_workflow: Workflow[Box] = Workflow(
+    "bench-effects", 1, Box, Box, _decide, _evolve, lambda s: s.status
+)
+
+
+def _registry() -> WorkflowRegistry:
+    reg = WorkflowRegistry()
+    reg.register(_workflow)
+    return reg
+
+
+def _handlers() -> EffectHandlers:
+    reg = EffectHandlers()
+
+    @effect_handler("Noop", registry=reg)
+    async def noop(req: Noop) -> None:
+        return None
+
+    return reg
+
+
+async def _fill(engine: Engine, n: int, *, timer: bool) -> None:
+    for i in range(0, n, BATCH):
+        await asyncio.gather(
+            *(
+                engine.start(_workflow.name, Go(timer), instance_id=f"b{k}")
+                for k in range(i, min(n, i + BATCH))
+            )
+        )
+
+
+def _nonstop(n: int, *, timer: bool) -> float:
+    """Deliveries per second of the runner (or the timer service) draining n."""
+    with pg_schema() as schema:
+        store = open_store(store_url(schema))
+
+        async def go() -> float:
+            engine = Engine(store, _registry(), deployments=False)
+            await _fill(engine, n, timer=timer)
+            clock = ManualClock()
+            clock.advance(timedelta(seconds=1))
+            settings = Settings(batch=BATCH)
+            service: EffectRunner | TimerService = (
+                TimerService(engine, clock=clock, settings=settings)
+                if timer
+                else EffectRunner(engine, _handlers(), clock=clock, settings=settings)
+            )
+            t0 = time.perf_counter()
+            done = 0
+            while found := await service.run_once():
+                done += found
+            seconds = time.perf_counter() - t0
+            await engine.close()
+            assert done == n, (done, n)
+            return n / seconds
+
+        return asyncio.run(go())
+
+
+def _raw(n: int) -> float:
+    """Rows per second of raw psycopg doing the outbox claim and result insert."""
+    with pg_schema() as schema, psycopg.connect(PG_URL, autocommit=True) as c:
+        c.execute(
+            f'CREATE TABLE "{schema}".outbox (id text PRIMARY KEY, stream text, '
+            "status text, due bigint, lease bigint, created bigint)"
+        )
+        c.execute(f'CREATE INDEX ON "{schema}".outbox (status, due)')
+        c.execute(
+            f'CREATE TABLE "{schema}".events (id bigserial PRIMARY KEY, '
+            "stream text, position bigint, type text, data bytea, "
+            "UNIQUE (stream, position))"
+        )
+        with c.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO \"{schema}\".outbox VALUES (%s, %s, 'pending', 0, 0, %s)",
+                [(f"b{k}@2#1", f"b{k}", k) for k in range(n)],
+            )
+        claim = (
+            f'UPDATE "{schema}".outbox SET lease = %s WHERE id IN (SELECT id FROM '
+            f"\"{schema}\".outbox WHERE status = 'pending' AND due <= %s AND "
+            "lease <= %s ORDER BY due, created LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, stream"
+        )
+        insert = (
+            f'INSERT INTO "{schema}".events (stream, position, type, data) '
+            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bytea[])"
+        )
+        finish = f"UPDATE \"{schema}\".outbox SET status = 'done' WHERE id = ANY(%s)"
+        body = msgspec.msgpack.encode([1, None, 0, "bench-effects@1", "effect:x"])
+        t0 = time.perf_counter()
+        done = 0
+        now = time.time_ns() // 1000
+        while True:
+            with c.transaction():
+                rows = c.execute(claim, (now + 30_000_000, now, now, BATCH)).fetchall()
+            if not rows:
+                break
+            with c.transaction():
+                c.execute(
+                    insert,
+                    (
+                        [r[1] for r in rows],
+                        [3] * len(rows),
+                        ["bench.Answered"] * len(rows),
+                        [body] * len(rows),
+                    ),
+                )
+            with c.transaction():
+                c.execute(finish, ([r[0] for r in rows],))
+            done += len(rows)
+        seconds = time.perf_counter() - t0
+    assert done == n
+    return n / seconds
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    """Effects and timers per second against the raw psycopg outbox loop."""
+    n = 1_000 if ctx.quick else 10_000
+    effects: list[float] = []
+    timers: list[float] = []
+    raw: list[float] = []
+    for _ in range(ctx.reps):
+        effects.append(_nonstop(n, timer=False))
+        timers.append(_nonstop(n, timer=True))
+        raw.append(_raw(n))
+    what = f"{n:,} pending rows drained in batches of {BATCH} (PostgreSQL)"
+    baseline = "raw psycopg: claim + insert results + mark done"
+    return [
+        Figure(
+            "effects",
+            "effects executed and recorded",
+            "effects/s",
+            what,
+            "EffectRunner, no-op async handler",
+            effects,
+            {baseline: raw},
+            Target(2_000.0),
+        ),
+        Figure(
+            "effects",
+            "timers fired",
+            "timers/s",
+            what,
+            "TimerService, commands recorded",
+            timers,
+            {baseline: raw},
+            Target(2_000.0),
+        ),
+    ]
