@@ -66,6 +66,10 @@ if TYPE_CHECKING:
         WorkflowCodeError,
         WorkflowDefinitionError,
     )
+    from engine.core.effects import (
+        EffectCompleted,
+        EffectFailed,
+    )
     from engine.core.events import (
         EventTypeRegistry,
         RecordedEvent,
@@ -97,6 +101,10 @@ if TYPE_CHECKING:
         Tracking,
         open_store,
     )
+    from engine.runtime.handlers import (
+        ManualClock,
+        effect_handler,
+    )
     from engine.sync import (
         SyncEngine,
     )
@@ -120,6 +128,10 @@ _WHERE: dict[str, str] = {
     "Send": "engine.runtime",
     "Start": "engine.runtime",
     "SyncEngine": "engine.sync",
+    "EffectCompleted": "engine.core.effects",
+    "EffectFailed": "engine.core.effects",
+    "ManualClock": "engine.runtime.handlers",
+    "effect_handler": "engine.runtime.handlers",
     "EventStore": "engine.store",
     "Tracking": "engine.store",
     "open_store": "engine.store",
@@ -195,6 +207,11 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "Send",
     "Start",
     "SyncEngine",
+    # effects and timers
+    "EffectCompleted",
+    "EffectFailed",
+    "ManualClock",
+    "effect_handler",
     # storage
     "EventStore",
     "Tracking",
