@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from engine.core.codec import (
         EventCodec,
     )
+    from engine.core.effects import (
+        EffectCompleted,
+        EffectFailed,
+    )
     from engine.core.errors import (
         AlreadyReplayed,
         AppLoadError,
@@ -66,10 +70,6 @@ if TYPE_CHECKING:
         WorkflowCodeError,
         WorkflowDefinitionError,
     )
-    from engine.core.effects import (
-        EffectCompleted,
-        EffectFailed,
-    )
     from engine.core.events import (
         EventTypeRegistry,
         RecordedEvent,
@@ -96,14 +96,14 @@ if TYPE_CHECKING:
         Send,
         Start,
     )
+    from engine.runtime.handlers import (
+        ManualClock,
+        effect_handler,
+    )
     from engine.store import (
         EventStore,
         Tracking,
         open_store,
-    )
-    from engine.runtime.handlers import (
-        ManualClock,
-        effect_handler,
     )
     from engine.sync import (
         SyncEngine,

@@ -44,7 +44,7 @@ def test_bad_requests_are_refused_with_the_value() -> None:
     with pytest.raises(WorkflowDefinitionError, match="version=0"):
         ctx.request(flows.Charge("i", 1), version=0)
     with pytest.raises(WorkflowDefinitionError, match="aware datetime"):
-        ctx.at(datetime(2030, 1, 1), flows.Note())  # noqa: DTZ001
+        ctx.at(datetime(2030, 1, 1), flows.Note())
     with pytest.raises(WorkflowDefinitionError, match="key must not be empty"):
         ctx.after(timedelta(0), flows.Note(), key="")
     ctx.request(object())
