@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 from collections.abc import Sequence
@@ -253,6 +254,7 @@ class TimerService(_Deliverer):
         return [*failed, *await self._send(sends, sent, statuses)]
 
 
+@functools.lru_cache(maxsize=256)
 def _resolve(path: str) -> Any:
     module, _, qualname = path.partition(":")
     obj: Any = importlib.import_module(module)

@@ -238,10 +238,12 @@ class SqlOutbox(Outbox):
         self._m = mark
         lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
         m = mark
+        # Ordered by the index's due_at alone: a claim reads no more than
+        # ``limit`` rows, however many are due.
         self._claim = (
             f"UPDATE {table} SET lease_until = {m} WHERE id IN (SELECT id FROM {table} "
             f"WHERE kind = {m} AND status = 'pending' AND due_at <= {m} "
-            f"AND lease_until <= {m} ORDER BY due_at, created_at LIMIT {m}{lock}) "
+            f"AND lease_until <= {m} ORDER BY due_at LIMIT {m}{lock}) "
             f"RETURNING {COLUMNS}"
         )
 
