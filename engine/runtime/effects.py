@@ -133,6 +133,11 @@ class _Deliverer:
             except StoreUnavailable as exc:
                 log.warning("%s round failed: %s", self.kind, exc)
                 found = 0
+            except Exception:
+                # Rows of a failed round stay leased and come back when the
+                # lease runs out; the service itself keeps going.
+                log.exception("%s round failed", self.kind)
+                found = 0
             if found:
                 continue
             with contextlib.suppress(TimeoutError):
