@@ -88,3 +88,35 @@ def test_effects_list_creates_no_store(
     code, _, err = nonstop(capsys, url, BARE, "effects", "list")
     assert code == 2 and "no nonstop store" in err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_run_delivers_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    with SyncEngine(url, flows.registry()) as engine:
+        engine.start("sales", flows.Remind(1), instance_id="r")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "--store", url, "--app", BARE, "run"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        with SyncEngine(url, flows.registry()) as engine:
+            while engine.get("r").state.notes == 0:
+                assert time.monotonic() < deadline, "the timer never fired"
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped: 0 effect(s) and 1 timer(s) delivered" in out
