@@ -112,7 +112,7 @@ class _Deliverer:
         raise NotImplementedError
 
     async def _send(
-        self, sends: Sequence[Send], rows: Sequence[Entry], statuses: list[Outcome]
+        self, sends: Sequence[Send], statuses: list[Outcome]
     ) -> list[Outcome]:
         """Send the commands in one transaction; note each command's fate."""
         if not sends:
@@ -197,7 +197,7 @@ class EffectRunner(_Deliverer):
             sends.append(
                 Send(e.item.stream_id, command, command_id=effect_command_id(e.id))
             )
-        return await self._send(sends, [e for e, _ in ready], statuses)
+        return await self._send(sends, statuses)
 
     async def _call(self, e: Entry, h: Handler) -> tuple[Any, str | None, int]:
         """Run ``h`` for ``e`` under its policy: (result, error, attempts)."""
@@ -241,7 +241,6 @@ class TimerService(_Deliverer):
     async def _deliver(self, rows: list[Entry]) -> list[Outcome]:
         sends: list[Send] = []
         statuses: list[Outcome] = []
-        sent: list[Entry] = []
         failed: list[Outcome] = []
         for e in rows:
             try:
@@ -255,8 +254,7 @@ class TimerService(_Deliverer):
                 Send(e.item.stream_id, command, command_id=timer_command_id(e.id))
             )
             statuses.append((e.id, "done", 1, None))
-            sent.append(e)
-        return [*failed, *await self._send(sends, sent, statuses)]
+        return [*failed, *await self._send(sends, statuses)]
 
 
 @functools.lru_cache(maxsize=256)
