@@ -68,10 +68,14 @@ async def _wait_for(path: Path, count: int, proc: subprocess.Popen[bytes]) -> No
 
 
 async def _add_work(url: str, trial: int) -> None:
+    # Command ids: a start retried after a commit in doubt is answered.
     async with Engine(url, flows.registry(), deployments=False) as engine:
         for k in range(PER_TRIAL):
-            await engine.start("sales", flows.Buy(k + 1), instance_id=f"e{trial}-{k}")
-            await engine.start("sales", flows.Remind(2), instance_id=f"t{trial}-{k}")
+            for iid, cmd in (
+                (f"e{trial}-{k}", flows.Buy(k + 1)),
+                (f"t{trial}-{k}", flows.Remind(2)),
+            ):
+                await engine.start("sales", cmd, instance_id=iid, command_id=iid)
 
 
 async def _drain(url: str, path: Path) -> None:
