@@ -70,6 +70,9 @@ class Settings:
     """Seconds a claim holds its rows (longer than a round's handlers take)."""
     poll: float = 0.05
     """Seconds between rounds that found nothing."""
+    rounds: int = 2
+    """Rounds :meth:`run` keeps in flight at once (their claims never overlap):
+    one claims and runs handlers while another records its outcomes."""
 
 
 class _Deliverer:
@@ -126,7 +129,12 @@ class _Deliverer:
         return out
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Rounds until ``stop`` is set (a round in progress finishes first)."""
+        """Rounds until ``stop`` is set (rounds in progress finish first)."""
+        await asyncio.gather(
+            *(self._rounds(stop) for _ in range(max(1, self.settings.rounds)))
+        )
+
+    async def _rounds(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 found = await self.run_once()
