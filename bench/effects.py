@@ -7,20 +7,32 @@ flight): claim a batch, run the handlers or build the commands, record the
 outcomes as commands in one transaction, mark the rows done. The baseline does
 the same outbox work with raw psycopg in the same run, in one sequential loop:
 claim a batch (``FOR UPDATE SKIP LOCKED``), insert one result row per claimed
-row, mark them done, one transaction per step.
+row, mark them done, one transaction per step. DBOS runs beside them on the
+same server, in a child process (DBOS is a process-wide singleton) with its
+system database in a fresh database: async workflows of one no-op step
+(``@DBOS.step``), and of one zero-second durable sleep (``DBOS.sleep_async``),
+100 at a time, each started and awaited -- a workflow start and end around each
+step or wake-up, which the nonstop figures do not include.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import subprocess
+import sys
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import msgspec
 import psycopg
+from psycopg import sql
 
 from bench.harness import PG_URL, BenchContext, Figure, Target, pg_schema, store_url
+from bench.workflow import ROOT
 from engine import Context, Status, Workflow, WorkflowRegistry, event, open_store
 from engine.core.effects import EffectCompleted
 from engine.runtime import Engine
@@ -202,16 +214,87 @@ def _raw(n: int) -> float:
     return n / seconds
 
 
+def _dbos(n: int) -> dict[str, float]:
+    """DBOS steps/s and sleep wake-ups/s, measured in a child process."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    dbname = f"nonstop_bench_dbos_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_URL, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    try:
+        url = urlunsplit(urlsplit(PG_URL)._replace(path=f"/{dbname}"))
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.effects", "--dbos-child", url, str(n)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        rates: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        return rates
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as c:
+            c.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(dbname)
+                )
+            )
+
+
+def _dbos_child(url: str, n: int) -> None:
+    """Launch DBOS on ``url``; print the rates of ``n`` step and sleep workflows."""
+    from dbos import DBOS as Dbos
+
+    @Dbos.step()
+    async def noop() -> None:
+        return None
+
+    @Dbos.workflow()
+    async def one_step() -> None:
+        await noop()
+
+    @Dbos.workflow()
+    async def one_sleep() -> None:
+        await Dbos.sleep_async(0.0)
+
+    async def rate(wf: Any) -> float:
+        t0 = time.perf_counter()
+        for i in range(0, n, 100):
+            handles = await asyncio.gather(
+                *(Dbos.start_workflow_async(wf) for _ in range(i, min(n, i + 100)))
+            )
+            await asyncio.gather(*(h.get_result() for h in handles))
+        return n / (time.perf_counter() - t0)
+
+    async def main() -> dict[str, float]:
+        return {"steps": await rate(one_step), "sleeps": await rate(one_sleep)}
+
+    config: Any = {"name": "nonstop-bench", "system_database_url": url}
+    config["log_level"] = "WARNING"
+    Dbos(config=config)
+    Dbos.launch()
+    try:
+        print(json.dumps(asyncio.run(main())), flush=True)
+    finally:
+        Dbos.destroy()
+
+
 def run(ctx: BenchContext) -> list[Figure]:
     """Effects and timers per second against the raw psycopg outbox loop."""
     n = 1_000 if ctx.quick else 10_000
     effects: list[float] = []
     timers: list[float] = []
     raw: list[float] = []
+    steps: list[float] = []
+    sleeps: list[float] = []
     for _ in range(ctx.reps):
         effects.append(_nonstop(n, timer=False))
         timers.append(_nonstop(n, timer=True))
         raw.append(_raw(n))
+        dbos = _dbos(n // 5)  # DBOS is ~50x slower: keep the run short
+        steps.append(dbos["steps"])
+        sleeps.append(dbos["sleeps"])
     what = f"{n:,} pending rows drained in batches of {BATCH} (PostgreSQL)"
     baseline = "raw psycopg: claim + insert results + mark done"
     return [
@@ -222,7 +305,7 @@ def run(ctx: BenchContext) -> list[Figure]:
             what,
             "EffectRunner loop, no-op async handler",
             effects,
-            {baseline: raw},
+            {baseline: raw, "DBOS 1-step workflows (start + step + end)": steps},
             Target(2_000.0),
         ),
         Figure(
@@ -232,7 +315,14 @@ def run(ctx: BenchContext) -> list[Figure]:
             what,
             "TimerService loop, commands recorded",
             timers,
-            {baseline: raw},
+            {baseline: raw, "DBOS 0 s durable sleeps (start + wake-up + end)": sleeps},
             Target(2_000.0),
         ),
     ]
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dbos-child", nargs=2, metavar=("URL", "N"), required=True)
+    args = ap.parse_args()
+    _dbos_child(args.dbos_child[0], int(args.dbos_child[1]))
