@@ -173,3 +173,19 @@ async def test_stop_waits_for_handlers_in_flight(
         release.set()
         await stopping
     assert (await engine.get("a")).status == "completed"
+
+
+def test_a_sync_engine_runs_effects_on_its_loop(sqlite_url: str) -> None:
+    import time
+
+    from engine import SyncEngine
+
+    with SyncEngine(sqlite_url, flows.registry(), effects=True) as engine:
+        engine.start("sales", flows.Remind(2), instance_id="r")
+        deadline = time.monotonic() + 30
+        while engine.get("r").state.notes < 2:
+            assert time.monotonic() < deadline, "the timers never fired"
+            time.sleep(0.01)
+        assert engine.engine.effects is not None
+        assert engine.engine.effects.running
+    assert not engine.engine.effects.running
