@@ -69,6 +69,7 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
             events_table=events_table_name,
             channel=self.channel_name,
             lock_timeout=datastore.lock_timeout,
+            outbox_table=ob.TABLE,
         )
 
     def create_table(self) -> None:
@@ -79,6 +80,7 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
             for statement in self._ob_create:
                 curs.execute(statement)
             curs.execute(self.statements.create_function)
+            curs.execute(self.statements.create_ending)
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

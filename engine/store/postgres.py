@@ -23,7 +23,9 @@ from eventsourcing.postgres import PostgresAggregateRecorder, PostgresDatastore
 from psycopg import sql
 from psycopg.rows import RowMaker, dict_row, tuple_row
 
+from engine.core.effects import CancelTimers, OutboxOp
 from engine.core.errors import StoreNotFound, StoreUnavailable
+from engine.core.events import now_micros
 from engine.store import deadletters as dl
 from engine.store import pg_append, retry
 from engine.store.adapter import conflict
@@ -59,6 +61,11 @@ caller connects at once instead of waiting out a long backoff."""
 # half the CPU of copying psycopg's row tuples, and half the objects for the
 # garbage collector to scan, when events are read by the thousand.
 _make_record = cast("RowMaker[Record]", partial(tuple.__new__, Record))
+
+
+def _ends(op: OutboxOp) -> bool:
+    """Whether ``op`` is the cancel of an ending instance's timers."""
+    return isinstance(op, CancelTimers) and op.ids is None
 
 
 def _record_rows(cursor: Any) -> RowMaker[Record]:
@@ -331,7 +338,11 @@ class PostgresStore(EventStore):
         if dead_letters:
             kwargs["dead_letters"] = list(dead_letters)
         ops = outbox_ops(records)
-        if ops:
+        ended = None
+        if ops and not kwargs and all(_ends(op) for op in ops):
+            # Instances that end, nothing else for the outbox: one statement.
+            ended = ([op.stream_id for op in ops], now_micros())
+        elif ops:
             kwargs["outbox"] = ops
         recorder = self._recorder
 
@@ -346,7 +357,9 @@ class PostgresStore(EventStore):
                         in_transaction=partial(recorder.in_transaction, **kwargs),
                         lock_and_notify=recorder.lock_and_notify,
                     )
-                return pg_append.append(conn, self._statements, columns, url=self.url)
+                return pg_append.append(
+                    conn, self._statements, columns, url=self.url, ended=ended
+                )
 
         try:
             # Retried only while it surely did not commit (no connection, or
