@@ -33,6 +33,7 @@ PLUGINS = {
     "config": "bench.config",
     "verify": "bench.verify",
     "scale": "bench.scale",
+    "effects": "bench.effects",
 }
 """Scenario name -> module with ``DESCRIPTION`` (markdown) and
 ``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from engine.core.codec import (
         EventCodec,
     )
+    from engine.core.effects import (
+        EffectCompleted,
+        EffectFailed,
+    )
     from engine.core.errors import (
         AlreadyReplayed,
         AppLoadError,
@@ -100,6 +104,10 @@ if TYPE_CHECKING:
         Send,
         Start,
     )
+    from engine.runtime.handlers import (
+        ManualClock,
+        effect_handler,
+    )
     from engine.store import (
         EventStore,
         Tracking,
@@ -129,6 +137,10 @@ _WHERE: dict[str, str] = {
     "Send": "engine.runtime",
     "Start": "engine.runtime",
     "SyncEngine": "engine.sync",
+    "EffectCompleted": "engine.core.effects",
+    "EffectFailed": "engine.core.effects",
+    "ManualClock": "engine.runtime.handlers",
+    "effect_handler": "engine.runtime.handlers",
     "EventStore": "engine.store",
     "Tracking": "engine.store",
     "open_store": "engine.store",
@@ -212,6 +224,11 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "Send",
     "Start",
     "SyncEngine",
+    # effects and timers
+    "EffectCompleted",
+    "EffectFailed",
+    "ManualClock",
+    "effect_handler",
     # storage
     "EventStore",
     "Tracking",

@@ -288,6 +288,7 @@ _READ_ONLY = {
     ("deadletters", "list"),
     ("verify", None),
     ("export", None),
+    ("effects", "list"),
 }
 """Commands that only read the store: they never create one."""
 

@@ -48,6 +48,7 @@ class SyncEngine:
         deployments: bool = True,
         health: Health | bool | None = None,
         metrics: bool = False,
+        effects: bool = False,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -68,6 +69,7 @@ class SyncEngine:
                 deployments=deployments,
                 health=health,
                 metrics=metrics,
+                effects=effects,
             )
 
         self.engine = self._call(make())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.commands.effects import add_outbox, outbox_by_version
 from engine.commands.instances import print_json
 from engine.commands.progress import INTERRUPTED, bar, interruptible, rate
 from engine.commands.verify import code_cell, code_columns, deploy_args
@@ -244,12 +246,22 @@ def _versions(ctx: CliContext, args: argparse.Namespace) -> int:
                 (s.workflow, s.version): s for s in stats.version_stats(args.workflow)
             }
         view = reg.view
+        outbox = outbox_by_version(reg.store)
     rows = version_rows(view, counts, args.workflow, registry)
+    missing = add_outbox(rows, outbox)
     if args.json:
         print_json(rows)
     else:
         ctx.out.print(_versions_table(rows))
-    return 0
+    for r in rows:
+        if r["missing_handlers"]:
+            print(
+                f"nonstop: error: {r['workflow']}@{r['version']} has pending "
+                f"effects without a handler: {', '.join(r['missing_handlers'])}; "
+                "register them (@effect_handler) in the app every runner imports",
+                file=sys.stderr,
+            )
+    return 1 if missing else 0
 
 
 def version_rows(
@@ -310,6 +322,7 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("cancelled", justify="right")
     table.add_column("oldest in-flight", justify="right")
     table.add_column("code")
+    table.add_column("outbox", justify="right")
     table.add_column("source")
     now = time.time() * 1e6
     for r in rows:
@@ -328,9 +341,23 @@ def _versions_table(rows: list[dict[str, Any]]) -> Table:
             str(r["cancelled"]),
             _age((now - oldest) / 1e6) if oldest else "-",
             code_cell(r),
+            _outbox_cell(r),
             Text(r["source"] or ""),
         )
     return table
+
+
+def _outbox_cell(r: dict[str, Any]) -> str:
+    """Pending effects and timers, with the handlers missing in red."""
+    parts = [
+        f"{n} {what}"
+        for n, what in ((r["pending_effects"], "eff"), (r["pending_timers"], "tmr"))
+        if n
+    ]
+    cell = ", ".join(parts) or "-"
+    if r["missing_handlers"]:
+        cell += f" [red](no handler: {', '.join(r['missing_handlers'])})[/]"
+    return cell
 
 
 def _state(state: str) -> str:

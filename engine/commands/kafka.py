@@ -17,18 +17,15 @@ import argparse
 import asyncio
 import signal
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
+from engine.commands.guard import add_guard_args, start_guard
 from engine.core.extras import require
 from engine.store.deadletters import StoredDeadLetter
-
-if TYPE_CHECKING:
-    from engine.health.controller import RolloutController
-    from engine.runtime import Engine
 
 __all__ = ["letter_json", "register"]
 
@@ -69,19 +66,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="MS",
         help="consumer group session timeout (default: 10000)",
     )
+    add_guard_args(p)
     p.add_argument(
-        "--no-health",
-        dest="health",
-        action="store_false",
-        help="do not count per-version health (rollout plans then see no data "
-        "from this worker)",
-    )
-    p.add_argument(
-        "--no-guard",
-        dest="guard",
-        action="store_false",
-        help="do not run the rollout controller beside the worker (by default "
-        "every worker runs one; a lease in the store lets one of them act)",
+        "--no-effects",
+        action="store_true",
+        help="do not run the app's effect handlers and timers beside the worker",
     )
     p.set_defaults(run=_worker)
 
@@ -158,8 +147,10 @@ def _worker(ctx: CliContext, args: Any) -> int:
     registry = ctx.registry()
 
     async def run() -> int:
-        engine = Engine(ctx.store_url, registry, health=args.health)
-        guard = _start_guard(engine) if args.guard else None
+        engine = Engine(
+            ctx.store_url, registry, health=args.health, effects=not args.no_effects
+        )
+        guard = start_guard(engine, args)
         try:
             worker = Worker(
                 engine,
@@ -191,19 +182,6 @@ def _worker(ctx: CliContext, args: Any) -> int:
         return 0
 
     return asyncio.run(run())
-
-
-def _start_guard(engine: Engine) -> RolloutController:
-    """Start the rollout controller in a thread on the worker's store.
-
-    Every worker runs one; the controller lease in the store lets one act at a
-    time, and another takes over within the lease ttl when that worker stops.
-    """
-    from engine.health.controller import RolloutController, Rollouts
-
-    controller = RolloutController(Rollouts(engine.store))
-    controller.start()
-    return controller
 
 
 def _publish(ctx: CliContext, args: Any) -> int:

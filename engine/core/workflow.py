@@ -7,13 +7,14 @@ import re
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
 from engine.core.config import CONFIG_KEY, ConfigReader
+from engine.core.effects import Requests
 from engine.core.errors import (
     DuplicateRegistration,
     UnknownWorkflow,
@@ -181,6 +182,7 @@ class Context:
         "instance_id",
         "pinned",
         "recorded",
+        "requests",
         "workflow",
     )
 
@@ -205,6 +207,8 @@ class Context:
         self._replay = list(replay) if replay is not None else None
         self._flags = flags
         self._configs = configs
+        self.requests = Requests()
+        """Effects and timers asked for (see :mod:`engine.core.effects`)."""
 
     def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         if self._replay is not None:
@@ -277,6 +281,37 @@ class Context:
                 "declare the type with Workflow(config=MyConfig)"
             )
         return self._configs
+
+    def request(self, effect: Any, *, version: int = 1) -> None:
+        """Ask for an effect, run after the decision commits (its outbox).
+
+        The handler registered for the effect's type name (its class name, or
+        its ``__effect_type__``) at ``version`` runs at least once; its result
+        comes back as an :class:`~engine.core.effects.EffectCompleted` or
+        :class:`~engine.core.effects.EffectFailed` command.
+        """
+        self.requests.effect(effect, version)
+
+    def after(self, delay: timedelta, command: Any, *, key: str | None = None) -> None:
+        """Send ``command`` to this instance ``delay`` after now (recorded).
+
+        ``key`` names the timer for :meth:`cancel_timer`; setting a key again
+        re-arms it.
+        """
+        due = self.now() + delay
+        self.requests.timer(int(due.timestamp() * 1e6), command, key)
+
+    def at(self, when: datetime, command: Any, *, key: str | None = None) -> None:
+        """Send ``command`` to this instance at ``when`` (an aware datetime)."""
+        if when.tzinfo is None:
+            raise WorkflowDefinitionError(
+                f"ctx.at({when!r}): give an aware datetime (tzinfo=UTC)"
+            )
+        self.requests.timer(int(when.timestamp() * 1e6), command, key)
+
+    def cancel_timer(self, key: str) -> None:
+        """Cancel this instance's pending timer ``key`` with this decision."""
+        self.requests.cancel(key)
 
     def _flag(self, kind: str, name: str, default: Any, live: bool = False) -> Any:
         if name in self.pinned and not live:

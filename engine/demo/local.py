@@ -32,6 +32,7 @@ from engine.demo.common import (
     verify,
 )
 from engine.demo.config_phase import config_phase
+from engine.demo.effects_phase import run_effects_phase
 from engine.demo.hotfix import hotfix_phase
 from engine.runtime import Engine, InstanceInfo
 from engine.store import redact
@@ -138,6 +139,7 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
     commits += canary_commits
     config_commits, config_table = await config_phase(store_url, run, rng, out)
     commits += config_commits
+    commits += await run_effects_phase(store_url, run, rng, out)
 
     elapsed = time.perf_counter() - began
     out.print(summary(run, finals))

@@ -68,7 +68,7 @@ from engine.loading import import_object
 from engine.stats import StatsSource
 from engine.store import EventStore, NewRecord, RecordRow, open_store
 
-__all__ = ["Deployments", "default_user", "load_source"]
+__all__ = ["Deployments", "default_user", "load_source", "pending_outbox"]
 
 log = logging.getLogger("nonstop.deploy")
 _ATTEMPTS = 8
@@ -574,14 +574,16 @@ class Deployments:
         """Retire a drained version.
 
         Raises:
-            RetireRefused: the version still gets new instances, or instances
-                of it still run (the count is in the message).
+            RetireRefused: the version still gets new instances, instances
+                of it still run, or effects or timers it asked for are pending
+                or failed (the count is in the message).
             DeployError: the version is not deployed or already retired.
         """
         user = by or default_user()
         running = sum(
             s.running for s in stats.version_stats(workflow) if s.version == version
         )
+        outbox = pending_outbox(self.store, f"{workflow}@{version}")
 
         def make(view: DeployView) -> list[Any]:
             wd = view.workflow(workflow)
@@ -601,6 +603,13 @@ class Deployments:
                     f"cannot retire {workflow}@{version}: {running} instance(s) "
                     "still run on it; wait until they finish or migrate them "
                     f"(nonstop migrate {workflow} --from {version} --to V)"
+                )
+            if outbox:
+                raise RetireRefused(
+                    f"cannot retire {workflow}@{version}: {outbox} still wait in "
+                    "its outbox and are delivered to its logic; let the runner "
+                    "finish them, or retry or cancel the failed ones "
+                    "(nonstop effects list --failed)"
                 )
             return [Retired(workflow, version, user, reason)]
 
@@ -863,3 +872,20 @@ def _flag_event(flag: Flag, action: str, by: str, reason: str) -> FlagChanged:
         by,
         reason,
     )
+
+
+def pending_outbox(store: EventStore, ref: str) -> str:
+    """What ``ref`` (``name@version``) still has pending or failed in the outbox.
+
+    Returns:
+        E.g. ``"2 effect(s), 1 timer(s)"``; empty when there is nothing.
+    """
+    try:
+        pending = store.outbox().pending()
+    except NotImplementedError:
+        return ""
+    counts = {"effect": 0, "timer": 0}
+    for p in pending:
+        if p.workflow == ref:
+            counts[p.kind] += p.count
+    return ", ".join(f"{n} {kind}(s)" for kind, n in counts.items() if n)

@@ -24,12 +24,14 @@ import msgspec
 from engine.core.codec import EventCodec
 from engine.core.config import ConfigReader, decode_config
 from engine.core.digest import state_digest
+from engine.core.effects import with_end
 from engine.core.errors import (
     CommandRejected,
     ConfigError,
     MigrationError,
     NonstopError,
     WorkflowCodeError,
+    WorkflowDefinitionError,
 )
 from engine.core.events import (
     RESERVED_STREAM_PREFIX,
@@ -231,6 +233,8 @@ class Decider:
             )
             key = None
             records.append(NewRecord(iid, position, name, data))
+        if ctx.requests or (records and wf.terminal(state)):
+            _attach_outbox(records, ctx, iid, meta.workflow, wf.terminal(state))
         commands = inst.commands
         if meta.command_id is not None and records:
             if owned:
@@ -295,7 +299,8 @@ class Decider:
             new = Instance(
                 wf, inst.state, position, commands, inst.key, inst.flags, True
             )
-            return new, [NewRecord(iid, position, name, body)]
+            ops = with_end((), iid)
+            return new, [NewRecord(iid, position, name, body, tuple(ops))]
         # decide() runs on_cancel as the decider of this one command.
         handled = dataclasses.replace(wf, decide=wf.on_cancel)
         new, records = self.decide(
@@ -303,6 +308,12 @@ class Decider:
         )
         new.workflow = wf
         new.cancelled = True
+        if records and not wf.terminal(new.state):
+            last = records[-1]
+            ops = with_end(last.outbox, iid)
+            records[-1] = NewRecord(
+                last.stream_id, last.position, last.type, last.data, tuple(ops)
+            )
         return new, records
 
     def migration(
@@ -400,6 +411,35 @@ def _digest(state: Any) -> int | None:
         return state_digest(state)
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _attach_outbox(
+    records: list[NewRecord],
+    ctx: Context,
+    iid: str,
+    workflow: str,
+    ended: bool,
+) -> None:
+    """Put the decision's outbox operations on its last record.
+
+    An ended instance's pending timers are cancelled in the same transaction.
+
+    Raises:
+        WorkflowDefinitionError: effects or timers were asked for by a decision
+            that records no event (they ride with its events).
+    """
+    if not records:
+        raise WorkflowDefinitionError(
+            f"{workflow} asked for effects or timers for {iid!r} in a decision "
+            "that records no event; return at least one event with them"
+        )
+    last = records[-1]
+    ops = ctx.requests.ops(iid, workflow, last.position)
+    if ended:
+        ops = with_end(ops, iid)
+    records[-1] = NewRecord(
+        last.stream_id, last.position, last.type, last.data, tuple(ops)
+    )
 
 
 def _key(command_id: str | None) -> str | None:

@@ -42,6 +42,7 @@ from engine.core.workflow import ListingStatus, WorkflowRegistry
 from engine.health import Health, engine_health
 from engine.runtime.committer import GroupCommitter
 from engine.runtime.decider import Decided, Decider
+from engine.runtime.effects import Effects
 from engine.runtime.loader import InstanceLoader
 from engine.runtime.locks import InstanceLocks
 from engine.runtime.reads import InstancePage
@@ -86,6 +87,9 @@ class Engine:
             to the store (``True``, or a :class:`~engine.health.Health`).
         metrics: Also expose the counts to Prometheus (``nonstop[metrics]``);
             implies ``health``.
+        effects: Run the effect runner and the timer service in this process
+            (started with the first command, stopped by :meth:`close`), with
+            the ``@effect_handler`` registry; see :mod:`engine.runtime.effects`.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class Engine:
         deployments: bool = True,
         health: Health | bool | None = None,
         metrics: bool = False,
+        effects: bool = False,
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
         if router is None and deployments:
@@ -140,6 +145,8 @@ class Engine:
         """Decides commands."""
         self.committer = GroupCommitter(self.store, max_batch=max_batch)
         """Group commit and commits in doubt."""
+        self.effects = Effects(self) if effects else None
+        """The in-process effect runner and timer service (``effects=True``)."""
 
     @property
     def commits(self) -> int:
@@ -487,6 +494,8 @@ class Engine:
 
         Cancelling it leaves the writes running; a later ``close`` waits again.
         """
+        if self.effects is not None:
+            await self.effects.stop()  # handlers in flight finish and record
         await self.committer.close()
         await self.loader.close()
         if self.health is not None:
@@ -494,6 +503,8 @@ class Engine:
         await asyncio.to_thread(self.store.close)
 
     async def __aenter__(self) -> Engine:
+        if self.effects is not None:
+            self.effects.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -503,6 +514,8 @@ class Engine:
 
     async def _refresh_routing(self) -> None:
         """Re-read routing when due; concurrent callers share one refresh."""
+        if self.effects is not None and not self.effects.running:
+            self.effects.start()
         router = self.router
         if router is None or not router.refresh_due():
             return

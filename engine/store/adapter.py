@@ -24,7 +24,14 @@ from eventsourcing.persistence import Tracking as _ESTracking
 from engine.core.errors import ConcurrencyConflict, StoreUnavailable
 from engine.store import retry
 from engine.store.deadletters import DeadLetter, StoredDeadLetter
-from engine.store.port import EventStore, NewRecord, Record, Snapshot, Tracking
+from engine.store.port import (
+    EventStore,
+    NewRecord,
+    Record,
+    Snapshot,
+    Tracking,
+    outbox_ops,
+)
 from engine.store.urls import redact
 
 __all__ = ["RecorderStore", "conflict"]
@@ -79,6 +86,9 @@ class RecorderStore(EventStore):
         if not records and tracking is None and not dead_letters:
             return []
         kwargs: dict[str, Any] = {}
+        ops = outbox_ops(records)
+        if ops:
+            kwargs["outbox"] = ops
         if tracking is not None:
             kwargs["tracking"] = _ESTracking(tracking.name, tracking.position)
         if dead_letters:

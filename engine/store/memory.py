@@ -9,6 +9,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOAggregateRecorder
 
 from engine.store.adapter import RecorderStore
+from engine.store.outbox import Outbox
 from engine.store.recorders import MemoryRecorder
 
 __all__ = ["MemoryStore"]
@@ -39,7 +40,12 @@ class MemoryStore(RecorderStore):
 
     def __init__(self, url: str = "memory://") -> None:
         self._snapshot_recorder = _Snapshots()
-        super().__init__(url, MemoryRecorder(), self._snapshot_recorder)
+        self._recorder = MemoryRecorder()
+        super().__init__(url, self._recorder, self._snapshot_recorder)
+
+    def outbox(self) -> Outbox:
+        """See :meth:`EventStore.outbox`."""
+        return self._recorder.outbox
 
     def _replace_snapshot(self, stored: StoredEvent) -> None:
         self._snapshot_recorder.replace(stored)

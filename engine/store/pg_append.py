@@ -45,8 +45,15 @@ class Statements:
     """The channel notified on every append."""
     lock_timeout: int = 0
     """Seconds the function waits for the table lock (0: no limit of its own)."""
+    outbox_table: str = "nonstop_outbox"
+    """The outbox table (see :mod:`engine.store.outbox`)."""
     create_function: sql.Composed = field(init=False)
     """DDL of the one-statement append function."""
+    create_ending: sql.Composed = field(init=False)
+    """DDL of the append function that also cancels the pending timers of
+    instances that end (one statement, instead of a transaction)."""
+    call_ending: sql.Composed = field(init=False)
+    """The call of that function: the four arrays, the ended streams, now."""
     call_function: sql.Composed = field(init=False)
     """The call of that function with the four column arrays."""
     insert_arrays: sql.Composed = field(init=False)
@@ -72,6 +79,32 @@ class Statements:
             table=table,
             channel=sql.Identifier(self.channel),
         )
+        ending = sql.Identifier(self.schema, f"{self.events_table}_append_ending")
+        self.create_ending = sql.SQL(
+            "CREATE OR REPLACE FUNCTION {append}"
+            "(text[], bigint[], text[], bytea[], text[], bigint) RETURNS SETOF bigint "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            "SET LOCAL lock_timeout = {timeout}; "
+            "LOCK TABLE {table} IN EXCLUSIVE MODE; "
+            "NOTIFY {channel}; "
+            "UPDATE {outbox} SET status = 'cancelled', updated_at = $6 "
+            "WHERE stream_id = ANY($5) AND kind = 'timer' AND status = 'pending' "
+            "AND lease_until <= $6; "
+            "RETURN QUERY INSERT INTO {table} "
+            "(originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest($1, $2, $3, $4) RETURNING notification_id; "
+            "END $$"
+        ).format(
+            append=ending,
+            timeout=sql.Literal(f"{self.lock_timeout}s"),
+            table=table,
+            channel=sql.Identifier(self.channel),
+            outbox=sql.Identifier(self.schema, self.outbox_table),
+        )
+        self.call_ending = sql.SQL(
+            "SELECT * FROM {}(%b::text[], %b::bigint[], %b::text[], %b::bytea[], "
+            "%b::text[], %b::bigint)"
+        ).format(ending)
         self.call_function = sql.SQL(
             "SELECT * FROM {}(%b::text[], %b::bigint[], %b::text[], %b::bytea[])"
         ).format(function)
@@ -90,6 +123,7 @@ def append(
     url: str,
     in_transaction: Callable[[Any], None] | None = None,
     lock_and_notify: Callable[[Any], None] | None = None,
+    ended: tuple[list[str], int] | None = None,
 ) -> list[int]:
     """Append ``columns`` (and what ``in_transaction`` inserts) on ``conn``.
 
@@ -102,6 +136,9 @@ def append(
             transaction's cursor; None for events alone (one statement).
         lock_and_notify: Takes the table lock and queues the notification in a
             cursor; needed with ``in_transaction`` when there are events.
+        ended: Without ``in_transaction``: the instances that end with this
+            append and the time, to cancel their pending timers in the same
+            statement.
 
     Returns:
         The global position of each event, in order.
@@ -116,7 +153,11 @@ def append(
         if in_transaction is None:
             with conn.cursor(row_factory=tuple_row) as curs:
                 sent = not is_dead(conn)
-                curs.execute(statements.call_function, columns, prepare=True)
+                if ended is None:
+                    curs.execute(statements.call_function, columns, prepare=True)
+                else:
+                    params = (*columns, *ended)
+                    curs.execute(statements.call_ending, params, prepare=True)
                 return [row[0] for row in curs.fetchall()]
         return _transaction(conn, statements, columns, in_transaction, lock_and_notify)
     except _Committing as c:

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from engine.core.events import now_micros
 from engine.store import deadletters as dl
+from engine.store import outbox as ob
 from engine.store import pg_append
 from engine.store.deadletters import TABLE, DeadLetter
 
@@ -58,11 +59,17 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
             f"INSERT INTO {{}} ({dl.COLUMNS}) VALUES "
             "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(table)
+        self._ob_table = sql.Identifier(datastore.schema, ob.TABLE).as_string(None)
+        self._ob_create = [
+            s.format(table=self._ob_table, index=ob.TABLE)
+            for s in ob.ddl(blob="bytea", bigint="bigint")
+        ]
         self.statements = pg_append.Statements(
             schema=datastore.schema,
             events_table=events_table_name,
             channel=self.channel_name,
             lock_timeout=datastore.lock_timeout,
+            outbox_table=ob.TABLE,
         )
 
     def create_table(self) -> None:
@@ -70,7 +77,10 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
         super().create_table()
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(self._dl_create)
+            for statement in self._ob_create:
+                curs.execute(statement)
             curs.execute(self.statements.create_function)
+            curs.execute(self.statements.create_ending)
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -78,12 +88,16 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
         # The library's hook inserts the tracking record; then the dead letters.
         super()._insert_events(curs, stored_events, **kwargs)
         letters: Sequence[DeadLetter] = kwargs.get("dead_letters") or ()
+        now = now_micros()
         if letters:
-            now = now_micros()
             curs.executemany(self._dl_insert, [dl.row(d, now) for d in letters])
+        ops = kwargs.get("outbox")
+        if ops:
+            for statement, rows in ob.sql_writes(ops, self._ob_table, "%s", now):
+                curs.executemany(statement, rows)
 
     def in_transaction(self, curs: Any, **kwargs: Any) -> None:
-        """Insert the tracking record and dead letters of an append in ``curs``."""
+        """Insert the tracking record, dead letters and outbox rows in ``curs``."""
         self._insert_events(curs, (), **kwargs)
 
     def lock_and_notify(self, curs: Any) -> None:

@@ -15,7 +15,9 @@ from typing import NamedTuple
 
 import msgspec
 
+from engine.core.effects import OutboxOp
 from engine.store.deadletters import DeadLetter, StoredDeadLetter
+from engine.store.outbox import Outbox
 
 __all__ = [
     "DeadLetter",
@@ -27,6 +29,7 @@ __all__ = [
     "StoredDeadLetter",
     "Tracking",
     "group_rows",
+    "outbox_ops",
 ]
 
 
@@ -45,6 +48,9 @@ class NewRecord(msgspec.Struct, frozen=True):
     """Stable type name."""
     data: bytes
     """Envelope bytes."""
+    outbox: tuple[OutboxOp, ...] = ()
+    """Effect requests and timers written to the outbox in the same transaction
+    (see :mod:`engine.core.effects`); a decision puts them on its last record."""
 
 
 class Record(NamedTuple):
@@ -244,6 +250,14 @@ class EventStore(ABC):
     def load_snapshot(self, stream_id: str) -> Snapshot | None:
         """The newest snapshot of a stream, if any."""
 
+    def outbox(self) -> Outbox:
+        """The effect requests and timers written with the events.
+
+        Raises:
+            NotImplementedError: this adapter stores no outbox.
+        """
+        raise NotImplementedError(f"{type(self).__name__} stores no outbox")
+
     @abstractmethod
     def close(self) -> None:
         """Release connections."""
@@ -253,6 +267,11 @@ class EventStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def outbox_ops(records: Sequence[NewRecord]) -> list[OutboxOp]:
+    """The outbox operations the records carry, in order."""
+    return [op for r in records if r.outbox for op in r.outbox]
 
 
 def group_rows(out: dict[str, list[Record]], rows: Sequence[RecordRow]) -> None:

@@ -23,11 +23,15 @@ from eventsourcing.postgres import PostgresAggregateRecorder, PostgresDatastore
 from psycopg import sql
 from psycopg.rows import RowMaker, dict_row, tuple_row
 
+from engine.core.effects import CancelTimers, OutboxOp
 from engine.core.errors import StoreNotFound, StoreUnavailable
+from engine.core.events import now_micros
 from engine.store import deadletters as dl
 from engine.store import pg_append, retry
 from engine.store.adapter import conflict
 from engine.store.deadletters import DeadLetter, StoredDeadLetter
+from engine.store.outbox import TABLE as OUTBOX_TABLE
+from engine.store.outbox import Outbox, SqlOutbox
 from engine.store.pg_recorder import PostgresRecorder
 from engine.store.port import (
     EventStore,
@@ -36,6 +40,7 @@ from engine.store.port import (
     RecordRow,
     Snapshot,
     Tracking,
+    outbox_ops,
 )
 from engine.store.urls import parse_postgres_url, redact
 from engine.store.watchdog import Watchdog
@@ -58,6 +63,11 @@ caller connects at once instead of waiting out a long backoff."""
 # half the CPU of copying psycopg's row tuples, and half the objects for the
 # garbage collector to scan, when events are read by the thousand.
 _make_record = cast("RowMaker[Record]", partial(tuple.__new__, Record))
+
+
+def _ends(op: OutboxOp) -> bool:
+    """Whether ``op`` is the cancel of an ending instance's timers."""
+    return isinstance(op, CancelTimers) and op.ids is None
 
 
 def _record_rows(cursor: Any) -> RowMaker[Record]:
@@ -176,6 +186,36 @@ class PostgresStore(EventStore):
         self._recorder = events
         self._statements = events.statements
         self._prepare_statements()
+        self._outbox = SqlOutbox(
+            self._execute,
+            sql.Identifier(self.schema, OUTBOX_TABLE).as_string(None),
+            "%s",
+            skip_locked=True,
+        )
+
+    def outbox(self) -> Outbox:
+        """See :meth:`EventStore.outbox` (several runners share it)."""
+        return self._outbox
+
+    def _execute(
+        self, statement: str, rows: Sequence[tuple[object, ...]], fetch: bool
+    ) -> tuple[list[Any], int]:
+        """One outbox statement in a transaction (see :class:`SqlOutbox`).
+
+        Not retried: a claim or an outcome whose reply was lost is repaired by
+        the lease running out, or recorded again by the next delivery.
+        """
+        query = sql.SQL(statement)
+        with (
+            self._connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            if fetch:
+                cur.execute(query, rows[0])
+                return cur.fetchall(), cur.rowcount
+            cur.executemany(query, rows)
+            return [], cur.rowcount
 
     def _check_exists(self, conn: psycopg.Connection[Any]) -> None:
         """Raise ``StoreNotFound`` unless the schema holds nonstop's tables."""
@@ -300,6 +340,13 @@ class PostgresStore(EventStore):
             kwargs["tracking"] = _ESTracking(tracking.name, tracking.position)
         if dead_letters:
             kwargs["dead_letters"] = list(dead_letters)
+        ops = outbox_ops(records)
+        ended = None
+        if ops and not kwargs and all(_ends(op) for op in ops):
+            # Instances that end, nothing else for the outbox: one statement.
+            ended = ([op.stream_id for op in ops], now_micros())
+        elif ops:
+            kwargs["outbox"] = ops
         recorder = self._recorder
 
         def attempt() -> list[int]:
@@ -313,7 +360,9 @@ class PostgresStore(EventStore):
                         in_transaction=partial(recorder.in_transaction, **kwargs),
                         lock_and_notify=recorder.lock_and_notify,
                     )
-                return pg_append.append(conn, self._statements, columns, url=self.url)
+                return pg_append.append(
+                    conn, self._statements, columns, url=self.url, ended=ended
+                )
 
         try:
             # Retried only while it surely did not commit (no connection, or

@@ -3,9 +3,10 @@
 The PostgreSQL one is in :mod:`engine.store.pg_recorder`, so that an embedded
 SQLite user needs no PostgreSQL driver installed.
 
-Each adds the dead-letter table (:mod:`engine.store.deadletters`) to the
-library's process recorder, inserted in the same transaction as the events
-through the ``dead_letters`` keyword of ``insert_events``. The private hooks
+Each adds the dead-letter table (:mod:`engine.store.deadletters`) and the
+outbox (:mod:`engine.store.outbox`) to the library's process recorder, written
+in the same transaction as the events through the ``dead_letters`` and
+``outbox`` keywords of ``insert_events``. The private hooks
 they override (``_insert_events``, ``_assert_uniqueness``, ``_update_table``)
 are checked by ``tests/store/test_contract.py`` against the pinned
 ``eventsourcing`` series.
@@ -22,6 +23,7 @@ from eventsourcing.sqlite import SQLiteProcessRecorder
 
 from engine.core.events import now_micros
 from engine.store import deadletters as dl
+from engine.store import outbox as ob
 from engine.store.deadletters import TABLE, DeadLetter, StoredDeadLetter
 
 __all__ = ["MemoryRecorder", "SQLiteRecorder"]
@@ -43,10 +45,12 @@ class SQLiteRecorder(SQLiteProcessRecorder):  # type: ignore[misc]
     )
 
     def create_table(self) -> None:
-        """Create the events, tracking and dead-letter tables."""
+        """Create the events, tracking, dead-letter and outbox tables."""
         super().create_table()
         with self.datastore.transaction(commit=True) as c:
             c.execute(self._dl_create)
+            for statement in ob.ddl(blob="BLOB", bigint="INTEGER"):
+                c.execute(statement.format(table=ob.TABLE, index=ob.TABLE))
 
     def _insert_events(
         self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -58,6 +62,10 @@ class SQLiteRecorder(SQLiteProcessRecorder):  # type: ignore[misc]
         now = now_micros()
         for d in letters:
             c.execute(self._dl_insert, dl.row(d, now))
+        ops = kwargs.get("outbox")
+        if ops:
+            for statement, rows in ob.sql_writes(ops, ob.TABLE, "?", now):
+                c.sqlite_cursor.executemany(statement, rows)
         return returning
 
     def select_dead_letters(
@@ -88,6 +96,8 @@ class MemoryRecorder(POPOProcessRecorder):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__()
+        self.outbox = ob.MemoryOutbox(self._database_lock)
+        """The outbox rows, written with the events."""
         self._letters: list[StoredDeadLetter] = []
         self._letter_keys: set[tuple[str, str, int, int]] = set()
 
@@ -110,6 +120,9 @@ class MemoryRecorder(POPOProcessRecorder):  # type: ignore[misc]
         for d in kwargs.get("dead_letters") or ():
             self._letters.append(StoredDeadLetter(len(self._letters) + 1, d, now, None))
             self._letter_keys.add((d.consumer, d.topic, d.partition, d.offset))
+        ops = kwargs.get("outbox")
+        if ops:
+            self.outbox.write(ops, now)
         return ids
 
     def select_dead_letters(

@@ -7,6 +7,8 @@ Two uses, one policy shape (exponential backoff with jitter):
   bounded by the store's connect, pool and statement timeouts, so a read
   raises :class:`~engine.core.errors.StoreUnavailable` within about 10 s of an
   outage (see ``docs/operations.md``).
+- :func:`attempts` runs an effect handler up to a number of attempts (the
+  effect runner's policy, :mod:`engine.runtime.effects`).
 - :func:`until_stopped` retries a daemon's round (the Kafka worker, the
   publisher, the projections runner) until it succeeds or the daemon is asked
   to stop, waiting at most ``longest`` seconds between attempts.
@@ -28,7 +30,7 @@ import tenacity
 
 from engine.core.errors import CommitInDoubt, StoreUnavailable
 
-__all__ = ["READ_BUDGET", "Backoff", "call", "until_stopped"]
+__all__ = ["READ_BUDGET", "Backoff", "Outcome", "attempts", "call", "until_stopped"]
 
 T = TypeVar("T")
 log = logging.getLogger("nonstop.store")
@@ -77,6 +79,64 @@ def call(
         reraise=True,
     )
     return retrying(fn)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a bounded job ended."""
+
+    value: object
+    """What the job returned (None when it failed)."""
+    error: BaseException | None
+    """The last failure, None on success."""
+    attempts: int
+    """How many times the job ran."""
+
+
+async def attempts(
+    job: Callable[[], Awaitable[object]],
+    *,
+    max_attempts: int,
+    backoff: Backoff = Backoff(),
+    what: str = "job",
+) -> Outcome:
+    """Await ``job()`` until it returns, at most ``max_attempts`` times.
+
+    Any ``Exception`` is worth another attempt; cancellation propagates at once.
+
+    Returns:
+        The value, or the last error once the attempts are spent.
+    """
+    try:
+        return Outcome(await job(), None, 1)  # the common case: no machinery built
+    except Exception as exc:
+        if max_attempts <= 1:
+            return Outcome(None, exc, 1)
+        log.debug("%s: attempt 1 failed: %r", what, exc)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.debug("%s: attempt %d failed: %r", what, state.attempt_number + 1, exc)
+
+    wait = backoff.wait()
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(Exception),
+        stop=tenacity.stop_after_attempt(max_attempts - 1),
+        wait=wait,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    n = 1
+    try:
+        # The wait after the first attempt, then the retries (tenacity's waits).
+        await asyncio.sleep(wait(tenacity.RetryCallState(retrying, None, (), {})))
+        async for attempt in retrying:
+            with attempt:
+                n = attempt.retry_state.attempt_number + 1
+                return Outcome(await job(), None, n)
+    except Exception as exc:
+        return Outcome(None, exc, n)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def until_stopped(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
@@ -15,6 +16,8 @@ from eventsourcing.sqlite import (
 
 from engine.core.errors import StoreNotFound, StoreUnavailable
 from engine.store.adapter import RecorderStore
+from engine.store.outbox import TABLE as OUTBOX_TABLE
+from engine.store.outbox import Outbox, SqlOutbox
 from engine.store.port import Record, RecordRow
 from engine.store.recorders import SQLiteRecorder
 from engine.store.urls import redact, sqlite_path
@@ -68,6 +71,28 @@ class SQLiteStore(RecorderStore):
             "SELECT originator_id, originator_version, rowid, topic, state "
             f"FROM {EVENTS_TABLE} WHERE rowid>? {{}}ORDER BY rowid LIMIT ?"
         )
+        self._outbox = SqlOutbox(self._execute, OUTBOX_TABLE, "?", skip_locked=False)
+
+    def outbox(self) -> Outbox:
+        """See :meth:`EventStore.outbox` (a single runner per file)."""
+        return self._outbox
+
+    def _execute(
+        self, statement: str, rows: Sequence[tuple[object, ...]], fetch: bool
+    ) -> tuple[list[Any], int]:
+        """One outbox statement in a transaction (see :class:`SqlOutbox`)."""
+        try:
+            with self._datastore.transaction(commit=True) as c:
+                cur = c.sqlite_cursor
+                cur.row_factory = None
+                if fetch:
+                    cur.execute(statement, rows[0])
+                    found: list[Any] = cur.fetchall()
+                    return found, len(found)
+                cur.executemany(statement, rows)
+                return [], int(cur.rowcount)
+        except (OperationalError, InterfaceError, sqlite3.Error) as exc:
+            raise StoreUnavailable(self.url, str(exc)) from None
 
     def read_all(
         self, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()

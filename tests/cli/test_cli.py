@@ -287,7 +287,9 @@ def test_demo_runs_two_versions_and_judges_only_its_own_run(capsys, tmp_path):
         assert "demo OK" in out
     code, out, _ = run(capsys, "--store", url, "instances", "--status", "running")
     assert code == 0 and "0 instances" in out
-    code, out, _ = run(capsys, "--store", url, "instances", "--version", "1")
+    code, out, _ = run(
+        capsys, "--store", url, "instances", "--workflow", "orders", "--version", "1"
+    )
     # 40 from the two runs' first phases, plus the canary phase's share of v1.
     total = re.search(r"(\d+) instances \((\d+) completed\)", out)
     assert total and total[1] == total[2] and int(total[1]) >= 40
