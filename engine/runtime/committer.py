@@ -57,6 +57,14 @@ def append_resolving(
         try:
             store.append(records, tracking=tracking, dead_letters=dead_letters)
             return
+        except ConcurrencyConflict:
+            # After a doubt read back as absent, the server may still have
+            # committed the first append (it finished a transaction its
+            # client had given up on): the positions then hold our own records.
+            if doubts and _find_out(store, records, tracking) == "committed":
+                log.warning("commit in doubt resolved late: committed after all")
+                return
+            raise
         except CommitInDoubt as exc:
             doubts += 1
             outcome = _find_out(store, records, tracking)

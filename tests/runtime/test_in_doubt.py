@@ -34,6 +34,9 @@ class Doubtful:
 
     ``committed``: whether the failing append committed before raising.
     ``intruder``: instead of ours, another writer's records land first.
+    ``late``: the failing append commits only after the read-back, just before
+    the next append (a server that finished a transaction its client had
+    already given up on).
     """
 
     def __init__(self, inner: EventStore, *, committed: bool, doubts: int = 1) -> None:
@@ -42,13 +45,20 @@ class Doubtful:
         self.doubts = doubts
         self.appends = 0
         self.intruder: list[NewRecord] | None = None
+        self.late = False
+        self._pending: tuple[Sequence[NewRecord], dict[str, Any]] | None = None
 
     def append(self, records: Sequence[NewRecord], **kwargs: Any) -> list[int]:
         self.appends += 1
+        if self._pending is not None:
+            late, self._pending = self._pending, None
+            self.inner.append(late[0], **late[1])
         if self.doubts > 0:
             self.doubts -= 1
             if self.intruder is not None:
                 self.inner.append(self.intruder)
+            elif self.late:
+                self._pending = (records, kwargs)
             elif self.committed:
                 self.inner.append(records, **kwargs)
             raise CommitInDoubt("test://store", "connection reset after the append")
@@ -206,3 +216,25 @@ async def test_a_hundred_doubts_per_entry_point_never_apply_twice() -> None:
         assert len(inner.read_stream(f"s{i}")) == 4
     assert inner.tracking_position("t") == 100
     inner.close()
+
+
+@pytest.mark.parametrize("command_id", [None, "cmd-1"])
+async def test_an_append_that_commits_after_the_read_back_is_applied_once(
+    inner: EventStore, command_id: str | None
+) -> None:
+    """Read back as absent, then committed by the server: the retry's conflict
+    is our own records, so the caller is told applied, once, at its position."""
+    doubtful = Doubtful(inner, committed=False, doubts=0)
+    async with asyncio.timeout(30), _engine(doubtful) as engine:
+        doubtful.late, doubtful.doubts = True, 1
+        info = await engine.start(
+            "counter", Begin(1), instance_id="late-start", command_id=command_id
+        )
+        assert (info.applied, info.position) == (True, 2)
+        await engine.start("counter", Begin(0), instance_id="late")
+        doubtful.late, doubtful.doubts = True, 1
+        info = await engine.send("late", Increment(2), command_id=command_id)
+        assert (info.applied, info.position, info.state.n) == (True, 3, 2)
+    assert doubtful.appends >= 4  # each doubtful append was retried
+    assert _types(inner, "late-start") == ["nonstop.Started", "tests.counter.Begun"]
+    assert _types(inner, "late").count("tests.counter.Incremented") == 1
