@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from engine.core.config import ConfigReader, decode_config
 from engine.core.errors import CommandRejected
 from engine.core.workflow import Context, Workflow, fold
 
@@ -46,6 +47,10 @@ class FixedContext(Context):
         now: What ``ctx.now()`` returns.
         random: What ``ctx.random()`` returns.
         flags: Flag and variant values by name (others get their default).
+        config: What ``ctx.config`` returns (recorded as config version 1);
+            without it, the defaults of ``config_type`` (version 0).
+        config_type: The workflow's config type (``Workflow.config``), for
+            the defaults.
     """
 
     def __init__(
@@ -56,10 +61,15 @@ class FixedContext(Context):
         now: datetime = EPOCH,
         random: float = 0.5,
         flags: Mapping[str, Any] | None = None,
+        config: Any = None,
+        config_type: type[Any] | None = None,
     ) -> None:
         given = dict(flags or {})
         super().__init__(
-            instance_id, workflow, flags=lambda kind, name, d: given.get(name, d)
+            instance_id,
+            workflow,
+            flags=lambda kind, name, d: given.get(name, d),
+            configs=_config_reader(config, config_type),
         )
         self._fixed: dict[str, Callable[[], Any]] = {
             "now": lambda: now.timestamp() * 1e6,
@@ -73,6 +83,22 @@ class FixedContext(Context):
 
     def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         return super()._value(kind, self._fixed.get(kind, make))
+
+
+def _config_reader(config: Any, config_type: type[Any] | None) -> ConfigReader | None:
+    """``ctx.config`` of a test: the given config (v1) or the type's defaults (v0)."""
+    if config is None and config_type is None:
+        return None
+    if config is not None:
+        version, value = 1, config
+    else:
+        assert config_type is not None
+        version, value = 0, decode_config(config_type, {})
+
+    def read(_: int | None) -> tuple[int, Any]:
+        return version, value
+
+    return read
 
 
 def rejected(match: str = "") -> Rejected:
@@ -130,7 +156,12 @@ class Scenario(Generic[S]):
         if len(expected) == 1 and isinstance(expected[0], (list, tuple)):
             expected = tuple(expected[0])
         state = self.state
-        ctx = FixedContext("scenario", self.workflow.ref, **self.options)
+        ctx = FixedContext(
+            "scenario",
+            self.workflow.ref,
+            config_type=self.workflow.config,
+            **self.options,
+        )
         try:
             events = list(self.workflow.decide(state, self.command, ctx))
         except CommandRejected as exc:
@@ -179,13 +210,15 @@ def given(
     Args:
         workflow: The workflow version under test.
         events: Events already recorded, oldest first.
-        **options: ``now`` (a datetime), ``random`` (a float) and ``flags`` (a
-            mapping) for the decider's context (:class:`FixedContext`).
+        **options: ``now`` (a datetime), ``random`` (a float), ``flags`` (a
+            mapping) and ``config`` (what ``ctx.config`` returns; the config
+            type's defaults without it) for the decider's context
+            (:class:`FixedContext`).
     """
-    unknown = set(options) - {"now", "random", "flags"}
+    unknown = set(options) - {"now", "random", "flags", "config"}
     if unknown:
         raise TypeError(
-            f"given() takes the options now, random and flags, not "
+            f"given() takes the options now, random, flags and config, not "
             f"{', '.join(sorted(unknown))}"
         )
     return Scenario(workflow, tuple(events), dict(options))

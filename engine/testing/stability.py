@@ -82,7 +82,7 @@ class _Run:
         wf = self.workflow
         if self.rows and wf.terminal(state):
             return None  # the engine refuses commands to a finished instance
-        ctx = FixedContext(self.iid, wf.ref, **self.options)
+        ctx = FixedContext(self.iid, wf.ref, config_type=wf.config, **self.options)
         try:
             return list(wf.decide(state, command, ctx)), ctx.recorded
         except CommandRejected:
@@ -123,6 +123,7 @@ def assert_replay_stable(
     now: datetime = EPOCH,
     random: float = 0.5,
     flags: Mapping[str, Any] | None = None,
+    config: Any = None,
 ) -> None:
     """Assert that ``workflow`` rebuilds the same state from its log, every way.
 
@@ -137,6 +138,8 @@ def assert_replay_stable(
         now: What ``ctx.now()`` returns to the decider.
         random: What ``ctx.random()`` returns.
         flags: Flag values by name (others get their default).
+        config: What ``ctx.config`` returns (the config type's defaults
+            without it).
 
     Raises:
         AssertionError: a law does not hold; the message names the command or
@@ -151,7 +154,12 @@ def assert_replay_stable(
         )
     codec = EventCodec(types if types is not None else default_event_types())
     codec.use_upcasters(upcasters if upcasters is not None else default_upcasters())
-    options = {"now": now, "random": random, "flags": dict(flags or {})}
+    options = {
+        "now": now,
+        "random": random,
+        "flags": dict(flags or {}),
+        "config": config,
+    }
     live = _Run(workflow, codec, "replay-check", options)
     if not commands:
         return

@@ -83,6 +83,19 @@ def test_the_context_is_fixed_and_can_be_set() -> None:
         given(v2, clock=at)
 
 
+def test_a_scenario_reads_the_config_it_is_given_or_the_defaults() -> None:
+    from engine.demo.orders import OrdersConfig
+
+    placed = [OrderPlaced("o3", 5, "bo", 0.0, "EUR")]
+    # Defaults: the fraud limit is 0.97, so a score of 0.5 passes...
+    given(v2, placed, random=0.5).when(CheckFraud()).then(FraudChecked(0.5, True))
+    # ...and a tighter limit given as the config refuses it.
+    tight = OrdersConfig(fraud_limit=0.4)
+    given(v2, placed, random=0.5, config=tight).when(CheckFraud()).then(
+        FraudChecked(0.5, False)
+    )
+
+
 class Tagged(msgspec.Struct):
     tags: set[str]
 
