@@ -112,8 +112,8 @@ def command_types(
     (``Workflow.inputs`` for a start, ``Workflow.commands`` for a send) or the
     annotation of ``decide``'s command parameter when it names classes
     (``A | B``), as :mod:`engine.core.inputs` reads them; else the msgspec
-    structs defined in ``decide``'s module that are neither event types nor
-    the state type.
+    structs defined in ``decide``'s module that are neither event types, the
+    state type nor the config type of a workflow of that module.
     """
     named = start_types(workflow) if start else declared_commands(workflow)
     if named:
@@ -122,6 +122,12 @@ def command_types(
     if module is None:
         return {}
     events = {et.cls for et in default_event_types()}
+    # Config types of the module's workflows are documents, not commands.
+    configs = {
+        obj.config
+        for obj in vars(module).values()
+        if isinstance(obj, Workflow) and obj.config is not None
+    }
     found: dict[str, type[Any]] = {}
     for obj in vars(module).values():
         if (
@@ -129,6 +135,7 @@ def command_types(
             and issubclass(obj, msgspec.Struct)
             and obj.__module__ == module.__name__
             and obj not in events
+            and obj not in configs
             and obj is not workflow.state_type
         ):
             found.setdefault(obj.__name__, obj)
