@@ -62,7 +62,9 @@ def _once(histories: list[list[Any]]) -> int:
             if v2.terminal(state):
                 break
             try:
-                events = v2.decide(state, cmd, FixedContext("b", v2.ref))
+                events = v2.decide(
+                    state, cmd, FixedContext("b", v2.ref, config_type=v2.config)
+                )
             except CommandRejected:
                 continue
             for e in events:

@@ -11,6 +11,7 @@ and statement timeouts, TCP keepalives (see :mod:`engine.store.urls` and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -46,6 +47,8 @@ from engine.store.urls import parse_postgres_url, redact
 from engine.store.watchdog import Watchdog
 
 __all__ = ["PostgresStore"]
+
+log = logging.getLogger("nonstop.store")
 
 EVENTS_TABLE = "nonstop_events"
 SNAPSHOTS_TABLE = "nonstop_snapshots"
@@ -171,8 +174,7 @@ class PostgresStore(EventStore):
                 self._datastore, events_table_name=SNAPSHOTS_TABLE
             )
             if create:
-                events.create_table()
-                snapshots.create_table()
+                _create_tables(events, snapshots)
             else:
                 self._pool.open(wait=False)
         except (PersistenceError, psycopg.Error, psycopg_pool.PoolTimeout) as exc:
@@ -520,6 +522,24 @@ def _pool(
         check=_check_alive,
         name="nonstop",
     )
+
+
+def _create_tables(*recorders: Any, attempts: int = 3) -> None:
+    """Create the tables (``IF NOT EXISTS``), again if a statement timed out.
+
+    DDL waits for locks on the catalog that a busy server may hold for a few
+    seconds; each try is bounded by the statement timeout, and creating twice
+    is harmless.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            for recorder in recorders:
+                recorder.create_table()
+            return
+        except PersistenceError as exc:
+            if attempt == attempts or "statement timeout" not in str(exc):
+                raise
+            log.warning("creating the store's tables timed out; trying again")
 
 
 def _check_alive(conn: psycopg.Connection[Any]) -> None:

@@ -7,6 +7,7 @@ skip without them, unless ``CI`` is set.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -25,14 +26,15 @@ from tests.console.conftest import APP, seed
 from tests.console.test_serve import served
 from tests.health.flows import Open, registry
 
-selenium = pytest.importorskip("selenium", reason="selenium is not installed")
+if importlib.util.find_spec("selenium") is None and not os.environ.get("CI"):
+    pytest.skip("selenium is not installed", allow_module_level=True)
 
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
