@@ -31,9 +31,10 @@ from engine.deploy.configadmin import (
 )
 from engine.deploy.configs import read_reports
 from engine.deploy.configview import WorkflowConfig
+from engine.deploy.events import ConfigReported
 from engine.deploy.flagadmin import rollback_flag
 
-__all__ = ["register", "register_flags"]
+__all__ = ["engines_json", "register", "register_flags"]
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -212,16 +213,7 @@ def _status(ctx: CliContext, args: argparse.Namespace) -> int:
                 "workflow": args.workflow,
                 "current": wc.current,
                 "canary": wc.canary,
-                "engines": [
-                    {
-                        "worker": worker,
-                        "applied": r.applied,
-                        "refused": r.refused,
-                        "error": r.error,
-                        "at": _iso(at),
-                    }
-                    for worker, (at, r) in sorted(reports.items())
-                ],
+                "engines": engines_json(reports),
             }
         )
         return 0
@@ -256,3 +248,19 @@ def _app(ctx: CliContext) -> Any:
         return ctx.load_app(ctx.app)
     except NonstopError:
         return None
+
+
+def engines_json(
+    reports: dict[str, tuple[int, ConfigReported]],
+) -> list[dict[str, Any]]:
+    """What each engine serves of a workflow's config (``config status --json``)."""
+    return [
+        {
+            "worker": worker,
+            "applied": r.applied,
+            "refused": r.refused,
+            "error": r.error,
+            "at": _iso(at),
+        }
+        for worker, (at, r) in sorted(reports.items())
+    ]

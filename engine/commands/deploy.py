@@ -27,7 +27,7 @@ from rich.text import Text
 from engine.commands import CliContext
 from engine.commands.effects import add_outbox, outbox_by_version
 from engine.commands.instances import print_json
-from engine.commands.progress import INTERRUPTED, bar, interruptible, rate
+from engine.commands.progress import INTERRUPTED, counting, interruptible
 from engine.commands.verify import code_cell, code_columns, deploy_args
 from engine.core.errors import MapperLoadError
 from engine.core.workflow import WorkflowRegistry
@@ -442,21 +442,8 @@ def _migrate(ctx: CliContext, args: argparse.Namespace) -> int:
     mapper = _mapper(args.mapper) if args.mapper else None
     with _registry(ctx) as reg:
         registry = _loaded(ctx, reg)
-        with interruptible() as stop, bar(ctx.out) as progress:
-            task = progress.add_task(
-                f"{args.workflow} v{args.from_version} -> v{args.to_version}",
-                total=None,
-                rate="",
-            )
-            began = time.monotonic()
-
-            def show(done: int, total: int) -> None:
-                progress.update(
-                    task,
-                    completed=done,
-                    total=max(total, 1),
-                    rate=rate(done, time.monotonic() - began, "instances"),
-                )
+        what = f"{args.workflow} v{args.from_version} -> v{args.to_version}"
+        with interruptible() as stop, counting(ctx.out, what) as show:
 
             async def job() -> MigrationReport:
                 engine = Engine(reg.store, registry)

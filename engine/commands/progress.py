@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -25,7 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["INTERRUPTED", "bar", "interruptible", "rate"]
+__all__ = ["INTERRUPTED", "bar", "counting", "interruptible", "rate"]
 
 INTERRUPTED = 130
 """Exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells expect."""
@@ -73,6 +74,26 @@ def bar(out: Console) -> Progress:
         console=out,
         transient=False,
     )
+
+
+@contextmanager
+def counting(
+    out: Console, what: str, unit: str = "instances"
+) -> Iterator[Callable[[int, int], None]]:
+    """A bar for one job; yields ``show(done, total)`` to report progress."""
+    with bar(out) as progress:
+        task = progress.add_task(what, total=None, rate="")
+        began = time.monotonic()
+
+        def show(done: int, total: int) -> None:
+            progress.update(
+                task,
+                completed=done,
+                total=max(total, 1),
+                rate=rate(done, time.monotonic() - began, unit),
+            )
+
+        yield show
 
 
 def rate(done: int, seconds: float, unit: str) -> str:

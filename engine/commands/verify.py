@@ -11,16 +11,14 @@ event is listed), 2 for a usage error.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from engine.commands import CliContext
-from engine.commands.progress import bar, rate
+from engine.commands.progress import counting
 from engine.core.errors import MapperLoadError, VerifyError, VerifyFailed
 from engine.core.fingerprint import short
 from engine.core.workflow import WorkflowRegistry
@@ -77,23 +75,6 @@ def deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", metavar="N", type=int, default=1, help="verify processes")
 
 
-@contextmanager
-def _progress(ctx: CliContext, what: str) -> Iterator[Callable[[int, int], None]]:
-    with bar(ctx.out) as progress:
-        task = progress.add_task(what, total=None, rate="")
-        began = time.monotonic()
-
-        def show(done: int, total: int) -> None:
-            progress.update(
-                task,
-                completed=done,
-                total=max(total, 1),
-                rate=rate(done, time.monotonic() - began, "instances"),
-            )
-
-        yield show
-
-
 def code_columns(
     d: Deployment | None, registry: WorkflowRegistry | None
 ) -> dict[str, Any]:
@@ -138,7 +119,7 @@ def _verify(ctx: CliContext, args: argparse.Namespace) -> int:
         )
     candidate = load_source(args.source, args.workflow, args.version)
     registry = ctx.registry()
-    with _progress(ctx, f"verify {candidate.ref}") as show:
+    with counting(ctx.out, f"verify {candidate.ref}") as show:
         report = verify_version(
             ctx.store_url,
             candidate,
@@ -158,7 +139,7 @@ def _verify_mapper(ctx: CliContext, args: argparse.Namespace) -> int:
         raise MapperLoadError(args.mapper, "it is not callable")
     registry = ctx.registry()
     what = f"verify {args.workflow} v{args.from_version} -> v{args.to_version}"
-    with _progress(ctx, what) as show:
+    with counting(ctx.out, what) as show:
         report = verify_migration(
             ctx.store_url,
             registry,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.commands.config import engines_json
 from engine.commands.deploy import _iso
 from engine.console.data import Settings
 from engine.core.errors import ConsoleError
@@ -73,16 +74,7 @@ def _workflow(wc: WorkflowConfig, reports: dict[str, Any]) -> dict[str, Any]:
         ],
         "rollback_to": wc.rollback_target(),
         "history": history,
-        "engines": [
-            {
-                "worker": worker,
-                "applied": r.applied,
-                "refused": r.refused,
-                "error": r.error,
-                "at": _iso(at),
-            }
-            for worker, (at, r) in sorted(reports.items())
-        ],
+        "engines": engines_json(reports),
     }
 
 
