@@ -36,6 +36,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         "routing",
         [
             "engine.deploy.registry",
+            "engine.deploy.operations",
+            "engine.deploy.writes",
             "engine.deploy.routing",
             "engine.deploy.flags",
             "engine.deploy.view",

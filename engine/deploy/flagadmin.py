@@ -12,8 +12,9 @@ from typing import Any
 from engine.core.errors import FlagError
 from engine.deploy.events import FLAGS_STREAM
 from engine.deploy.flags import Flag
-from engine.deploy.registry import Deployments, _flag_event, default_user
+from engine.deploy.registry import Deployments
 from engine.deploy.view import DeployView
+from engine.deploy.writes import default_user, flag_event
 
 __all__ = ["flag_rollback_target", "rollback_flag"]
 
@@ -66,9 +67,7 @@ def rollback_flag(
         if not history:
             choices = ", ".join(sorted(view.flags)) or "none"
             raise FlagError(f"unknown flag {name!r} (defined: {choices})")
-        return [
-            _flag_event(flag_rollback_target(history, to), "rollback", user, reason)
-        ]
+        return [flag_event(flag_rollback_target(history, to), "rollback", user, reason)]
 
     deployments._change(FLAGS_STREAM, make)
     return deployments.view.flags[name]

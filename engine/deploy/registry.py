@@ -13,105 +13,49 @@ raises :class:`~engine.core.errors.DeployConflict` naming the change that
 won (it never re-decides on routing it did not see). Flag changes, failure
 records and migration audits retry on the fresh state instead.
 
-It is longer than most modules: the registry's reads (cold read by
-stream, follow) and its serialised writes share one view and one lock, and
-splitting them would expose that state between modules.
+Its writes are its base classes: version changes in
+:class:`~engine.deploy.operations.RegistryOperations`, the serialised append
+and flags in :class:`~engine.deploy.writes.RegistryWrites`.
 """
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from engine.core.codec import EventCodec
 from engine.core.errors import (
-    CanaryActive,
     ConcurrencyConflict,
-    DeployConflict,
-    DeployError,
-    DeploySourceError,
-    FlagError,
     NonstopError,
-    RetireRefused,
 )
-from engine.core.events import Metadata, now_micros
-from engine.core.workflow import Workflow, WorkflowRegistry
-from engine.deploy.code import CodeWatch, version_fingerprint
+from engine.core.workflow import WorkflowRegistry
+from engine.deploy.code import CodeWatch
 from engine.deploy.configs import ConfigResolver
 from engine.deploy.events import (
-    CONFIG_STREAM_PREFIX,
     DEPLOY_STREAM_PREFIX,
     FLAGS_STREAM,
     INDEX_STREAM,
     REGISTRY_TYPES,
     CodeMismatch,
-    Deployed,
     DeploymentFailed,
-    FlagChanged,
-    InstancesMigrated,
-    Redeployed,
-    RegistryStream,
-    Retired,
-    Routed,
     deploy_stream,
 )
-from engine.deploy.flags import Flag, FlagKind
-from engine.deploy.routing import Routing, percent_to_bp
+from engine.deploy.operations import RegistryOperations
 from engine.deploy.view import DeployView
-from engine.loading import import_object
-from engine.stats import StatsSource
-from engine.store import EventStore, NewRecord, RecordRow, open_store
+from engine.deploy.writes import ATTEMPTS, default_user, load_source
+from engine.store import EventStore, RecordRow, open_store
 
-__all__ = ["Deployments", "default_user", "load_source", "pending_outbox"]
+__all__ = ["Deployments", "default_user", "load_source"]
 
 log = logging.getLogger("nonstop.deploy")
-_ATTEMPTS = 8
 
 
-def default_user() -> str:
-    """Who is making a change when ``by`` is not given: ``$USER`` or the login."""
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "unknown"
-
-
-def load_source(source: str, workflow: str, version: int) -> Workflow[Any]:
-    """Import ``package.module:attr`` and check it is ``workflow@version``.
-
-    The attribute is a :class:`Workflow` or a zero-argument callable returning
-    one. Importing runs the module, which also registers its event types.
-
-    Raises:
-        DeploySourceError: the import failed or it is not that workflow version.
-    """
-    target = import_object(source, DeploySourceError)
-    attr = source.partition(":")[2]
-    if not isinstance(target, Workflow) and callable(target):
-        try:
-            target = target()
-        except Exception as exc:  # user code
-            raise DeploySourceError(
-                source, f"calling {attr}() failed ({exc!r})"
-            ) from None
-    if not isinstance(target, Workflow):
-        raise DeploySourceError(
-            source, f"{attr} is a {type(target).__name__}, not a Workflow"
-        )
-    if (target.name, target.version) != (workflow, version):
-        raise DeploySourceError(
-            source, f"it defines {target.ref}, not {workflow}@{version}"
-        )
-    return target
-
-
-class Deployments:
+class Deployments(RegistryOperations):
     """The registry of deployments and flags in a store; a router for engines.
 
     Args:
@@ -247,7 +191,7 @@ class Deployments:
                 found.add(rec.stream_id)
         added: list[str] = []
         for stream in sorted(found):
-            for _ in range(_ATTEMPTS):
+            for _ in range(ATTEMPTS):
                 view = self.refresh()
                 if stream in view.streams:
                     break
@@ -355,339 +299,6 @@ class Deployments:
         except NonstopError:  # someone else wrote first, or the store is down
             log.warning("could not record the failure of %s@%s", workflow, version)
 
-    # ----------------------------------------------------------- writing
-
-    def deploy(
-        self,
-        workflow: str,
-        version: int,
-        source: str,
-        *,
-        canary: float | None = None,
-        by: str | None = None,
-        reason: str = "",
-        check: bool = True,
-        replace: bool = False,
-        fingerprint: str | None = None,
-        verified: str = "",
-    ) -> Routing:
-        """Deploy ``workflow@version`` from ``source`` and route new instances to it.
-
-        Without ``canary`` it takes every new instance; with it, that share (in
-        percent) beside the current stable version. The first deployment of a
-        workflow takes every new instance.
-
-        Args:
-            workflow: Workflow name.
-            version: The version deployed.
-            source: ``package.module:attr`` naming it.
-            canary: Its share of new instances in percent (all when None).
-            by: Who deploys (default: the login name).
-            reason: Why (kept in the audit trail).
-            check: Import ``source`` here first.
-            replace: Let a canary take the place of another active canary
-                (which then drains; the change names it in the audit trail).
-            fingerprint: Its code fingerprint (computed from ``source`` when
-                ``check``; empty otherwise).
-            verified: What the replay check said, when the version already
-                had instances (see :func:`engine.deploy.guard.deploy_guarded`).
-
-        Returns:
-            The routing read back from the store after the write.
-
-        Raises:
-            DeploySourceError: ``check`` and ``source`` does not load.
-            CanaryActive: another canary is active and ``replace`` is False.
-            DeployConflict: another change of the workflow's routing won the
-                race; nothing was written.
-            DeployError: the version is deployed already (and not failed), or a
-                canary is asked for a workflow with no stable version.
-        """
-        if check:
-            wf = load_source(source, workflow, version)
-            if fingerprint is None:
-                fingerprint = version_fingerprint(wf)
-        fp = fingerprint or ""
-        bp = percent_to_bp(canary) if canary is not None else None
-        user = by or default_user()
-
-        def make(view: DeployView) -> list[Any]:
-            wd = view.workflow(workflow)
-            known = wd.deployments.get(version)
-            if known is not None and known.state != "failed":
-                raise DeployError(
-                    f"{workflow}@{version} is already deployed ({known.state}); "
-                    "versions are immutable: deploy the change as a new version, "
-                    "or promote this one"
-                )
-            current = wd.effective()
-            if bp is None or bp == 10_000:
-                routing = Routing(version)
-            elif current is None or current.stable == version:
-                raise DeployError(
-                    f"{workflow} has no stable version to run a canary beside; "
-                    f"deploy {workflow}@{version} without --canary first"
-                )
-            else:
-                routing = Routing(current.stable, version, bp)
-            replaced = _replaced_canary(workflow, current, routing, replace)
-            return [
-                Deployed(workflow, version, source, user, reason, fp, verified),
-                _routed(workflow, "deploy", routing, user, reason, replaced),
-            ]
-
-        self._change(deploy_stream(workflow), make)
-        return self._routing(workflow)
-
-    def redeploy(
-        self,
-        workflow: str,
-        version: int,
-        source: str,
-        fingerprint: str,
-        *,
-        check: str,
-        by: str | None = None,
-        reason: str = "",
-    ) -> None:
-        """Record new code for deployed ``workflow@version`` (routing unchanged).
-
-        The caller proves the change safe first (``check``: ``verified``) or
-        says why it did not (``forced``, ``skipped``, with ``reason``); see
-        :func:`engine.deploy.guard.deploy_guarded`.
-
-        Raises:
-            DeployError: the version is not deployed, or records this code.
-            DeployConflict: another change of the workflow won the race.
-        """
-        user = by or default_user()
-
-        def make(view: DeployView) -> list[Any]:
-            known = view.workflow(workflow).deployments.get(version)
-            if known is None or known.state == "failed":
-                raise DeployError(
-                    f"{workflow}@{version} is not deployed; deploy it instead"
-                )
-            if known.fingerprint == fingerprint:
-                raise DeployError(
-                    f"{workflow}@{version} is already deployed with this code"
-                )
-            return [
-                Redeployed(
-                    workflow,
-                    version,
-                    source,
-                    fingerprint,
-                    known.fingerprint,
-                    check,
-                    user,
-                    reason,
-                )
-            ]
-
-        self._change(deploy_stream(workflow), make)
-
-    def promote(
-        self,
-        workflow: str,
-        version: int,
-        *,
-        percent: float = 100.0,
-        by: str | None = None,
-        reason: str = "",
-        replace: bool = False,
-    ) -> Routing:
-        """Give ``version`` ``percent`` of new instances (all by default).
-
-        Returns:
-            The routing read back from the store after the write.
-
-        Raises:
-            CanaryActive: ``version`` would become a canary beside another
-                active canary and ``replace`` is False.
-            DeployConflict: another change of the workflow's routing won the
-                race; nothing was written.
-            DeployError: the version is not deployed, failed or retired.
-        """
-        bp = percent_to_bp(percent)
-        user = by or default_user()
-
-        def make(view: DeployView) -> list[Any]:
-            wd = view.workflow(workflow)
-            d = wd.deployments.get(version)
-            if d is None or not wd.usable(version):
-                state = "not deployed" if d is None else d.state
-                raise DeployError(
-                    f"cannot promote {workflow}@{version}: it is {state}; "
-                    f"deploy it first (nonstop deploy {workflow} {version} "
-                    "--source MOD:ATTR)"
-                )
-            current = wd.effective()
-            if bp == 10_000 or current is None or current.stable == version:
-                routing = Routing(version)
-            else:
-                routing = Routing(current.stable, version, bp)
-            replaced = _replaced_canary(workflow, current, routing, replace)
-            return [_routed(workflow, "promote", routing, user, reason, replaced)]
-
-        self._change(deploy_stream(workflow), make)
-        return self._routing(workflow)
-
-    def rollback(
-        self, workflow: str, *, by: str | None = None, reason: str = ""
-    ) -> Routing:
-        """Send new instances back to the previous version (drop a canary first).
-
-        Running instances are not touched: they stay on their pinned version.
-
-        Returns:
-            The routing read back from the store after the write.
-
-        Raises:
-            DeployConflict: another change of the workflow's routing won the
-                race; nothing was written.
-            DeployError: there is nothing to roll back to.
-        """
-        user = by or default_user()
-
-        def make(view: DeployView) -> list[Any]:
-            target = view.workflow(workflow).rollback_target()
-            if target is None:
-                raise DeployError(
-                    f"{workflow} has no previous version to roll back to; "
-                    "deploy or promote the version you want instead"
-                )
-            return [_routed(workflow, "rollback", target, user, reason)]
-
-        self._change(deploy_stream(workflow), make)
-        return self._routing(workflow)
-
-    def retire(
-        self,
-        workflow: str,
-        version: int,
-        stats: StatsSource,
-        *,
-        by: str | None = None,
-        reason: str = "",
-    ) -> None:
-        """Retire a drained version.
-
-        Raises:
-            RetireRefused: the version still gets new instances, instances
-                of it still run, or effects or timers it asked for are pending
-                or failed (the count is in the message).
-            DeployError: the version is not deployed or already retired.
-        """
-        user = by or default_user()
-        running = sum(
-            s.running for s in stats.version_stats(workflow) if s.version == version
-        )
-        outbox = pending_outbox(self.store, f"{workflow}@{version}")
-
-        def make(view: DeployView) -> list[Any]:
-            wd = view.workflow(workflow)
-            d = wd.deployments.get(version)
-            if d is None or d.state == "retired":
-                state = "not deployed" if d is None else "already retired"
-                raise DeployError(f"cannot retire {workflow}@{version}: it is {state}")
-            r = wd.effective()
-            if r is not None and r.share_bp(version):
-                raise RetireRefused(
-                    f"cannot retire {workflow}@{version}: it still gets "
-                    f"{r.share_bp(version) / 100:g} % of new instances; promote "
-                    "another version or roll back first"
-                )
-            if running:
-                raise RetireRefused(
-                    f"cannot retire {workflow}@{version}: {running} instance(s) "
-                    "still run on it; wait until they finish or migrate them "
-                    f"(nonstop migrate {workflow} --from {version} --to V)"
-                )
-            if outbox:
-                raise RetireRefused(
-                    f"cannot retire {workflow}@{version}: {outbox} still wait in "
-                    "its outbox and are delivered to its logic; let the runner "
-                    "finish them, or retry or cancel the failed ones "
-                    "(nonstop effects list --failed)"
-                )
-            return [Retired(workflow, version, user, reason)]
-
-        self._change(deploy_stream(workflow), make)
-
-    def set_flag(
-        self,
-        name: str,
-        kind: FlagKind,
-        *,
-        enabled: bool = False,
-        percent: float = 0.0,
-        variants: Sequence[tuple[str, float]] = (),
-        by: str | None = None,
-        reason: str = "",
-    ) -> Flag:
-        """Define or change a flag (clears its kill switch).
-
-        Raises:
-            FlagError: the definition is malformed.
-        """
-        user = by or default_user()
-        if not name or name != name.strip() or name.startswith("@"):
-            raise FlagError(
-                f"flag name {name!r} is empty, padded or starts with '@' "
-                "(reserved for the engine's own recorded values)"
-            )
-        flag = Flag(
-            name,
-            kind,
-            enabled,
-            percent_to_bp(percent),
-            tuple((v, percent_to_bp(w)) for v, w in variants),
-        )
-        action = "set"
-
-        def make(view: DeployView) -> list[Any]:
-            return [_flag_event(flag, action, user, reason)]
-
-        self._change(FLAGS_STREAM, make)
-        return self._view.flags[name]
-
-    def kill_flag(
-        self,
-        name: str,
-        *,
-        revive: bool = False,
-        by: str | None = None,
-        reason: str = "",
-    ) -> Flag:
-        """Turn flag ``name`` off for everyone (or, with ``revive``, back on).
-
-        Raises:
-            FlagError: no such flag.
-        """
-        user = by or default_user()
-
-        def make(view: DeployView) -> list[Any]:
-            known = view.flags.get(name)
-            if known is None:
-                choices = ", ".join(sorted(view.flags)) or "none"
-                raise FlagError(
-                    f"unknown flag {name!r} (defined: {choices}); define it "
-                    "with nonstop flags set first"
-                )
-            flag = Flag(
-                known.name,
-                known.kind,
-                known.enabled,
-                known.percent_bp,
-                known.variants,
-                killed=not revive,
-            )
-            return [_flag_event(flag, "revive" if revive else "kill", user, reason)]
-
-        self._change(FLAGS_STREAM, make)
-        return self._view.flags[name]
-
     def close(self) -> None:
         """Close the store if this object opened it."""
         if self._owns_store:
@@ -698,194 +309,3 @@ class Deployments:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ---------------------------------------------------------- internal
-
-    def _routing(self, workflow: str) -> Routing:
-        r = self._view.workflow(workflow).routing
-        assert r is not None
-        return r
-
-    def _change(self, stream: str, make: Callable[[DeployView], list[Any]]) -> None:
-        """Decide events against a fresh view and append them at its position.
-
-        A workflow stream is serialised: when its position moved under this
-        command, the command fails with :class:`DeployConflict` instead of
-        deciding again on routing its caller never saw. Other streams (flags)
-        and a race on the index alone are retried on the fresh state.
-        """
-        for _ in range(_ATTEMPTS):
-            view = self.refresh()
-            decided_at = view.positions.get(stream, 0)
-            audited = len(view.audit)
-            events = make(view)
-            try:
-                self._write(self._batch(view, stream, events))
-            except ConcurrencyConflict:
-                view = self.refresh()
-                if stream.startswith(DEPLOY_STREAM_PREFIX) and (
-                    view.positions.get(stream, 0) != decided_at
-                ):
-                    raise _lost_race(stream, view, audited) from None
-                continue
-            self.refresh()
-            return
-        raise DeployConflict(
-            f"the registry stream {stream!r} kept changing under this command "
-            f"({_ATTEMPTS} attempts); nothing was written: retry"
-        )
-
-    def record_migration(
-        self,
-        workflow: str,
-        from_version: int,
-        to_version: int,
-        *,
-        migrated: int,
-        failed: int,
-        mapper: str = "",
-        by: str | None = None,
-        reason: str = "",
-    ) -> None:
-        """Add a migration of running instances to the audit trail."""
-        event = InstancesMigrated(
-            workflow,
-            from_version,
-            to_version,
-            migrated,
-            failed,
-            mapper,
-            by or default_user(),
-            reason,
-        )
-        stream = deploy_stream(workflow)
-        for _ in range(_ATTEMPTS):
-            view = self.refresh()
-            try:
-                self._write(self._batch(view, stream, [event]))
-            except ConcurrencyConflict:
-                continue
-            self.refresh()
-            return
-        raise DeployConflict(
-            f"the registry stream {stream!r} kept changing while recording the "
-            f"migration of {workflow} (v{from_version} -> v{to_version}); the "
-            "instances are migrated, only the audit entry is missing: retry"
-        )
-
-    def _batch(
-        self, view: DeployView, stream: str, events: list[Any]
-    ) -> list[tuple[str, list[Any], int]]:
-        """``events`` at the end of ``stream``, plus its index entry if new."""
-        batch = [(stream, events, view.positions.get(stream, 0))]
-        indexed = stream.startswith((DEPLOY_STREAM_PREFIX, CONFIG_STREAM_PREFIX))
-        if indexed and stream not in view.streams:
-            batch += self._index_entry(view, stream)
-        return batch
-
-    @staticmethod
-    def _index_entry(view: DeployView, stream: str) -> list[tuple[str, list[Any], int]]:
-        return [
-            (
-                INDEX_STREAM,
-                [RegistryStream(stream)],
-                view.positions.get(INDEX_STREAM, 0),
-            )
-        ]
-
-    def _write(self, batch: list[tuple[str, list[Any], int]]) -> None:
-        """Append each ``(stream, events, after)`` in one transaction."""
-        now = now_micros()
-        records = []
-        for stream, events, after in batch:
-            meta = Metadata(stream)
-            for i, e in enumerate(events, start=1):
-                name, data = self.codec.encode(e, meta, recorded_at=now)
-                records.append(NewRecord(stream, after + i, name, data))
-        self.store.append(records)
-
-
-def _lost_race(stream: str, view: DeployView, audited: int) -> DeployConflict:
-    workflow = stream.removeprefix(DEPLOY_STREAM_PREFIX)
-    won = [a for a in view.audit[audited:] if a.subject == workflow]
-    what = (
-        "; ".join(
-            f"{a.action} by {a.by}{f' ({a.reason})' if a.reason else ''}: {a.detail}"
-            for a in won
-        )
-        or "a change"
-    )
-    routing = view.workflow(workflow).routing
-    now = routing.describe() if routing is not None else "none"
-    return DeployConflict(
-        f"{workflow}'s deployments changed while this command ran ({what}); "
-        f"nothing was written. Routing is now {now}: check it (nonstop versions "
-        f"{workflow}) and run the command again if it still applies"
-    )
-
-
-def _replaced_canary(
-    workflow: str, current: Routing | None, new: Routing, replace: bool
-) -> int | None:
-    """The active canary ``new`` takes the place of, if any.
-
-    Raises:
-        CanaryActive: there is one and ``replace`` is False.
-    """
-    if current is None or current.canary is None or new.canary is None:
-        return None
-    if current.canary == new.canary:
-        return None
-    if not replace:
-        raise CanaryActive(
-            f"{workflow} already has a canary: v{current.canary} at "
-            f"{current.canary_bp / 100:g} % ({current.describe()}); promote or "
-            f"roll it back first, or pass --replace to put v{new.canary} in its "
-            f"place (v{current.canary} then drains)"
-        )
-    return current.canary
-
-
-def _routed(
-    workflow: str,
-    action: str,
-    routing: Routing,
-    by: str,
-    reason: str,
-    replaced: int | None = None,
-) -> Routed:
-    bp = routing.canary_bp if routing.canary is not None else 0
-    return Routed(
-        workflow, action, routing.stable, routing.canary, bp, by, reason, replaced
-    )
-
-
-def _flag_event(flag: Flag, action: str, by: str, reason: str) -> FlagChanged:
-    return FlagChanged(
-        flag.name,
-        action,
-        flag.kind,
-        flag.enabled,
-        flag.percent_bp,
-        list(flag.variants),
-        flag.killed,
-        by,
-        reason,
-    )
-
-
-def pending_outbox(store: EventStore, ref: str) -> str:
-    """What ``ref`` (``name@version``) still has pending or failed in the outbox.
-
-    Returns:
-        E.g. ``"2 effect(s), 1 timer(s)"``; empty when there is nothing.
-    """
-    try:
-        pending = store.outbox().pending()
-    except NotImplementedError:
-        return ""
-    counts = {"effect": 0, "timer": 0}
-    for p in pending:
-        if p.workflow == ref:
-            counts[p.kind] += p.count
-    return ", ".join(f"{n} {kind}(s)" for kind, n in counts.items() if n)
