@@ -26,7 +26,7 @@ from bench.counter import Begin, Increment, encoded_stream, registry
 from bench.harness import PG_URL, Contender, Figure, Target, measure, store_url
 from engine import Engine, open_store
 
-__all__ = ["DESCRIPTION", "run_postgres", "run_sqlite"]
+__all__ = ["DESCRIPTION", "drive_counters", "run_postgres", "run_sqlite"]
 
 DESCRIPTION = """\
 - **commit** (`python -m bench --only commit`): 64 concurrent callers (asyncio
@@ -57,6 +57,31 @@ _RAW_SQLITE_DDL = (
 _PAYLOAD = encoded_stream("x", 2)[1]
 
 
+async def drive_counters(
+    engine: Engine, ids: list[str], seconds: float
+) -> tuple[int, float]:
+    """Start a counter per id, then one task per id sends until the deadline.
+
+    Returns the commands sent and the seconds they took; closes the engine.
+    """
+    await asyncio.gather(
+        *(engine.start("bench-counter", Begin(), instance_id=i) for i in ids)
+    )
+    done = [0]
+    deadline = time.perf_counter() + seconds
+
+    async def caller(iid: str) -> None:
+        while time.perf_counter() < deadline:
+            await engine.send(iid, Increment(1))
+            done[0] += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in ids))
+    elapsed = time.perf_counter() - t0
+    await engine.close()
+    return done[0], elapsed
+
+
 def _engine_contender(url: str, seconds: float, tag: str) -> Contender:
     """64 asyncio tasks on one Engine, each sending to its own instance."""
     reg = registry()
@@ -66,22 +91,7 @@ def _engine_contender(url: str, seconds: float, tag: str) -> Contender:
         counter[0] += 1
         engine = Engine(open_store(url), reg)
         ids = [f"{tag}-{counter[0]}-{i}" for i in range(CALLERS)]
-        await asyncio.gather(
-            *(engine.start("bench-counter", Begin(), instance_id=i) for i in ids)
-        )
-        done = [0]
-        deadline = time.perf_counter() + seconds
-
-        async def caller(iid: str) -> None:
-            while time.perf_counter() < deadline:
-                await engine.send(iid, Increment(1))
-                done[0] += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(caller(i) for i in ids))
-        elapsed = time.perf_counter() - t0
-        await engine.close()
-        return done[0], elapsed
+        return await drive_counters(engine, ids, seconds)
 
     def run() -> tuple[int, float]:
         return asyncio.run(go())

@@ -23,15 +23,22 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
 
-from bench.harness import PG_URL, BenchContext, Figure, Target, pg_schema, store_url
+from bench.harness import (
+    PG_URL,
+    BenchContext,
+    Figure,
+    Target,
+    create_database,
+    drop_database,
+    pg_schema,
+    store_url,
+)
 from bench.workflow import ROOT
 from engine import Context, Status, Workflow, WorkflowRegistry, event, open_store
 from engine.core.effects import EffectCompleted
@@ -216,13 +223,8 @@ def _raw(n: int) -> float:
 
 def _dbos(n: int) -> dict[str, float]:
     """DBOS steps/s and sleep wake-ups/s, measured in a child process."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    dbname = f"nonstop_bench_dbos_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_URL, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    dbname, url = create_database("nonstop_bench_dbos")
     try:
-        url = urlunsplit(urlsplit(PG_URL)._replace(path=f"/{dbname}"))
         done = subprocess.run(
             [sys.executable, "-m", "bench.effects", "--dbos-child", url, str(n)],
             cwd=ROOT,
@@ -234,12 +236,7 @@ def _dbos(n: int) -> dict[str, float]:
         rates: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
         return rates
     finally:
-        with psycopg.connect(PG_URL, autocommit=True) as c:
-            c.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(dbname)
-                )
-            )
+        drop_database(dbname)
 
 
 def _dbos_child(url: str, n: int) -> None:

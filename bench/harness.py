@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 __all__ = [
     "PG_URL",
@@ -25,6 +27,8 @@ __all__ = [
     "Contender",
     "Figure",
     "Target",
+    "create_database",
+    "drop_database",
     "machine",
     "measure",
     "pg_schema",
@@ -236,6 +240,29 @@ def pg_schema(prefix: str = "nonstop_bench") -> Iterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as c:
             c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def create_database(prefix: str) -> tuple[str, str]:
+    """A fresh database on the benchmark server: ``(name, URL)``.
+
+    For baselines that want a database of their own (DBOS); drop it with
+    :func:`drop_database`.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_URL, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    u = urlsplit(PG_URL)
+    return name, urlunsplit((u.scheme, u.netloc, f"/{name}", u.query, u.fragment))
+
+
+def drop_database(name: str) -> None:
+    """Drop a database made by :func:`create_database` (its sessions ended)."""
+    with psycopg.connect(PG_URL, autocommit=True) as c:
+        c.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)
+            )
+        )
 
 
 def store_url(schema: str) -> str:

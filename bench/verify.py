@@ -18,6 +18,7 @@ import gc
 import time
 from pathlib import Path
 
+from bench.commit import drive_counters
 from bench.counter import Begin, Increment, registry, workflow
 from bench.harness import BenchContext, Contender, Figure, Target, measure, store_url
 from engine import Engine, open_store
@@ -52,23 +53,7 @@ def _commit_contender(work: Path | None, seconds: float, *, digests: bool) -> Co
         url = "memory://" if work is None else f"sqlite:///{work / name}"
         engine = Engine(open_store(url), registry(), deployments=False)
         engine.decider.digests = digests
-        ids = [f"c{i}" for i in range(CALLERS)]
-        await asyncio.gather(
-            *(engine.start(workflow.name, Begin(), instance_id=i) for i in ids)
-        )
-        done = [0]
-        deadline = time.perf_counter() + seconds
-
-        async def caller(iid: str) -> None:
-            while time.perf_counter() < deadline:
-                await engine.send(iid, Increment(1))
-                done[0] += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(caller(i) for i in ids))
-        elapsed = time.perf_counter() - t0
-        await engine.close()
-        return done[0], elapsed
+        return await drive_counters(engine, [f"c{i}" for i in range(CALLERS)], seconds)
 
     name = "with state digests" if digests else "no digests"
     return Contender(name, lambda: asyncio.run(go()))

@@ -30,17 +30,24 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
-from bench.harness import PG_URL, BenchContext, Figure, Target, pg_schema, store_url
+from bench.harness import (
+    PG_URL,
+    BenchContext,
+    Figure,
+    Target,
+    create_database,
+    drop_database,
+    pg_schema,
+    store_url,
+)
 
 __all__ = ["DESCRIPTION", "run"]
 
@@ -327,10 +334,7 @@ class _Dbos:
     """Drives DBOS in a child process, in a database of its own."""
 
     def __init__(self) -> None:
-        self.dbname = f"nonstop_bench_dbos_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(PG_URL, autocommit=True) as c:
-            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
-        url = urlunsplit(urlsplit(PG_URL)._replace(path=f"/{self.dbname}"))
+        self.dbname, url = create_database("nonstop_bench_dbos")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.workflow", "--dbos-child", url],
             cwd=ROOT,
@@ -371,12 +375,7 @@ class _Dbos:
             self.proc.kill()
             self.proc.wait()
         finally:
-            with psycopg.connect(PG_URL, autocommit=True) as c:
-                c.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(self.dbname)
-                    )
-                )
+            drop_database(self.dbname)
 
 
 def _dbos_child(url: str) -> None:
