@@ -12,6 +12,9 @@ decode for events at their current schema); the instances read model folds
 events the projection runner has already decoded (:meth:`Replay.apply`). Both
 go through the same checks and the same version switch, and raise the same
 :class:`~engine.core.errors.CorruptStream` for a gap or a missing start.
+
+It stays one module on purpose: it is the one replay rule, and its two entry
+points must not drift apart.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ conflicts and gives up) and only then applied to routing through
 numbers in the reason, so they show in ``nonstop audit``). Routing is
 reconciled with the recorded decisions on every tick, so a controller that
 dies between the two is finished by the next one.
+
+It is longer than most modules: the operator commands, the judging pass and
+the reconciling of routing (versions, flags, configs) all act on one folded
+view of ``nonstop.rollouts`` under one fold lock, and write at the position
+that view read; split, that fence would span modules.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ runs (no stacked retries, and an append is never re-run: see
 :mod:`engine.store.pg_append`). Every wait is bounded: connect, pool acquire
 and statement timeouts, TCP keepalives (see :mod:`engine.store.urls` and
 ``docs/operations.md``).
+
+It is longer than most modules because it implements the whole port (reads,
+appends, snapshots, tracking, dead letters, the outbox) on one pool and one
+set of prepared statements; the append itself and its error mapping live in
+:mod:`engine.store.pg_append`.
 """
 
 from __future__ import annotations
