@@ -150,6 +150,10 @@ def ddl(*, blob: str, bigint: str) -> list[str]:
         f"updated_at {bigint} NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {index}_due ON {table} (kind, status, due_at)",
         "CREATE INDEX IF NOT EXISTS {index}_stream ON {table} (stream_id, kind)",
+        # Rows done stay in the table: what is open is counted through this
+        # partial index, whatever the history (versions, retire).
+        "CREATE INDEX IF NOT EXISTS {index}_open ON {table} "
+        "(workflow, kind, name, version) WHERE status IN ('pending', 'failed')",
     ]
 
 

@@ -122,3 +122,24 @@ async def test_setting_a_keyed_timer_again_rearms_it(engine: Engine) -> None:
     due = box.claim("timer", now=again.item.due_at, lease=HOUR, limit=5)
     assert [e.id for e in due] == ["a#timer:unpaid"]
     assert len(box.entries(kind="effect")) == 2
+
+
+def test_open_work_is_counted_through_an_index(sqlite_url: str) -> None:
+    """Counting what is pending reads the open rows, not the table's history."""
+    import sqlite3
+
+    from engine import open_store
+    from engine.store.outbox import TABLE
+
+    open_store(sqlite_url).close()  # creates the tables and indexes
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT workflow, kind, name, version, count(*) "
+            f"FROM {TABLE} WHERE status IN ('pending', 'failed') "
+            "GROUP BY workflow, kind, name, version"
+        ).fetchall()
+    text = " ".join(str(row[3]) for row in plan)
+    assert f"USING COVERING INDEX {TABLE}_open" in text or (
+        f"USING INDEX {TABLE}_open" in text
+    ), text
