@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     )
     from engine.core.errors import (
         AlreadyReplayed,
+        AppendModeMismatch,
         AppLoadError,
         BrokerUnavailable,
         CanaryActive,
@@ -192,6 +193,7 @@ __all__ = [  # noqa: RUF022 (grouped by layer, not sorted)
     "SchemaLockError",
     "SnapshotMigrationError",
     "StoreNotFound",
+    "AppendModeMismatch",
     "StoreUnavailable",
     "UnknownEventType",
     "UnknownInstance",

@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "AlreadyReplayed",
     "AppLoadError",
+    "AppendModeMismatch",
     "BrokerUnavailable",
     "CanaryActive",
     "CommandInputError",
@@ -246,6 +247,24 @@ class StoreNotFound(StoreUnavailable):
             self,
             f"no nonstop store at {url}{detail}; check the URL (--store or "
             "NONSTOP_STORE), or create one with `nonstop init`",
+        )
+
+
+class AppendModeMismatch(NonstopError, ValueError):
+    """A store was opened asking for an append mode other than the one it records.
+
+    Every process on a store must append the same way, so the mode is recorded
+    in the store and changed only by ``nonstop store appends MODE``.
+    """
+
+    def __init__(self, url: str, recorded: str, requested: str) -> None:
+        self.url = url
+        self.recorded = recorded
+        self.requested = requested
+        super().__init__(
+            f"event store {url} appends {recorded}; this process asks for "
+            f"appends={requested}. Drop the option to follow the store, or switch "
+            f"every process with `nonstop store appends {requested}`."
         )
 
 

@@ -99,14 +99,27 @@ class Deployments(RegistryOperations):
         """The registry as last read (call :meth:`refresh` for the newest)."""
         return self._view
 
-    def refresh(self) -> DeployView:
+    def refresh(self, exact: bool = False) -> DeployView:
         """Fold the registry events written since the last refresh.
 
         When attached to an engine's workflow registry, newly deployed versions
         are imported and registered (hot loading); a version that fails to load
         is marked failed in the registry and is not routed to.
+
+        Args:
+            exact: Read the registry by stream, so that every committed event
+                is in the view, this process's own last write included. The
+                default reads the global order, which on a store running
+                several appends at once stops below the appends still in
+                flight (see :meth:`~engine.store.EventStore.read_all`): what a
+                change decides on is read exactly, a poll need not be.
         """
         with self._lock:
+            if exact:
+                head = self.store.last_global_position()
+                self._fold_streams()
+                self._cold_read = True
+                self._view.seen = max(self._view.seen, head)
             self._fold()
             if self._registry is not None and self._hot_load(self._registry):
                 self._fold()  # this process just recorded a failure
@@ -192,7 +205,7 @@ class Deployments(RegistryOperations):
         added: list[str] = []
         for stream in sorted(found):
             for _ in range(ATTEMPTS):
-                view = self.refresh()
+                view = self.refresh(exact=True)
                 if stream in view.streams:
                     break
                 try:

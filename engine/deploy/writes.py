@@ -92,7 +92,7 @@ class RegistryWrites:
     codec: EventCodec
     _view: DeployView
 
-    def refresh(self) -> DeployView:
+    def refresh(self, exact: bool = False) -> DeployView:
         """Fold the registry events written since the last read (``Deployments``)."""
         raise NotImplementedError
 
@@ -185,20 +185,20 @@ class RegistryWrites:
         and a race on the index alone are retried on the fresh state.
         """
         for _ in range(ATTEMPTS):
-            view = self.refresh()
+            view = self.refresh(exact=True)
             decided_at = view.positions.get(stream, 0)
             audited = len(view.audit)
             events = make(view)
             try:
                 self._write(self._batch(view, stream, events))
             except ConcurrencyConflict:
-                view = self.refresh()
+                view = self.refresh(exact=True)
                 if stream.startswith(DEPLOY_STREAM_PREFIX) and (
                     view.positions.get(stream, 0) != decided_at
                 ):
                     raise _lost_race(stream, view, audited) from None
                 continue
-            self.refresh()
+            self.refresh(exact=True)
             return
         raise DeployConflict(
             f"the registry stream {stream!r} kept changing under this command "
@@ -230,12 +230,12 @@ class RegistryWrites:
         )
         stream = deploy_stream(workflow)
         for _ in range(ATTEMPTS):
-            view = self.refresh()
+            view = self.refresh(exact=True)
             try:
                 self._write(self._batch(view, stream, [event]))
             except ConcurrencyConflict:
                 continue
-            self.refresh()
+            self.refresh(exact=True)
             return
         raise DeployConflict(
             f"the registry stream {stream!r} kept changing while recording the "

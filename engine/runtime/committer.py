@@ -1,12 +1,14 @@
 """Group commit, and the truth about commits in doubt.
 
 Concurrent callers do not each pay for a transaction: each hands its records
-to :meth:`GroupCommitter.commit`; one writer task commits whatever has queued
-up while the previous commit was in flight, in one transaction. A lone caller
-never waits for a window to close: with nothing queued and nothing in flight,
-its append starts at once, without the handoff. That write is the committer's
-(a task it owns), not the caller's: a caller cancelled meanwhile does not stop
-it, and :meth:`GroupCommitter.close` waits for it.
+to :meth:`GroupCommitter.commit`; a write slot commits whatever has queued up
+while the previous commits were in flight, in one transaction. A store that
+runs several appends at once (PostgreSQL in the ``concurrent`` append mode)
+gets several slots; every other store one. A lone caller never waits for a
+window to close: with a slot free and nothing queued, its append starts at
+once. That write is the committer's (a task it owns), not the caller's: a
+caller cancelled meanwhile does not stop it, and
+:meth:`GroupCommitter.close` waits for it.
 
 When the store raises :class:`~engine.core.errors.CommitInDoubt` (the
 connection failed after the append may have reached the server), nothing is
@@ -122,19 +124,28 @@ class _Pending:
 class GroupCommitter:
     """Commits the records of concurrent callers in as few transactions as it can.
 
+    Up to ``writers`` appends are in flight at once (the store's
+    :attr:`~engine.store.EventStore.writers`: 1 unless it runs several
+    appends at once). A caller who finds a free slot and nobody queued writes
+    at once; the others queue, and each slot that frees takes what has queued
+    (up to ``max_batch`` records) as one append.
+
     Args:
         store: Where records are appended.
         max_batch: Most records one group commit writes.
+        writers: Most appends in flight at once (default: the store's).
     """
 
-    def __init__(self, store: EventStore, *, max_batch: int = 1_000) -> None:
+    def __init__(
+        self, store: EventStore, *, max_batch: int = 1_000, writers: int | None = None
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.writers = max(1, writers if writers is not None else store.writers)
         self.commits = 0
         """Transactions written (for monitoring)."""
         self._pending: list[_Pending] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._inline: asyncio.Task[None] | None = None
+        self._flights: set[asyncio.Future[None]] = set()
         self._owned: set[asyncio.Future[None]] = set()
 
     @property
@@ -143,14 +154,14 @@ class GroupCommitter:
         return len(self._pending)
 
     @property
+    def in_flight(self) -> int:
+        """Group commits being written now."""
+        return len(self._flights)
+
+    @property
     def busy(self) -> bool:
         """A write is in flight or queued."""
-        return (
-            self._inline is not None
-            or self._writing()
-            or bool(self._pending)
-            or bool(self._owned)
-        )
+        return bool(self._flights) or bool(self._pending) or bool(self._owned)
 
     def append(
         self,
@@ -198,20 +209,12 @@ class GroupCommitter:
             ConcurrencyConflict: another writer took one of its positions.
             StoreUnavailable: the store failed (see :func:`append_resolving`).
         """
-        if self._inline is None and not self._pending and not self._writing():
-            # A lone caller's write starts at once; whoever comes meanwhile
-            # queues for the next group commit.
-            write = asyncio.ensure_future(
-                asyncio.to_thread(append_resolving, self.store, records)
-            )
-            self._inline = write
-            write.add_done_callback(self._inline_done)
-            await asyncio.shield(write)
-            return
         pending = _Pending(records, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
-        if self._inline is None and not self._writing():
-            self._writer = asyncio.create_task(self._write_loop())
+        # With a free slot and nobody ahead, this caller's write starts now;
+        # whoever comes meanwhile queues for the next group commit. A write is
+        # a task the committer owns: cancelling its caller does not stop it.
+        self._fly()
         try:
             await pending.future
         except asyncio.CancelledError:
@@ -221,35 +224,30 @@ class GroupCommitter:
 
     async def close(self) -> None:
         """Wait for every write in flight or queued (cancel-safe: they go on)."""
-        while self._inline is not None or self._writing() or self._owned:
-            if self._owned:
-                await asyncio.wait(list(self._owned))
-            if self._inline is not None:
-                await asyncio.wait([self._inline])
-            writer = self._writer
-            if writer is not None and not writer.done():
-                await asyncio.wait([writer])
-            await asyncio.sleep(0)  # let done callbacks start the next writer
+        while self._flights or self._owned or self._pending:
+            waiting = [*self._flights, *self._owned]
+            if waiting:
+                await asyncio.wait(waiting)
+            await asyncio.sleep(0)  # let done callbacks start the next writes
 
-    def _inline_done(self, task: asyncio.Task[None]) -> None:
-        self._inline = None
-        if not task.cancelled() and task.exception() is None:
-            self.commits += 1
-        if self._pending and not self._writing():
-            self._writer = asyncio.create_task(self._write_loop())
-
-    def _writing(self) -> bool:
-        return self._writer is not None and not self._writer.done()
-
-    async def _write_loop(self) -> None:
-        while self._pending:
+    def _fly(self) -> None:
+        """Start group commits while a slot is free and callers are queued."""
+        while self._pending and len(self._flights) < self.writers:
             batch: list[_Pending] = []
             size = 0
             while self._pending and (not batch or size < self.max_batch):
                 p = self._pending.pop(0)
                 batch.append(p)
                 size += len(p.records)
-            await self._write(batch)
+            flight = asyncio.ensure_future(self._write(batch))
+            self._flights.add(flight)
+            flight.add_done_callback(self._landed)
+
+    def _landed(self, flight: asyncio.Future[None]) -> None:
+        self._flights.discard(flight)
+        if not flight.cancelled():
+            flight.exception()  # _write resolves every caller itself
+        self._fly()
 
     async def _write(self, batch: list[_Pending]) -> None:
         while batch:
@@ -274,6 +272,10 @@ class GroupCommitter:
                 for p in batch:
                     _resolve(p.future, exc)
                 return
+            except BaseException:  # cancelled (the loop is closing)
+                for p in batch:
+                    p.future.cancel()
+                raise
             self.commits += 1
             for p in batch:
                 _resolve(p.future, None)

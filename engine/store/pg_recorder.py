@@ -28,10 +28,10 @@ __all__ = ["PostgresRecorder"]
 class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
     """The PostgreSQL process recorder, with dead letters and the append function.
 
-    Only its DDL and its in-transaction hooks (``_insert_events``,
-    ``_lock_table``, ``_notify_channel``) are used: the store runs its own
-    statements (see :mod:`engine.store.pg_append`), so none of the library's
-    ``@retry``-decorated methods ever runs an append or a read.
+    Only its DDL and its in-transaction hook (``_insert_events``) are used:
+    the store runs its own statements (see :mod:`engine.store.pg_append`), so
+    none of the library's ``@retry``-decorated methods ever runs an append or
+    a read.
     """
 
     def __init__(
@@ -40,6 +40,7 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
         *,
         events_table_name: str,
         tracking_table_name: str,
+        appends: str = "serial",
     ) -> None:
         super().__init__(
             datastore,
@@ -70,17 +71,38 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
             channel=self.channel_name,
             lock_timeout=datastore.lock_timeout,
             outbox_table=ob.TABLE,
+            appends=appends,
         )
 
     def create_table(self) -> None:
-        """Create the events, tracking and dead-letter tables, the append function."""
+        """Create the tables and the append functions of the recorded mode.
+
+        The events table gets its ``tx`` column (the writing transaction's id,
+        see :class:`~engine.store.pg_append.Statements`) when it lacks one:
+        added without a default first, so rows written before it are not
+        rewritten (they read as NULL), then given its default.
+        """
         super().create_table()
+        table = sql.Identifier(self.datastore.schema, self.events_table_name)
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(self._dl_create)
             for statement in self._ob_create:
                 curs.execute(statement)
-            curs.execute(self.statements.create_function)
-            curs.execute(self.statements.create_ending)
+            curs.execute(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attname = 'tx' AND NOT attisdropped",
+                [table.as_string(curs)],
+            )
+            if curs.fetchone() is None:
+                curs.execute(sql.SQL("ALTER TABLE {} ADD COLUMN tx xid8").format(table))
+                curs.execute(
+                    sql.SQL(
+                        "ALTER TABLE {} ALTER COLUMN tx "
+                        "SET DEFAULT pg_current_xact_id()"
+                    ).format(table)
+                )
+            for statement in self.statements.create_functions:
+                curs.execute(statement)
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -99,8 +121,3 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
     def in_transaction(self, curs: Any, **kwargs: Any) -> None:
         """Insert the tracking record, dead letters and outbox rows in ``curs``."""
         self._insert_events(curs, (), **kwargs)
-
-    def lock_and_notify(self, curs: Any) -> None:
-        """Take the events table lock and queue the notification in ``curs``."""
-        self._lock_table(curs)
-        self._notify_channel(curs)

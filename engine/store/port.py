@@ -111,6 +111,8 @@ class EventStore(ABC):
 
     url: str
     """Where the store lives, password redacted."""
+    writers: int = 1
+    """The most appends an engine keeps in flight on this store at once."""
 
     @abstractmethod
     def append(
@@ -221,11 +223,21 @@ class EventStore(ABC):
     def read_all(
         self, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
     ) -> list[Record]:
-        """Records in global order with global position > ``after``."""
+        """Records in global order with global position > ``after``.
+
+        Only what no append can still write below: every record at or below
+        the last one returned has committed (or never will), so a reader that
+        goes on from there never skips a record that commits later.
+        """
 
     @abstractmethod
     def last_global_position(self) -> int:
-        """The highest global position, 0 for an empty store."""
+        """The highest global position a reader may pass (see :meth:`read_all`).
+
+        0 for an empty store. Appends still in flight may hold lower positions
+        in a store that runs several at once: this is then the highest
+        position below all of them, not the highest position taken.
+        """
 
     @abstractmethod
     def stream_position(self, stream_id: str) -> int:

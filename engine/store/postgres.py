@@ -30,7 +30,7 @@ from psycopg import sql
 from psycopg.rows import RowMaker, dict_row, tuple_row
 
 from engine.core.effects import CancelTimers, OutboxOp
-from engine.core.errors import StoreNotFound, StoreUnavailable
+from engine.core.errors import AppendModeMismatch, StoreNotFound, StoreUnavailable
 from engine.core.events import now_micros
 from engine.store import deadletters as dl
 from engine.store import pg_append, retry
@@ -105,6 +105,14 @@ class PostgresStore(EventStore):
         create: Create the schema and tables when missing; with False, a store
             without nonstop's tables raises ``StoreNotFound`` and nothing is
             created.
+        appends: The append mode (``serial`` or ``concurrent``, see
+            :class:`~engine.store.pg_append.Statements`). Recorded in the
+            store, which every process follows: None (the default) takes the
+            recorded mode (``serial`` for a new store); a mode that differs
+            from the recorded one raises ``AppendModeMismatch``. Change it
+            with :meth:`set_appends` (``nonstop store appends MODE``).
+        writers: In the concurrent mode, the most appends one engine keeps in
+            flight at once (default 4; the pool grows to fit them).
     """
 
     def __init__(
@@ -117,6 +125,8 @@ class PostgresStore(EventStore):
         pool_timeout: float | None = None,
         libpq: Mapping[str, str | int] | None = None,
         create: bool = True,
+        appends: str | None = None,
+        writers: int | None = None,
     ) -> None:
         self.url = redact(url)
         opts = parse_postgres_url(
@@ -126,6 +136,8 @@ class PostgresStore(EventStore):
             statement_timeout=statement_timeout,
             pool_timeout=pool_timeout,
             libpq=libpq,
+            appends=appends,
+            writers=writers,
         )
         self.schema = opts.schema
         self.options = opts
@@ -135,6 +147,8 @@ class PostgresStore(EventStore):
             extra = conninfo.get("options", "")
             conninfo["options"] = f"{extra} -c statement_timeout={ms}".strip()
         self._pool_timeout = opts.pool_timeout
+        self.writers = opts.writers
+        """Appends one engine keeps in flight (1 unless concurrent)."""
         # A connection busy this long sits on a stalled path: the server would
         # have cancelled the statement (and answered) by then.
         self._watchdog = Watchdog(
@@ -158,6 +172,7 @@ class PostgresStore(EventStore):
                         sql.Identifier(self.schema)
                     )
                 )
+            self.appends = self._append_mode(guard, opts.appends, create)
             self._datastore = PostgresDatastore(
                 dbname=str(conninfo["dbname"]),
                 host=str(conninfo["host"]),
@@ -168,12 +183,17 @@ class PostgresStore(EventStore):
                 originator_id_type="text",
             )
             self._pool = self._datastore.pool = _pool(
-                self._datastore, conninfo, opts.pool_size, opts.pool_timeout
+                self._datastore,
+                conninfo,
+                opts.pool_size,
+                opts.pool_timeout,
+                spare=self.writers,
             )
             events = PostgresRecorder(
                 self._datastore,
                 events_table_name=EVENTS_TABLE,
                 tracking_table_name=TRACKING_TABLE,
+                appends=self.appends,
             )
             snapshots = PostgresAggregateRecorder(
                 self._datastore, events_table_name=SNAPSHOTS_TABLE
@@ -199,6 +219,109 @@ class PostgresStore(EventStore):
             "%s",
             skip_locked=True,
         )
+
+    def _append_mode(
+        self, conn: psycopg.Connection[Any], requested: str | None, create: bool
+    ) -> str:
+        """The store's recorded append mode (recorded first for a new store).
+
+        Raises:
+            AppendModeMismatch: ``requested`` differs from the recorded mode.
+        """
+        table = sql.Identifier(self.schema, pg_append.SETTINGS_TABLE)
+        if create:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} "
+                    "(name text PRIMARY KEY, value text NOT NULL)"
+                ).format(table)
+            )
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} VALUES ('appends', %s) ON CONFLICT DO NOTHING"
+                ).format(table),
+                [requested or "serial"],
+            )
+        found = conn.execute(
+            "SELECT to_regclass(%s)", [table.as_string(conn)]
+        ).fetchone()
+        recorded = "serial"
+        if found is not None and found[0] is not None:
+            row = conn.execute(
+                sql.SQL("SELECT value FROM {} WHERE name = 'appends'").format(table)
+            ).fetchone()
+            recorded = str(row[0]) if row else "serial"
+        if requested is not None and requested != recorded:
+            raise AppendModeMismatch(self.url, recorded, requested)
+        self.writers = self.options.writers if recorded == "concurrent" else 1
+        return recorded
+
+    def set_appends(self, mode: str) -> bool:
+        """Switch the store's append mode, for every process on it, live.
+
+        To ``concurrent``: one transaction installs the concurrent append
+        functions and records the mode, which readers check in every read.
+        To ``serial``: one transaction takes the events table in ``EXCLUSIVE``
+        mode (waiting for appends in flight) and installs the serial
+        functions; a second waits the same way for the appends that had
+        already entered the old function, then records the mode, so readers
+        stop checking transaction ids only when no concurrent append is left.
+        Processes learn the new mode's number of appends in flight and its
+        notification when they reopen the store; until then they stay correct
+        (their appends go through the store's functions) but may be slower.
+
+        Args:
+            mode: ``serial`` or ``concurrent``.
+
+        Returns:
+            Whether the mode changed (False: it was already ``mode``).
+
+        Raises:
+            ValueError: ``mode`` is not one of them.
+            StoreUnavailable: the database failed; the mode is unchanged or,
+                when switching to serial, still concurrent (run it again).
+        """
+        if mode not in pg_append.APPENDS:
+            raise ValueError(
+                f"append mode {mode!r} is not one of {', '.join(pg_append.APPENDS)}"
+            )
+        table = sql.Identifier(self.schema, pg_append.SETTINGS_TABLE)
+        events = sql.Identifier(self.schema, EVENTS_TABLE)
+        record = sql.SQL(
+            "INSERT INTO {} VALUES ('appends', %s) "
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+        ).format(table)
+        target = pg_append.Statements(
+            schema=self.schema,
+            events_table=EVENTS_TABLE,
+            channel=self._statements.channel,
+            lock_timeout=self._statements.lock_timeout,
+            outbox_table=self._statements.outbox_table,
+            appends=mode,
+        )
+        lock = sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events)
+        with self._connection() as conn:
+            row = (
+                conn.cursor(row_factory=tuple_row)
+                .execute(
+                    sql.SQL("SELECT value FROM {} WHERE name = 'appends'").format(table)
+                )
+                .fetchone()
+            )
+            if (str(row[0]) if row else "serial") == mode:
+                return False
+            with conn.transaction():
+                if mode == "serial":
+                    conn.execute(lock)
+                for statement in target.create_functions:
+                    conn.execute(statement)
+                if mode == "concurrent":
+                    conn.execute(record, [mode])
+            if mode == "serial":
+                with conn.transaction():
+                    conn.execute(lock)
+                    conn.execute(record, [mode])
+        return True
 
     def outbox(self) -> Outbox:
         """See :meth:`EventStore.outbox` (several runners share it)."""
@@ -260,19 +383,23 @@ class PostgresStore(EventStore):
         self._stream_position = sql.SQL(
             "SELECT max(originator_version) FROM {} WHERE originator_id = %s"
         ).format(table)
-        self._last_global = sql.SQL("SELECT max(notification_id) FROM {}").format(table)
+        visible = self._statements.visible
+        self._last_global = sql.SQL(
+            "SELECT max(notification_id) FROM {} WHERE {}"
+        ).format(table, visible)
         self._tracking = sql.SQL(
             "SELECT max(notification_id) FROM {} WHERE application_name = %s"
         ).format(sql.Identifier(self.schema, TRACKING_TABLE))
         self._select_all = sql.SQL(
             "SELECT originator_id, originator_version, notification_id, topic, state "
-            "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(table)
+            "FROM {} WHERE notification_id > %s AND {} "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(table, visible)
         self._select_all_types = sql.SQL(
             "SELECT originator_id, originator_version, notification_id, topic, state "
             "FROM {} WHERE notification_id > %s AND topic = ANY(%s::text[]) "
-            "ORDER BY notification_id LIMIT %s"
-        ).format(table)
+            "AND {} ORDER BY notification_id LIMIT %s"
+        ).format(table, visible)
         self._load_snapshot = sql.SQL(
             "SELECT originator_version, topic, state FROM {} "
             "WHERE originator_id = %s ORDER BY originator_version DESC LIMIT 1"
@@ -355,6 +482,7 @@ class PostgresStore(EventStore):
         elif ops:
             kwargs["outbox"] = ops
         recorder = self._recorder
+        notify = self.appends == "concurrent"
 
         def attempt() -> list[int]:
             with self._connection() as conn:
@@ -365,10 +493,15 @@ class PostgresStore(EventStore):
                         columns,
                         url=self.url,
                         in_transaction=partial(recorder.in_transaction, **kwargs),
-                        lock_and_notify=recorder.lock_and_notify,
+                        notify=notify,
                     )
                 return pg_append.append(
-                    conn, self._statements, columns, url=self.url, ended=ended
+                    conn,
+                    self._statements,
+                    columns,
+                    url=self.url,
+                    ended=ended,
+                    notify=notify,
                 )
 
         try:
@@ -514,12 +647,18 @@ def _pool(
     conninfo: dict[str, Any],
     size: int,
     timeout: float,
+    *,
+    spare: int = 1,
 ) -> psycopg_pool.ConnectionPool[Any]:
-    """The store's pool: bounded waits, fast recovery after an outage."""
+    """The store's pool: bounded waits, fast recovery after an outage.
+
+    It grows to twice ``size`` at peaks, or to ``size`` + ``spare`` when that
+    is more (room for an engine's appends in flight beside its reads).
+    """
     return psycopg_pool.ConnectionPool(
         kwargs={**conninfo, "row_factory": dict_row},
         min_size=size,
-        max_size=2 * size,
+        max_size=max(2 * size, size + spare),
         open=False,
         configure=datastore.after_connect_func(),
         timeout=timeout,

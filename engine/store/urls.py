@@ -48,7 +48,14 @@ DEFAULT_KEEPALIVES: dict[str, str] = {
 }
 """TCP keepalive settings: a silent peer is detected within about 9 s."""
 
-_OWN_OPTIONS = ("schema", "pool_size", "pool_timeout", "statement_timeout")
+_OWN_OPTIONS = (
+    "schema",
+    "pool_size",
+    "pool_timeout",
+    "statement_timeout",
+    "appends",
+    "writers",
+)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 # userinfo "user:password@": the password runs to the LAST "@" (an unencoded
@@ -144,6 +151,11 @@ class PostgresURL:
     """Seconds to wait for a pooled connection."""
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     """Seconds a statement may run (0: no limit)."""
+    appends: str | None = None
+    """The append mode asked for (``serial`` or ``concurrent``); None follows
+    the mode the store records (``serial`` for a new store)."""
+    writers: int = 4
+    """In the concurrent mode, the most appends one engine has in flight."""
     options: dict[str, str] = field(default_factory=dict)
     """nonstop's own query options as given."""
 
@@ -158,10 +170,10 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresURL:
     Args:
         url: ``postgresql://user[:password]@host[:port]/dbname[?options]``.
         **overrides: ``schema``, ``pool_size``, ``pool_timeout``,
-            ``statement_timeout``, ``connect_timeout``: values that win over the
-            URL's (None: keep the URL's or the default); ``libpq``: a mapping
-            of more libpq keywords (``keepalives_idle``, ``sslmode``, ...),
-            winning too.
+            ``statement_timeout``, ``appends``, ``writers``,
+            ``connect_timeout``: values that win over the URL's (None: keep
+            the URL's or the default); ``libpq``: a mapping of more libpq
+            keywords (``keepalives_idle``, ``sslmode``, ...), winning too.
 
     Raises:
         StoreUnavailable: the URL is malformed, an option is not a number, or
@@ -198,6 +210,11 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresURL:
     for key, value in DEFAULT_KEEPALIVES.items():
         info.setdefault(key, value)
     schema = validate_identifier(own.get("schema", "public"), url)
+    appends = own.get("appends")
+    if appends is not None and appends not in ("serial", "concurrent"):
+        raise StoreUnavailable(
+            shown, f"option appends={appends!r} is not 'serial' or 'concurrent'"
+        )
     return PostgresURL(
         conninfo=info,
         schema=schema,
@@ -206,6 +223,8 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresURL:
         statement_timeout=_number(
             own, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT, shown
         ),
+        appends=appends,
+        writers=int(_number(own, "writers", 4, shown)),
         options=own,
     )
 
@@ -218,10 +237,11 @@ def _number(own: dict[str, str], key: str, default: float, shown: str) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value < 0 or (key == "pool_size" and value < 1):
+    counts = {"pool_size": "connections", "writers": "appends in flight"}
+    if value < 0 or (key in counts and (value < 1 or value != int(value))):
         raise StoreUnavailable(
             shown,
             f"option {key}={raw!r} is not a valid number of "
-            f"{'connections' if key == 'pool_size' else 'seconds'}",
+            f"{counts.get(key, 'seconds')}",
         )
     return value

@@ -49,14 +49,6 @@ def test_insert_events_hook(hook: Callable[..., Any]) -> None:
     assert [k for _, k in names] == [POS, POS, POS, VAR_KW]
 
 
-@pytest.mark.parametrize(
-    "hook",
-    [PostgresProcessRecorder._lock_table, PostgresProcessRecorder._notify_channel],
-)
-def test_lock_and_notify_hooks(hook: Callable[..., Any]) -> None:
-    assert [k for _, k in _params(hook)] == [POS, POS]  # (self, cursor)
-
-
 def test_popo_hooks() -> None:
     for hook in (
         POPOProcessRecorder._assert_uniqueness,

@@ -1,0 +1,238 @@
+"""PostgreSQL's concurrent append mode: appends in flight at once, no reader skips.
+
+The guarantee under test: a reader that tails the global order
+(``read_all(after=last)``, the way projections and the publisher do) sees
+every committed position exactly once, in order, and never passes a position
+that an append still in flight commits later.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from engine import AppendModeMismatch, StoreUnavailable
+from engine.store import NewRecord
+from engine.store.postgres import EVENTS_TABLE, PostgresStore
+from engine.store.urls import parse_postgres_url
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def concurrent(pg_url: str) -> Iterator[PostgresStore]:
+    store = PostgresStore(pg_url, appends="concurrent")
+    yield store
+    store.close()
+
+
+def _raw(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(**parse_postgres_url(url).conninfo, autocommit=True)
+
+
+def _all_ids(url: str) -> list[int]:
+    schema = parse_postgres_url(url).schema
+    with _raw(url) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT notification_id FROM {} ORDER BY 1").format(
+                sql.Identifier(schema, EVENTS_TABLE)
+            )
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _held_append(url: str, stream: str) -> tuple[psycopg.Connection[object], int]:
+    """An append through the store's own function, left uncommitted."""
+    schema = parse_postgres_url(url).schema
+    conn = _raw(url)
+    conn.execute("BEGIN")
+    row = conn.execute(
+        sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
+            sql.Identifier(schema, f"{EVENTS_TABLE}_append")
+        ),
+        [[stream], [1], ["T"], [b"held"]],
+    ).fetchone()
+    assert row is not None
+    return conn, int(row[0])
+
+
+def test_the_mode_is_recorded_in_the_store_and_followed(pg_url: str) -> None:
+    first = PostgresStore(pg_url, appends="concurrent")
+    try:
+        assert (first.appends, first.writers) == ("concurrent", 4)
+        follower = PostgresStore(pg_url)  # no option: the recorded mode
+        assert (follower.appends, follower.writers) == ("concurrent", 4)
+        follower.close()
+        with pytest.raises(AppendModeMismatch, match="nonstop store appends serial"):
+            PostgresStore(pg_url, appends="serial")
+        narrow = PostgresStore(f"{pg_url}&writers=2")
+        assert narrow.writers == 2
+        narrow.close()
+    finally:
+        first.close()
+
+
+def test_a_new_store_appends_serially_with_one_writer(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    try:
+        assert (store.appends, store.writers) == ("serial", 1)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("bad", ["appends=parallel", "writers=0", "writers=1.5"])
+def test_bad_options_name_the_value(pg_url: str, bad: str) -> None:
+    with pytest.raises(StoreUnavailable, match=bad.split("=")[0]):
+        PostgresStore(f"{pg_url}&{bad}")
+
+
+def test_a_reader_stops_below_an_append_in_flight(
+    concurrent: PostgresStore, pg_url: str
+) -> None:
+    concurrent.append([NewRecord("before", 1, "T", b"a")])
+    held, held_id = _held_append(pg_url, "held")
+    try:
+        # A later append commits while the first is still in flight.
+        (later_id,) = concurrent.append([NewRecord("later", 1, "T", b"b")])
+        assert later_id > held_id
+        assert held_id not in _all_ids(pg_url)  # the teeth: out of order
+        assert later_id in _all_ids(pg_url)
+        seen = [r.global_position for r in concurrent.read_all()]
+        assert seen == [held_id - 1] or all(p < held_id for p in seen)
+        assert later_id not in seen
+        assert concurrent.last_global_position() < held_id
+        held.execute("COMMIT")
+        rows = concurrent.read_all()
+        assert [r.global_position for r in rows][-2:] == [held_id, later_id]
+        assert concurrent.last_global_position() == later_id
+    finally:
+        held.close()
+
+
+def test_an_append_in_flight_does_not_block_another(
+    concurrent: PostgresStore, pg_url: str
+) -> None:
+    held, _ = _held_append(pg_url, "held")
+    try:
+        done = threading.Event()
+
+        def other() -> None:
+            concurrent.append([NewRecord("other", 1, "T", b"x")])
+            done.set()
+
+        thread = threading.Thread(target=other, daemon=True)
+        thread.start()
+        # Serially, this append would wait for the table lock the held one has.
+        assert done.wait(10)
+    finally:
+        held.execute("ROLLBACK")
+        held.close()
+
+
+def test_a_rolled_back_append_leaves_a_gap_readers_pass(
+    concurrent: PostgresStore, pg_url: str
+) -> None:
+    held, held_id = _held_append(pg_url, "held")
+    (later_id,) = concurrent.append([NewRecord("later", 1, "T", b"b")])
+    held.execute("ROLLBACK")
+    held.close()
+    assert [r.global_position for r in concurrent.read_all()] == [later_id]
+    assert held_id < later_id
+
+
+def _write(url: str, prefix: str, appends: int, per: int) -> None:
+    """Append ``appends`` times ``per`` events to streams of its own."""
+    store = PostgresStore(url)
+    try:
+        for i in range(appends):
+            store.append(
+                [NewRecord(f"{prefix}-{i}-{j}", 1, "T", b"x") for j in range(per)]
+            )
+    finally:
+        store.close()
+
+
+def _tail(store: PostgresStore, stop: threading.Event, out: list[int]) -> None:
+    """Tail the global order the way projections do, until told to stop."""
+    after = 0
+    while True:
+        stopping = stop.is_set()
+        rows = store.read_all(after=after, limit=50)
+        for r in rows:
+            out.append(r.global_position)
+        if rows:
+            after = rows[-1].global_position
+        elif stopping:
+            return
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_many_writers_threads_and_processes_one_reader_sees_each_once(
+    concurrent: PostgresStore, pg_url: str
+) -> None:
+    seen: list[int] = []
+    stop = threading.Event()
+    reader_store = PostgresStore(pg_url)
+    reader = threading.Thread(target=_tail, args=(reader_store, stop, seen))
+    reader.start()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_write, args=(pg_url, f"p{n}", 150, 3)) for n in range(3)
+    ]
+    for p in procs:
+        p.start()
+    threads = [
+        threading.Thread(target=_write, args=(pg_url, f"t{n}", 150, 2))
+        for n in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    for p in procs:
+        p.join(180)
+        assert p.exitcode == 0
+    stop.set()
+    reader.join(60)
+    reader_store.close()
+    committed = _all_ids(pg_url)
+    assert len(committed) == 3 * 150 * 3 + 6 * 150 * 2
+    assert seen == committed  # each once, in order, none skipped
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_switching_modes_live_loses_nothing(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    seen: list[int] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=_tail, args=(store, stop, seen))
+    reader.start()
+    threads = [
+        threading.Thread(target=_write, args=(pg_url, f"w{n}", 200, 2))
+        for n in range(4)
+    ]
+    for t in threads:
+        t.start()
+    assert store.set_appends("concurrent")
+    assert store.set_appends("serial")
+    assert store.set_appends("concurrent")
+    assert not store.set_appends("concurrent")
+    for t in threads:
+        t.join(120)
+    stop.set()
+    reader.join(60)
+    try:
+        assert seen == _all_ids(pg_url)
+        assert len(seen) == 4 * 200 * 2
+        assert PostgresStore(pg_url).appends == "concurrent"
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="'fast'"):
+        store.set_appends("fast")
