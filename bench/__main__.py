@@ -34,6 +34,7 @@ PLUGINS = {
     "verify": "bench.verify",
     "scale": "bench.scale",
     "effects": "bench.effects",
+    "scaleout": "bench.scaleout",
 }
 """Scenario name -> module with ``DESCRIPTION`` (markdown) and
 ``run(ctx: BenchContext) -> list[Figure]``; each module picks its own sizes

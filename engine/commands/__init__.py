@@ -32,6 +32,7 @@ GROUPS = (
     "engine.commands.config",
     "engine.commands.verify",
     "engine.commands.histories",
+    "engine.commands.store",
     "engine.commands.effects",
 )
 """Modules whose ``register(sub)`` adds subcommands, in help order."""

@@ -101,8 +101,8 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
                         "SET DEFAULT pg_current_xact_id()"
                     ).format(table)
                 )
-            for statement in self.statements.create_functions:
-                curs.execute(statement)
+            for function in self.statements.create_functions:
+                curs.execute(function)
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -300,6 +300,11 @@ class PostgresStore(EventStore):
             appends=mode,
         )
         lock = sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events)
+        # One schema change at a time: a store being opened installs the
+        # functions of the mode it read under the same lock.
+        creating = sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+            sql.Literal(f"nonstop:{self.schema}")
+        )
         with self._connection() as conn:
             row = (
                 conn.cursor(row_factory=tuple_row)
@@ -311,6 +316,7 @@ class PostgresStore(EventStore):
             if (str(row[0]) if row else "serial") == mode:
                 return False
             with conn.transaction():
+                conn.execute(creating)
                 if mode == "serial":
                     conn.execute(lock)
                 for statement in target.create_functions:
@@ -319,6 +325,7 @@ class PostgresStore(EventStore):
                     conn.execute(record, [mode])
             if mode == "serial":
                 with conn.transaction():
+                    conn.execute(creating)
                     conn.execute(lock)
                     conn.execute(record, [mode])
         return True

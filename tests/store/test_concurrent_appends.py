@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -44,6 +45,14 @@ def _all_ids(url: str) -> list[int]:
             )
         ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for ``check`` (another test's transaction may hold readers back)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def _held_append(url: str, stream: str) -> tuple[psycopg.Connection[object], int]:
@@ -107,9 +116,9 @@ def test_a_reader_stops_below_an_append_in_flight(
         assert later_id not in seen
         assert concurrent.last_global_position() < held_id
         held.execute("COMMIT")
+        _until(lambda: concurrent.last_global_position() == later_id)
         rows = concurrent.read_all()
         assert [r.global_position for r in rows][-2:] == [held_id, later_id]
-        assert concurrent.last_global_position() == later_id
     finally:
         held.close()
 
@@ -141,6 +150,7 @@ def test_a_rolled_back_append_leaves_a_gap_readers_pass(
     (later_id,) = concurrent.append([NewRecord("later", 1, "T", b"b")])
     held.execute("ROLLBACK")
     held.close()
+    _until(lambda: concurrent.last_global_position() == later_id)
     assert [r.global_position for r in concurrent.read_all()] == [later_id]
     assert held_id < later_id
 
@@ -157,18 +167,31 @@ def _write(url: str, prefix: str, appends: int, per: int) -> None:
         store.close()
 
 
-def _tail(store: PostgresStore, stop: threading.Event, out: list[int]) -> None:
-    """Tail the global order the way projections do, until told to stop."""
-    after = 0
-    while True:
-        stopping = stop.is_set()
-        rows = store.read_all(after=after, limit=50)
-        for r in rows:
-            out.append(r.global_position)
-        if rows:
-            after = rows[-1].global_position
-        elif stopping:
-            return
+class _Tail(threading.Thread):
+    """Tails the global order the way projections do, up to a final position."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        super().__init__(daemon=True)
+        self.store = store
+        self.seen: list[int] = []
+        self.last: int | None = None  # set once every writer is done
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        after = 0
+        while self.last is None or after < self.last:
+            rows = self.store.read_all(after=after, limit=50)
+            self.seen.extend(r.global_position for r in rows)
+            if rows:
+                after = rows[-1].global_position
+            else:
+                time.sleep(0.005)
+        self.done.set()
+
+    def finish(self, committed: list[int]) -> list[int]:
+        self.last = committed[-1]
+        assert self.done.wait(60), "the reader never reached the last position"
+        return self.seen
 
 
 @pytest.mark.slow
@@ -176,10 +199,8 @@ def _tail(store: PostgresStore, stop: threading.Event, out: list[int]) -> None:
 def test_many_writers_threads_and_processes_one_reader_sees_each_once(
     concurrent: PostgresStore, pg_url: str
 ) -> None:
-    seen: list[int] = []
-    stop = threading.Event()
     reader_store = PostgresStore(pg_url)
-    reader = threading.Thread(target=_tail, args=(reader_store, stop, seen))
+    reader = _Tail(reader_store)
     reader.start()
     ctx = multiprocessing.get_context("spawn")
     procs = [
@@ -198,21 +219,17 @@ def test_many_writers_threads_and_processes_one_reader_sees_each_once(
     for p in procs:
         p.join(180)
         assert p.exitcode == 0
-    stop.set()
-    reader.join(60)
-    reader_store.close()
     committed = _all_ids(pg_url)
     assert len(committed) == 3 * 150 * 3 + 6 * 150 * 2
-    assert seen == committed  # each once, in order, none skipped
+    assert reader.finish(committed) == committed  # each once, in order
+    reader_store.close()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_switching_modes_live_loses_nothing(pg_url: str) -> None:
     store = PostgresStore(pg_url)
-    seen: list[int] = []
-    stop = threading.Event()
-    reader = threading.Thread(target=_tail, args=(store, stop, seen))
+    reader = _Tail(store)
     reader.start()
     threads = [
         threading.Thread(target=_write, args=(pg_url, f"w{n}", 200, 2))
@@ -226,11 +243,10 @@ def test_switching_modes_live_loses_nothing(pg_url: str) -> None:
     assert not store.set_appends("concurrent")
     for t in threads:
         t.join(120)
-    stop.set()
-    reader.join(60)
+    committed = _all_ids(pg_url)
     try:
-        assert seen == _all_ids(pg_url)
-        assert len(seen) == 4 * 200 * 2
+        assert reader.finish(committed) == committed
+        assert len(committed) == 4 * 200 * 2
         assert PostgresStore(pg_url).appends == "concurrent"
     finally:
         store.close()
