@@ -10,6 +10,7 @@ they use its number of appends in flight once they reopen the store.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from engine.commands import CliContext
@@ -44,9 +45,10 @@ def _appends(ctx: CliContext, args: argparse.Namespace) -> int:
                     f"{store.url} appends serial (the only mode of this kind of store)"
                 )
                 return 0
-            ctx.out.print(
+            print(
                 f"nonstop: error: {store.url} can only append serially: the "
-                "concurrent mode is a PostgreSQL store's"
+                "concurrent mode is a PostgreSQL store's",
+                file=sys.stderr,
             )
             return 2
         if args.mode is None:
