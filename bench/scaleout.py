@@ -66,8 +66,9 @@ DESCRIPTION = f"""\
   together at a barrier; rounds interleaved, each mode in a fresh schema. The
   CPU of each engine process, of the server (every `postgres` process, from
   `/proc`) and of the whole machine over the window is given as a share of one
-  core (1.0 = one core busy; this machine has {os.cpu_count()} cores): where
-  the cores are the limit, more processes cannot add throughput."""
+  core (1.0 = one core busy), with the rest of the machine's (the kernel, other
+  programs): where the machine's cores are all busy, more processes cannot add
+  throughput."""
 
 
 def _label(procs: int, mode: str) -> str:
@@ -93,6 +94,13 @@ class Round:
     """Every ``postgres`` process's CPU over the window, in cores (None: no /proc)."""
     machine: float | None
     """The whole machine's busy CPU over the window, in cores (None: no /proc)."""
+
+    @property
+    def rest(self) -> float | None:
+        """The machine's CPU used by neither the engines nor the server, in cores."""
+        if self.machine is None or self.server is None:
+            return None
+        return self.machine - self.server - sum(self.processes)
 
 
 # ------------------------------------------------------------------ /proc
@@ -278,7 +286,8 @@ def _contender(
         print(
             f"    {label}: CPU in cores, each process "
             f"{', '.join(f'{c:.2f}' for c in r.processes)}; server "
-            f"{_cores(r.server)}; machine {_cores(r.machine)} of {os.cpu_count()}"
+            f"{_cores(r.server)}; machine {_cores(r.machine)} of {os.cpu_count()} "
+            f"(the rest {_cores(r.rest)})"
         )
         return r.done, r.seconds
 
@@ -299,7 +308,8 @@ def _cpu(label: str, rounds: list[Round]) -> str:
     return (
         f"{label}: each process {', '.join(f'{c:.2f}' for c in each)}, server "
         f"{_cores(_median([r.server for r in rounds]))}, machine "
-        f"{_cores(_median([r.machine for r in rounds]))}"
+        f"{_cores(_median([r.machine for r in rounds]))} (the rest "
+        f"{_cores(_median([r.rest for r in rounds]))})"
     )
 
 
@@ -404,6 +414,9 @@ def _cpu_figure(rounds: list[Round]) -> Figure:
         baselines["PostgreSQL server (every postgres process)"] = server
     if machine:
         baselines[f"whole machine ({os.cpu_count()} cores)"] = machine
+    rest = [r.rest for r in rounds if r.rest is not None]
+    if rest:
+        baselines["the rest of the machine (kernel, other programs)"] = rest
     return Figure(
         "scaleout-cpu-4",
         "PostgreSQL: CPU over the window, 4 engine processes x "
@@ -412,7 +425,8 @@ def _cpu_figure(rounds: list[Round]) -> Figure:
         "user + system CPU seconds over the timed window divided by its wall "
         "seconds (1.0 = one core busy): each engine process (all rounds' "
         "processes; from the process itself), the server (utime + stime of "
-        "every postgres process in /proc) and the whole machine (/proc/stat); "
+        "every postgres process in /proc), the whole machine (/proc/stat) and "
+        "what of it neither used; "
         "ratios here are shares of the server's and the machine's CPU",
         "each engine process",
         [c for r in rounds for c in r.processes],
