@@ -233,6 +233,8 @@ def _round(url: str, procs: int, tag: str, seconds: float, warmup: float) -> Rou
         server1, machine1 = _server_ticks(), _machine_ticks()
         for child in children:
             child.join(_WAIT)
+        if any(child.exitcode != 0 for child in children):
+            raise RuntimeError(_failure(out, "after the window"))
     finally:
         for child in children:
             if child.is_alive():
@@ -253,7 +255,7 @@ def _round(url: str, procs: int, tag: str, seconds: float, warmup: float) -> Rou
 
 
 def _failure(out: Any, when: str) -> str:
-    """What the engine processes reported when the barrier broke."""
+    """What the engine processes that failed reported."""
     errors = []
     try:
         while True:

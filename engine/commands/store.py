@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.commands import CliContext
 from engine.store import open_store
-from engine.store.pg_append import APPENDS
+from engine.store.urls import APPENDS
 
 __all__ = ["register"]
 

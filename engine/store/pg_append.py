@@ -29,15 +29,13 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from engine.core.errors import CommitInDoubt, StoreUnavailable
+from engine.store.urls import APPENDS
 
-__all__ = ["APPENDS", "SETTINGS_TABLE", "Columns", "Statements", "append", "is_dead"]
+__all__ = ["SETTINGS_TABLE", "Columns", "Statements", "append", "is_dead"]
 
 Columns = tuple[list[str], list[int], list[str], list[bytes]]
 """Events to insert as columns: stream ids, positions, type names, envelopes."""
 
-
-APPENDS = ("serial", "concurrent")
-"""The append modes a PostgreSQL store runs in (see :class:`Statements`)."""
 
 SETTINGS_TABLE = "nonstop_settings"
 """The store's settings (``name``, ``value``): the append mode lives there."""

@@ -48,7 +48,7 @@ from engine.store.port import (
     Tracking,
     outbox_ops,
 )
-from engine.store.urls import parse_postgres_url, redact
+from engine.store.urls import APPENDS, parse_postgres_url, redact
 from engine.store.watchdog import Watchdog
 
 __all__ = ["PostgresStore"]
@@ -281,10 +281,8 @@ class PostgresStore(EventStore):
             StoreUnavailable: the database failed; the mode is unchanged or,
                 when switching to serial, still concurrent (run it again).
         """
-        if mode not in pg_append.APPENDS:
-            raise ValueError(
-                f"append mode {mode!r} is not one of {', '.join(pg_append.APPENDS)}"
-            )
+        if mode not in APPENDS:
+            raise ValueError(f"append mode {mode!r} is not one of {', '.join(APPENDS)}")
         table = sql.Identifier(self.schema, pg_append.SETTINGS_TABLE)
         events = sql.Identifier(self.schema, EVENTS_TABLE)
         record = sql.SQL(

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from engine.core.errors import StoreUnavailable
 
 __all__ = [
+    "APPENDS",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_KEEPALIVES",
     "DEFAULT_POOL_TIMEOUT",
@@ -56,6 +57,8 @@ _OWN_OPTIONS = (
     "appends",
     "writers",
 )
+APPENDS = ("serial", "concurrent")
+"""The append modes of a PostgreSQL store (see :mod:`engine.store.pg_append`)."""
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 # userinfo "user:password@": the password runs to the LAST "@" (an unencoded
@@ -211,7 +214,7 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresURL:
         info.setdefault(key, value)
     schema = validate_identifier(own.get("schema", "public"), url)
     appends = own.get("appends")
-    if appends is not None and appends not in ("serial", "concurrent"):
+    if appends is not None and appends not in APPENDS:
         raise StoreUnavailable(
             shown, f"option appends={appends!r} is not 'serial' or 'concurrent'"
         )
