@@ -11,8 +11,8 @@ the longest window.
 
 Around the window the parent reads the CPU time of every ``postgres`` process
 and of the whole machine from ``/proc``, so that where the machine's cores are
-the limit the figures say so. The rounds (1, 2 and 4 processes with concurrent
-appends, 1 and 2 with serial appends) are interleaved; each mode has a fresh
+the limit the figures say so. The rounds (1, 2 and 4 processes with either
+append mode, and 1 process with 4 writers) are interleaved; each mode has a fresh
 schema of its own (a schema keeps the append mode it was created with).
 """
 
@@ -26,6 +26,7 @@ import statistics
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from bench.harness import (
     store_url,
 )
 from engine import Engine, open_store
+from engine.store import NewRecord
 from engine.store.postgres import PostgresStore
 
 __all__ = ["DESCRIPTION", "run"]
@@ -58,9 +60,12 @@ DESCRIPTION = f"""\
   PostgreSQL database, each its own `Engine` with {CALLERS} asyncio tasks sending
   `Increment` to their own counter instances one after another (the commit
   scenario's load); committed transitions/s of all processes together. With
-  `appends=concurrent` (several appends in flight per engine and across
-  processes; the default 4 writers per engine): 1, 2 and 4 processes; with
-  `appends=serial` (every append locks the events table): 1 and 2 processes.
+  `appends=concurrent` (appends of every process side by side, one group
+  commit in flight per engine): 1, 2 and 4 processes, and 1 process keeping 4
+  group commits in flight (`writers=4`); with `appends=serial` (every append
+  locks the events table): 1, 2 and 4 processes. Then the store alone: 1 and 4
+  processes of 8 threads, each thread appending one event per transaction
+  (`PostgresStore.append`, no engine, so no group commit), in either mode.
   Each process is spawned, starts its counters and sends for
   {WARMUP[False]:g} s, then all start the timed window ({SECONDS[False]:g} s)
   together at a barrier; rounds interleaved, each mode in a fresh schema. The
@@ -77,7 +82,21 @@ def _label(procs: int, mode: str) -> str:
 
 
 C1, C2, C4 = (_label(n, "concurrent") for n in (1, 2, 4))
-S1, S2 = (_label(n, "serial") for n in (1, 2))
+S1, S2, S4 = (_label(n, "serial") for n in (1, 2, 4))
+C1W4 = f"{C1}, 4 writers"
+"""One process keeping 4 group commits in flight (``?writers=4``)."""
+THREADS = 8
+"""Threads per process appending one event per transaction (the store alone)."""
+_DATA = b"x" * 200
+
+
+def _appenders(procs: int, mode: str) -> str:
+    noun = "process" if procs == 1 else "processes"
+    return f"{procs} {noun} x {THREADS} threads, one event per append, {mode}"
+
+
+A1C, A4C = (_appenders(n, "concurrent") for n in (1, 4))
+A1S, A4S = (_appenders(n, "serial") for n in (1, 4))
 
 
 @dataclass(frozen=True)
@@ -183,12 +202,49 @@ async def _process(
         await engine.close()
 
 
-def _child(
+def _appends(
     url: str, tag: str, seconds: float, warmup: float, barrier: Any, out: Any
 ) -> None:
-    """An engine process of a round (the target of ``multiprocessing``)."""
+    """``THREADS`` threads on one store, each appending one event at a time."""
+    store = PostgresStore(url, pool_size=THREADS)
+    made = [0] * THREADS
+
+    def drive(k: int, deadline: float) -> int:
+        n = 0
+        while time.perf_counter() < deadline:
+            made[k] += 1
+            store.append([NewRecord(f"{tag}-{k}-{made[k]}", 1, "Counted", _DATA)])
+            n += 1
+        return n
+
     try:
-        asyncio.run(_process(url, tag, seconds, warmup, barrier, out))
+        with ThreadPoolExecutor(THREADS) as pool:
+            end = time.perf_counter() + warmup
+            list(pool.map(lambda k: drive(k, end), range(THREADS)))
+            barrier.wait(_WAIT)
+            cpu, t0 = time.process_time(), time.perf_counter()
+            done = sum(pool.map(lambda k: drive(k, t0 + seconds), range(THREADS)))
+            elapsed = time.perf_counter() - t0
+        out.put(("ok", done, elapsed, time.process_time() - cpu))
+    finally:
+        store.close()
+
+
+def _child(
+    url: str,
+    tag: str,
+    seconds: float,
+    warmup: float,
+    barrier: Any,
+    out: Any,
+    kind: str = "engine",
+) -> None:
+    """A process of a round (the target of ``multiprocessing``)."""
+    try:
+        if kind == "appends":
+            _appends(url, tag, seconds, warmup, barrier, out)
+        else:
+            asyncio.run(_process(url, tag, seconds, warmup, barrier, out))
     except BaseException:
         out.put(("error", traceback.format_exc()))
         barrier.abort()
@@ -198,15 +254,17 @@ def _child(
 # ----------------------------------------------------------------- parent
 
 
-def _round(url: str, procs: int, tag: str, seconds: float, warmup: float) -> Round:
-    """Run ``procs`` engine processes on ``url`` through one timed window."""
+def _round(
+    url: str, procs: int, tag: str, seconds: float, warmup: float, kind: str
+) -> Round:
+    """Run ``procs`` processes of ``kind`` on ``url`` through one timed window."""
     mp = multiprocessing.get_context("spawn")
     barrier = mp.Barrier(procs + 1)
     out = mp.Queue()
     children = [
         mp.Process(
             target=_child,
-            args=(url, f"{tag}-p{k}", seconds, warmup, barrier, out),
+            args=(url, f"{tag}-p{k}", seconds, warmup, barrier, out, kind),
             daemon=True,
         )
         for k in range(procs)
@@ -280,10 +338,12 @@ def _contender(
     seconds: float,
     warmup: float,
     rounds: dict[str, list[Round]],
+    kind: str = "engine",
 ) -> Contender:
     def go() -> tuple[int, float]:
         n = len(rounds[label]) + 1
-        r = _round(url, procs, f"{procs}p-r{n}", seconds, warmup)
+        tag = "".join(ch for ch in label if ch.isalnum())
+        r = _round(url, procs, f"{tag}-r{n}", seconds, warmup, kind)
         rounds[label].append(r)
         print(
             f"    {label}: CPU in cores, each process "
@@ -318,7 +378,9 @@ def _cpu(label: str, rounds: list[Round]) -> str:
 def run(ctx: BenchContext) -> list[Figure]:
     """Interleave every configuration ``ctx.reps`` times; one figure per ratio."""
     seconds, warmup = SECONDS[ctx.quick], WARMUP[ctx.quick]
-    rounds: dict[str, list[Round]] = {c: [] for c in (C2, C1, C4, S1, S2)}
+    rounds: dict[str, list[Round]] = {
+        c: [] for c in (C2, C1, C4, S1, S2, S4, C1W4, A4C, A1C, A4S, A1S)
+    }
     with (
         pg_schema(prefix=ctx.schema) as concurrent,
         pg_schema(prefix=ctx.schema) as serial,
@@ -333,8 +395,11 @@ def run(ctx: BenchContext) -> list[Figure]:
             finally:
                 store.close()
 
-        def contender(label: str, mode: str, procs: int) -> Contender:
-            return _contender(label, urls[mode], procs, seconds, warmup, rounds)
+        def contender(
+            label: str, mode: str, procs: int, options: str = "", kind: str = "engine"
+        ) -> Contender:
+            url = urls[mode] + options
+            return _contender(label, url, procs, seconds, warmup, rounds, kind)
 
         fig = measure(
             "scaleout",
@@ -347,10 +412,26 @@ def run(ctx: BenchContext) -> list[Figure]:
                 contender(C4, "concurrent", 4),
                 contender(S1, "serial", 1),
                 contender(S2, "serial", 2),
+                contender(S4, "serial", 4),
+                contender(C1W4, "concurrent", 1, "&writers=4"),
+            ],
+            reps=ctx.reps,
+        )
+        appends = measure(
+            "scaleout",
+            "scaleout",
+            unit="appends/s",
+            what="",
+            subject=contender(A4C, "concurrent", 4, kind="appends"),
+            baselines=[
+                contender(A1C, "concurrent", 1, kind="appends"),
+                contender(A4S, "serial", 4, kind="appends"),
+                contender(A1S, "serial", 1, kind="appends"),
             ],
             reps=ctx.reps,
         )
     samples = {C2: fig.samples, **fig.baselines}
+    samples.update({A4C: appends.samples, **appends.baselines})
     window = (
         f"{CALLERS} asyncio tasks per engine process, each sending Increment to its "
         f"own counter instance one after another, for {seconds:g} s after a "
@@ -359,14 +440,20 @@ def run(ctx: BenchContext) -> list[Figure]:
     )
 
     def figure(
-        key: str, name: str, subject: str, others: list[str], target: Target | None
+        key: str,
+        name: str,
+        subject: str,
+        others: list[str],
+        target: Target | None,
+        unit: str = "transitions/s",
+        what: str = window,
     ) -> Figure:
         cpu = "; ".join(_cpu(c, rounds[c]) for c in (subject, *others))
         return Figure(
             f"scaleout-{key}",
             f"PostgreSQL: {name}",
-            "transitions/s",
-            window + cpu,
+            unit,
+            what + cpu,
             subject,
             samples[subject],
             {c: samples[c] for c in others},
@@ -385,6 +472,20 @@ def run(ctx: BenchContext) -> list[Figure]:
             "concurrent-4",
             "committed transitions/s, 4 engine processes on one database",
             C4,
+            [C1, S4],
+            None,
+        ),
+        figure(
+            "serial-4",
+            "committed transitions/s, 4 engine processes, serial appends",
+            S4,
+            [S1],
+            None,
+        ),
+        figure(
+            "writers-4",
+            "committed transitions/s, 1 engine process, 4 group commits in flight",
+            C1W4,
             [C1],
             None,
         ),
@@ -403,6 +504,22 @@ def run(ctx: BenchContext) -> list[Figure]:
             None,
         ),
     ]
+    figs.append(
+        figure(
+            "appends-4",
+            "appends/s of one event each, 4 processes x 8 threads (the store alone)",
+            A4C,
+            [A4S, A1C, A1S],
+            None,
+            unit="appends/s",
+            what=(
+                f"{THREADS} threads per process, each appending one event per "
+                "transaction to a stream of its own through PostgresStore.append "
+                "(no engine, no group commit: the table lock's ceiling), "
+                f"{seconds:g} s after a {warmup:g} s warm-up -- "
+            ),
+        )
+    )
     figs.append(_cpu_figure(rounds[C4]))
     return figs
 

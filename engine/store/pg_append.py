@@ -18,7 +18,6 @@ connection broke while the statement or the COMMIT was in flight) --
 
 from __future__ import annotations
 
-import contextlib
 import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,9 +87,8 @@ class Statements:
     call_function: sql.Composed = field(init=False)
     """The call of the append function with the four column arrays."""
     notify: sql.Composed = field(init=False)
-    """The notification sent after a concurrent append has committed (a
-    ``NOTIFY`` inside the transaction would serialise every commit on the
-    server's notification queue lock)."""
+    """The notification sent after concurrent appends have committed (see
+    :mod:`engine.store.pg_notify`); the serial mode's function queues it."""
     visible: sql.Composed = field(init=False)
     """The condition a row must meet to be read in the global order (see
     above); true for every row while the store appends serially."""
@@ -184,7 +182,6 @@ def append(
     url: str,
     in_transaction: Callable[[Any], None] | None = None,
     ended: tuple[list[str], int] | None = None,
-    notify: bool = False,
 ) -> list[int]:
     """Append ``columns`` (and what ``in_transaction`` inserts) on ``conn``.
 
@@ -199,8 +196,6 @@ def append(
         ended: Without ``in_transaction``: the instances that end with this
             append and the time, to cancel their pending timers in the same
             statement.
-        notify: Send the store's notification once the append has committed
-            (the concurrent mode; the serial mode's function queues it).
 
     Returns:
         The global position of each event, in order.
@@ -229,10 +224,6 @@ def append(
         raise
     except psycopg.Error as exc:
         raise _failure(exc, in_flight=sent, url=url) from None
-    if notify and ids:
-        # Committed already: if this fails, listeners wake at their next poll.
-        with contextlib.suppress(psycopg.Error):
-            conn.execute(statements.notify)
     return ids
 
 

@@ -38,6 +38,7 @@ from engine.store.adapter import conflict
 from engine.store.deadletters import DeadLetter, StoredDeadLetter
 from engine.store.outbox import TABLE as OUTBOX_TABLE
 from engine.store.outbox import Outbox, SqlOutbox
+from engine.store.pg_notify import Notifier
 from engine.store.pg_recorder import PostgresRecorder
 from engine.store.port import (
     EventStore,
@@ -112,7 +113,9 @@ class PostgresStore(EventStore):
             from the recorded one raises ``AppendModeMismatch``. Change it
             with :meth:`set_appends` (``nonstop store appends MODE``).
         writers: In the concurrent mode, the most appends one engine keeps in
-            flight at once (default 4; the pool grows to fit them).
+            flight at once (default 1: each append is a group commit already;
+            more help where the round trip to the server, not the CPU, is the
+            limit; the pool grows to fit them).
     """
 
     def __init__(
@@ -213,6 +216,9 @@ class PostgresStore(EventStore):
         self._recorder = events
         self._statements = events.statements
         self._prepare_statements()
+        self._notifier = (
+            Notifier(self._notify) if self.appends == "concurrent" else None
+        )
         self._outbox = SqlOutbox(
             self._execute,
             sql.Identifier(self.schema, OUTBOX_TABLE).as_string(None),
@@ -487,7 +493,6 @@ class PostgresStore(EventStore):
         elif ops:
             kwargs["outbox"] = ops
         recorder = self._recorder
-        notify = self.appends == "concurrent"
 
         def attempt() -> list[int]:
             with self._connection() as conn:
@@ -498,7 +503,6 @@ class PostgresStore(EventStore):
                         columns,
                         url=self.url,
                         in_transaction=partial(recorder.in_transaction, **kwargs),
-                        notify=notify,
                     )
                 return pg_append.append(
                     conn,
@@ -506,13 +510,15 @@ class PostgresStore(EventStore):
                     columns,
                     url=self.url,
                     ended=ended,
-                    notify=notify,
                 )
 
         try:
             # Retried only while it surely did not commit (no connection, or
             # the server refused it); CommitInDoubt is never retried.
-            return retry.call(attempt)
+            ids = retry.call(attempt)
+            if ids and self._notifier is not None:
+                self._notifier.poke()
+            return ids
         except (psycopg.IntegrityError, IntegrityError):
             # IntegrityError: the library's tracking hook, a tracking record
             # that does not advance.
@@ -628,8 +634,15 @@ class PostgresStore(EventStore):
                 )
             )
 
+    def _notify(self) -> None:
+        """One notification on the store's channel (see ``pg_notify``)."""
+        with self._connection() as conn:
+            conn.execute(self._statements.notify)
+
     def close(self) -> None:
-        """Close the connection pool."""
+        """Send a pending notification, close the connection pool."""
+        if self._notifier is not None:
+            self._notifier.close()
         self._pool.close()
         self._watchdog.close()
 

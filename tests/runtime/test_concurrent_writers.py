@@ -83,7 +83,7 @@ async def test_a_cancelled_caller_in_flight_still_lands_and_close_waits() -> Non
 async def test_an_engine_on_a_concurrent_store_groups_and_loses_nothing(
     pg_url: str,
 ) -> None:
-    store = PostgresStore(pg_url, appends="concurrent")
+    store = PostgresStore(pg_url, appends="concurrent", writers=4)
     async with Engine(store, tally.registry()) as engine:
         assert engine.committer.writers == 4
         ids = [f"c{i}" for i in range(64)]
