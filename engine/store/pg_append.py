@@ -79,6 +79,10 @@ class Statements:
     """The outbox table (see :mod:`engine.store.outbox`)."""
     appends: str = "serial"
     """The append mode: ``serial`` or ``concurrent``."""
+    settings: bool = True
+    """The store has its settings table and ``tx`` column; False for a store
+    written by a release before them and opened read-only (it appends
+    serially: every row is visible)."""
     create_functions: list[sql.Composed] = field(init=False)
     """DDL of the id section and of the two append functions, for this mode."""
     call_ending: sql.Composed = field(init=False)
@@ -98,7 +102,11 @@ class Statements:
             raise ValueError(f"append mode {self.appends!r} is not one of {APPENDS}")
         table = sql.Identifier(self.schema, self.events_table)
         ids = sql.Identifier(self.schema, f"{self.events_table}_ids")
-        sequence = sql.Literal(f"{self.schema}.{self.events_table}_notification_id_seq")
+        sequence = sql.Literal(
+            sql.Identifier(
+                self.schema, f"{self.events_table}_notification_id_seq"
+            ).as_string(None)
+        )
         key = sql.SQL("{}, hashtext({})").format(
             sql.Literal(_SECTION_KEY), sql.Literal(self.schema)
         )
@@ -168,7 +176,9 @@ class Statements:
         ).format(function)
         self.notify = sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel))
         self.visible = sql.SQL(
-            "(tx IS NULL OR tx < pg_snapshot_xmin(pg_current_snapshot()) "
+            "TRUE"
+            if not self.settings
+            else "(tx IS NULL OR tx < pg_snapshot_xmin(pg_current_snapshot()) "
             "OR (SELECT value FROM {} WHERE name = 'appends') IS DISTINCT FROM "
             "'concurrent')"
         ).format(sql.Identifier(self.schema, SETTINGS_TABLE))

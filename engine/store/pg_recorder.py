@@ -41,6 +41,7 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
         events_table_name: str,
         tracking_table_name: str,
         appends: str = "serial",
+        settings: bool = True,
     ) -> None:
         super().__init__(
             datastore,
@@ -72,6 +73,7 @@ class PostgresRecorder(PostgresProcessRecorder):  # type: ignore[misc]
             lock_timeout=datastore.lock_timeout,
             outbox_table=ob.TABLE,
             appends=appends,
+            settings=settings,
         )
 
     def create_table(self) -> None:

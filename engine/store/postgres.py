@@ -197,6 +197,7 @@ class PostgresStore(EventStore):
                 events_table_name=EVENTS_TABLE,
                 tracking_table_name=TRACKING_TABLE,
                 appends=self.appends,
+                settings=self._settings,
             )
             snapshots = PostgresAggregateRecorder(
                 self._datastore, events_table_name=SNAPSHOTS_TABLE
@@ -252,7 +253,8 @@ class PostgresStore(EventStore):
             "SELECT to_regclass(%s)", [table.as_string(conn)]
         ).fetchone()
         recorded = "serial"
-        if found is not None and found[0] is not None:
+        self._settings = found is not None and found[0] is not None
+        if self._settings:
             row = conn.execute(
                 sql.SQL("SELECT value FROM {} WHERE name = 'appends'").format(table)
             ).fetchone()

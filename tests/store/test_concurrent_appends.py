@@ -256,3 +256,32 @@ def test_switching_modes_live_loses_nothing(pg_url: str) -> None:
         store.close()
     with pytest.raises(ValueError, match="'fast'"):
         store.set_appends("fast")
+
+
+def test_a_store_from_before_the_modes_opens_read_only_and_serial(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    (gp,) = store.append([NewRecord("old", 1, "T", b"x")])
+    store.close()
+    schema = parse_postgres_url(pg_url).schema
+    with _raw(pg_url) as conn:  # as an earlier release left it
+        conn.execute(
+            sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, "nonstop_settings"))
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP COLUMN tx").format(
+                sql.Identifier(schema, EVENTS_TABLE)
+            )
+        )
+    reader = PostgresStore(pg_url, create=False)
+    try:
+        assert reader.appends == "serial"
+        assert [r.global_position for r in reader.read_all()] == [gp]
+        assert reader.last_global_position() == gp
+    finally:
+        reader.close()
+    writer = PostgresStore(pg_url)  # a writer upgrades it, rows left as they are
+    try:
+        (later,) = writer.append([NewRecord("new", 1, "T", b"y")])
+        assert [r.global_position for r in writer.read_all()] == [gp, later]
+    finally:
+        writer.close()
