@@ -6,7 +6,8 @@ is flushed until the transaction ends), which is what the concurrent mode
 exists to avoid. So the append commits without it, and :class:`Notifier` sends
 the notification afterwards from its own thread: one ``NOTIFY`` for however
 many appends committed while the previous one was being sent (and at most one
-per 5 ms), never on an append's path. A notification that fails is dropped: listeners also poll.
+per 5 ms), never on an append's path. A notification that fails is dropped:
+listeners also poll.
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ def test_show_and_switch_a_postgres_store(pg_url: str, tmp_path: Path) -> None:
     shown = _nonstop("--store", pg_url, "store", "appends", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip().endswith("appends serial")
-    switched = _nonstop("--store", pg_url, "store", "appends", "concurrent", cwd=tmp_path)
+    switched = _nonstop(
+        "--store", pg_url, "store", "appends", "concurrent", cwd=tmp_path
+    )
     assert switched.returncode == 0, switched.stderr
     assert PostgresStore(pg_url).appends == "concurrent"
     again = _nonstop("--store", pg_url, "store", "appends", "concurrent", cwd=tmp_path)

@@ -82,7 +82,8 @@ def test_the_mode_is_recorded_in_the_store_and_followed(pg_url: str) -> None:
         wide = PostgresStore(f"{pg_url}&writers=4")
         assert wide.writers == 4
         wide.close()
-        serial_store = PostgresStore(f"{pg_url.replace('schema=', 'schema=s')}&writers=4")
+        other = pg_url.replace("schema=", "schema=s")
+        serial_store = PostgresStore(f"{other}&writers=4")
         assert serial_store.writers == 1  # one append in flight when serial
         serial_store.drop()
         serial_store.close()
