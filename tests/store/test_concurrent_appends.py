@@ -286,3 +286,58 @@ def test_a_store_from_before_the_modes_opens_read_only_and_serial(pg_url: str) -
         assert [r.global_position for r in writer.read_all()] == [gp, later]
     finally:
         writer.close()
+
+
+def _advisory_locks(conn: psycopg.Connection[object], pid: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+        [pid],
+    ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def test_a_failed_section_never_keeps_its_lock(
+    concurrent: PostgresStore, pg_url: str
+) -> None:
+    schema = parse_postgres_url(pg_url).schema
+    sequence = sql.Identifier(schema, f"{EVENTS_TABLE}_notification_id_seq")
+    ids = concurrent.append([NewRecord(f"first{i}", 1, "T", b"x") for i in (1, 2)])
+    assert ids == [1, 2]
+    with _raw(pg_url) as admin, _raw(pg_url) as writer:
+        pid = writer.info.backend_pid
+        # The sequence runs out inside the section: nextval raises there.
+        admin.execute(
+            sql.SQL("ALTER SEQUENCE {} MAXVALUE 2").format(sequence)  # used up
+        )
+        with pytest.raises(psycopg.errors.SequenceGeneratorLimitExceeded):
+            writer.execute(
+                sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
+                    sql.Identifier(schema, f"{EVENTS_TABLE}_append")
+                ),
+                [["s"], [1], ["T"], [b"x"]],
+            )
+        assert _advisory_locks(admin, pid) == 0
+        admin.execute(sql.SQL("ALTER SEQUENCE {} NO MAXVALUE").format(sequence))
+        # A statement timeout while waiting for the section: cancelled, no lock.
+        admin.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [0x6E6F6E73, schema])
+        writer.execute("SET statement_timeout = 200")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            writer.execute(
+                sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
+                    sql.Identifier(schema, f"{EVENTS_TABLE}_append")
+                ),
+                [["s"], [1], ["T"], [b"x"]],
+            )
+        assert _advisory_locks(admin, pid) == 0
+        admin.execute("SELECT pg_advisory_unlock_all()")
+        writer.execute("SET statement_timeout = 0")
+        writer.execute(
+            sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
+                sql.Identifier(schema, f"{EVENTS_TABLE}_append")
+            ),
+            [["s"], [1], ["T"], [b"x"]],
+        )
+        assert _advisory_locks(admin, pid) == 0
+    (gp,) = concurrent.append([NewRecord("after", 1, "T", b"x")])
+    _until(lambda: concurrent.last_global_position() == gp)
