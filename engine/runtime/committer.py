@@ -126,9 +126,12 @@ class GroupCommitter:
 
     Up to ``writers`` appends are in flight at once (the store's
     :attr:`~engine.store.EventStore.writers`: 1 unless it runs several
-    appends at once). A caller who finds a free slot and nobody queued writes
-    at once; the others queue, and each slot that frees takes what has queued
-    (up to ``max_batch`` records) as one append.
+    appends at once). A caller who finds nothing in flight writes at once;
+    the others queue, and the slot that frees takes what has queued (up to
+    ``max_batch`` records) as one append. A further slot opens only while a
+    full group (``max_batch`` records) waits: callers that each await their
+    own commit go no faster when what queued during one flight is split over
+    several transactions, so extra slots serve only a backlog.
 
     Args:
         store: Where records are appended.
@@ -145,6 +148,7 @@ class GroupCommitter:
         self.commits = 0
         """Transactions written (for monitoring)."""
         self._pending: list[_Pending] = []
+        self._queued_records = 0
         self._flights: set[asyncio.Future[None]] = set()
         self._owned: set[asyncio.Future[None]] = set()
 
@@ -211,6 +215,7 @@ class GroupCommitter:
         """
         pending = _Pending(records, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
+        self._queued_records += len(records)
         # With a free slot and nobody ahead, this caller's write starts now;
         # whoever comes meanwhile queues for the next group commit. A write is
         # a task the committer owns: cancelling its caller does not stop it.
@@ -220,6 +225,7 @@ class GroupCommitter:
         except asyncio.CancelledError:
             if pending in self._pending:  # not taken yet: it is never written
                 self._pending.remove(pending)
+                self._queued_records -= len(pending.records)
             raise
 
     async def close(self) -> None:
@@ -231,14 +237,21 @@ class GroupCommitter:
             await asyncio.sleep(0)  # let done callbacks start the next writes
 
     def _fly(self) -> None:
-        """Start group commits while a slot is free and callers are queued."""
+        """Start group commits while a slot is free and callers are queued.
+
+        The first slot takes whatever queued; another opens only for a full
+        group.
+        """
         while self._pending and len(self._flights) < self.writers:
+            if self._flights and self._queued_records < self.max_batch:
+                return
             batch: list[_Pending] = []
             size = 0
             while self._pending and (not batch or size < self.max_batch):
                 p = self._pending.pop(0)
                 batch.append(p)
                 size += len(p.records)
+            self._queued_records -= size
             flight = asyncio.ensure_future(self._write(batch))
             self._flights.add(flight)
             flight.add_done_callback(self._landed)

@@ -113,9 +113,10 @@ class PostgresStore(EventStore):
             from the recorded one raises ``AppendModeMismatch``. Change it
             with :meth:`set_appends` (``nonstop store appends MODE``).
         writers: In the concurrent mode, the most appends one engine keeps in
-            flight at once (default 1: each append is a group commit already;
-            more help where the round trip to the server, not the CPU, is the
-            limit; the pool grows to fit them).
+            flight at once (default 4; slots past the first open only for a
+            backlog of full groups, see
+            :class:`~engine.runtime.committer.GroupCommitter`; the pool grows
+            to fit them).
     """
 
     def __init__(

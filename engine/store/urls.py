@@ -157,7 +157,7 @@ class PostgresURL:
     appends: str | None = None
     """The append mode asked for (``serial`` or ``concurrent``); None follows
     the mode the store records (``serial`` for a new store)."""
-    writers: int = 1
+    writers: int = 4
     """In the concurrent mode, the most appends one engine has in flight."""
     options: dict[str, str] = field(default_factory=dict)
     """nonstop's own query options as given."""
@@ -227,7 +227,7 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresURL:
             own, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT, shown
         ),
         appends=appends,
-        writers=int(_number(own, "writers", 1, shown)),
+        writers=int(_number(own, "writers", 4, shown)),
         options=own,
     )
 

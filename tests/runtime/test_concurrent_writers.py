@@ -39,7 +39,7 @@ async def test_a_committer_keeps_as_many_appends_in_flight_as_the_store_allows()
     None
 ):
     store = _Gate(3)
-    committer = GroupCommitter(store)
+    committer = GroupCommitter(store, max_batch=1)  # each record a full group
     assert committer.writers == 3
     callers = [
         asyncio.create_task(committer.commit([NewRecord(f"s{i}", 1, "T", b"x")]))
@@ -49,6 +49,22 @@ async def test_a_committer_keeps_as_many_appends_in_flight_as_the_store_allows()
     assert committer.commits == 3
     assert not committer.busy
     assert store.last_global_position() == 3
+
+
+async def test_extra_slots_open_only_for_a_full_group() -> None:
+    store = _Gate(2)
+    committer = GroupCommitter(store, max_batch=2)
+    first = asyncio.create_task(committer.commit([NewRecord("a", 1, "T", b"x")]))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(committer.commit([NewRecord("b", 1, "T", b"x")]))
+    await asyncio.sleep(0)
+    assert (committer.in_flight, committer.queued) == (1, 1)  # not a full group
+    third = asyncio.create_task(committer.commit([NewRecord("c", 1, "T", b"x")]))
+    await asyncio.sleep(0)
+    assert committer.in_flight == 2  # b and c: a full group, a second slot
+    await asyncio.wait_for(asyncio.gather(first, second, third), 20)
+    assert store.last_global_position() == 3
+    assert committer.commits == 2
 
 
 async def test_with_one_slot_the_appends_queue_behind_each_other() -> None:
@@ -66,7 +82,7 @@ async def test_with_one_slot_the_appends_queue_behind_each_other() -> None:
 
 async def test_a_cancelled_caller_in_flight_still_lands_and_close_waits() -> None:
     store = _Gate(2)
-    committer = GroupCommitter(store)
+    committer = GroupCommitter(store, max_batch=1)
     first = asyncio.create_task(committer.commit([NewRecord("a", 1, "T", b"x")]))
     second = asyncio.create_task(committer.commit([NewRecord("b", 1, "T", b"x")]))
     await asyncio.sleep(0)
@@ -83,7 +99,7 @@ async def test_a_cancelled_caller_in_flight_still_lands_and_close_waits() -> Non
 async def test_an_engine_on_a_concurrent_store_groups_and_loses_nothing(
     pg_url: str,
 ) -> None:
-    store = PostgresStore(pg_url, appends="concurrent", writers=4)
+    store = PostgresStore(pg_url, appends="concurrent")
     async with Engine(store, tally.registry()) as engine:
         assert engine.committer.writers == 4
         ids = [f"c{i}" for i in range(64)]

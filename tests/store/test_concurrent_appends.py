@@ -73,15 +73,15 @@ def _held_append(url: str, stream: str) -> tuple[psycopg.Connection[object], int
 def test_the_mode_is_recorded_in_the_store_and_followed(pg_url: str) -> None:
     first = PostgresStore(pg_url, appends="concurrent")
     try:
-        assert (first.appends, first.writers) == ("concurrent", 1)
+        assert (first.appends, first.writers) == ("concurrent", 4)
         follower = PostgresStore(pg_url)  # no option: the recorded mode
-        assert (follower.appends, follower.writers) == ("concurrent", 1)
+        assert (follower.appends, follower.writers) == ("concurrent", 4)
         follower.close()
         with pytest.raises(AppendModeMismatch, match="nonstop store appends serial"):
             PostgresStore(pg_url, appends="serial")
-        wide = PostgresStore(f"{pg_url}&writers=4")
-        assert wide.writers == 4
-        wide.close()
+        narrow = PostgresStore(f"{pg_url}&writers=1")
+        assert narrow.writers == 1
+        narrow.close()
         other = pg_url.replace("schema=", "schema=s")
         serial_store = PostgresStore(f"{other}&writers=4")
         assert serial_store.writers == 1  # one append in flight when serial
