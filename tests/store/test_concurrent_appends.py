@@ -55,19 +55,24 @@ def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+def _call_append(conn: psycopg.Connection[object], schema: str, stream: str) -> int:
+    """One event appended through the store's own function; its position."""
+    row = conn.execute(
+        sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
+            sql.Identifier(schema, f"{EVENTS_TABLE}_append")
+        ),
+        [[stream], [1], ["T"], [b"x"]],
+    ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
 def _held_append(url: str, stream: str) -> tuple[psycopg.Connection[object], int]:
     """An append through the store's own function, left uncommitted."""
     schema = parse_postgres_url(url).schema
     conn = _raw(url)
     conn.execute("BEGIN")
-    row = conn.execute(
-        sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
-            sql.Identifier(schema, f"{EVENTS_TABLE}_append")
-        ),
-        [[stream], [1], ["T"], [b"held"]],
-    ).fetchone()
-    assert row is not None
-    return conn, int(row[0])
+    return conn, _call_append(conn, schema, stream)
 
 
 def test_the_mode_is_recorded_in_the_store_and_followed(pg_url: str) -> None:
@@ -311,33 +316,18 @@ def test_a_failed_section_never_keeps_its_lock(
             sql.SQL("ALTER SEQUENCE {} MAXVALUE 2").format(sequence)  # used up
         )
         with pytest.raises(psycopg.errors.SequenceGeneratorLimitExceeded):
-            writer.execute(
-                sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
-                    sql.Identifier(schema, f"{EVENTS_TABLE}_append")
-                ),
-                [["s"], [1], ["T"], [b"x"]],
-            )
+            _call_append(writer, schema, "s")
         assert _advisory_locks(admin, pid) == 0
         admin.execute(sql.SQL("ALTER SEQUENCE {} NO MAXVALUE").format(sequence))
         # A statement timeout while waiting for the section: cancelled, no lock.
         admin.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [0x6E6F6E73, schema])
         writer.execute("SET statement_timeout = 200")
         with pytest.raises(psycopg.errors.QueryCanceled):
-            writer.execute(
-                sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
-                    sql.Identifier(schema, f"{EVENTS_TABLE}_append")
-                ),
-                [["s"], [1], ["T"], [b"x"]],
-            )
+            _call_append(writer, schema, "s")
         assert _advisory_locks(admin, pid) == 0
         admin.execute("SELECT pg_advisory_unlock_all()")
         writer.execute("SET statement_timeout = 0")
-        writer.execute(
-            sql.SQL("SELECT * FROM {}(%s, %s, %s, %s)").format(
-                sql.Identifier(schema, f"{EVENTS_TABLE}_append")
-            ),
-            [["s"], [1], ["T"], [b"x"]],
-        )
+        _call_append(writer, schema, "s")
         assert _advisory_locks(admin, pid) == 0
     (gp,) = concurrent.append([NewRecord("after", 1, "T", b"x")])
     _until(lambda: concurrent.last_global_position() == gp)
