@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nonstop demo $(if $(STORE),--store $(STORE),)
+	$(BIN)/nonstop demo $(if $(STORE),--store '$(STORE)',)
 
 postgres:
 	@bash .ci/ensure-postgres

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shlex
 import time
 import uuid
 from collections.abc import Sequence
@@ -280,7 +281,7 @@ async def _demo(
         "[bold green]demo OK[/]: every message applied once, every order on "
         "the version it started on. Inspect:"
     )
-    store = redact(store_url)
+    store = shlex.quote(redact(store_url))  # printed to be pasted in a shell
     out.print(Text(f"  nonstop --store {store} deadletters list"))
     out.print(Text(f"  nonstop --store {store} instances --status failed"))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shlex
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -169,7 +170,7 @@ async def _demo(store_url: str, instances: int, seed: int | None, out: Console) 
         "(or the one the operator migrated it to); no order failed because of a "
         "deploy. Inspect it with:"
     )
-    store = redact(store_url)
+    store = shlex.quote(redact(store_url))  # printed to be pasted in a shell
     out.print(Text(f"  nonstop --store {store} instances --status failed"))
     out.print(Text(f"  nonstop --store {store} show {sample}"))
     return 0

@@ -46,3 +46,40 @@ def test_a_sqlite_store_appends_serially_only(tmp_path: Path) -> None:
     refused = _nonstop("--store", url, "store", "appends", "concurrent", cwd=tmp_path)
     assert refused.returncode == 2
     assert "a PostgreSQL store's" in refused.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_demo_runs_on_a_concurrent_store_and_its_hints_paste(
+    pg_url: str, tmp_path: Path
+) -> None:
+    url = f"{pg_url}&appends=concurrent"
+    done = subprocess.run(
+        [NONSTOP, "demo", "--store", url],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "NONSTOP_STORE"},
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "demo OK" in done.stdout
+    assert PostgresStore(pg_url).appends == "concurrent"
+    hint = next(
+        line.strip()
+        for line in done.stdout.splitlines()
+        if line.strip().startswith("nonstop --store") and "instances" in line
+    )
+    assert f"'{url}'" in hint  # quoted: the URL holds '&'
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(NONSTOP).parent}{os.pathsep}{env.get('PATH', '')}"
+    pasted = subprocess.run(
+        ["bash", "-c", hint],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert pasted.returncode == 0, pasted.stderr
