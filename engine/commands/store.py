@@ -53,6 +53,8 @@ def _appends(ctx: CliContext, args: argparse.Namespace) -> int:
             return 2
         if args.mode is None:
             ctx.out.print(f"{store.url} appends {store.appends}")
+            if store.appends == "concurrent":
+                ctx.out.print(_held_back(store))
             return 0
         changed = store.set_appends(args.mode)
         ctx.out.print(
@@ -62,3 +64,20 @@ def _appends(ctx: CliContext, args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _held_back(store: Any) -> str:
+    """A line on what holds readers of the global order back, if anything."""
+    held = store.held_back()
+    if not held.positions:
+        return f"readers see every committed position (up to {held.last})"
+    who = (
+        f"transaction of server process {held.pid} (database {held.database}, "
+        f"application {held.application or '-'}, running since {held.since})"
+        if held.pid is not None
+        else "a transaction this role cannot see"
+    )
+    return (
+        f"readers stop at position {held.readable}: {held.positions} committed "
+        f"position(s) wait behind the oldest running {who}"
+    )

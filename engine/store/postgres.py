@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -52,7 +53,7 @@ from engine.store.port import (
 from engine.store.urls import APPENDS, parse_postgres_url, redact
 from engine.store.watchdog import Watchdog
 
-__all__ = ["PostgresStore"]
+__all__ = ["HeldBack", "PostgresStore"]
 
 log = logging.getLogger("nonstop.store")
 
@@ -72,6 +73,30 @@ caller connects at once instead of waiting out a long backoff."""
 # half the CPU of copying psycopg's row tuples, and half the objects for the
 # garbage collector to scan, when events are read by the thousand.
 _make_record = cast("RowMaker[Record]", partial(tuple.__new__, Record))
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """Committed positions readers cannot pass yet (see :meth:`held_back`)."""
+
+    last: int
+    """The highest committed position."""
+    readable: int
+    """The highest position readers may pass."""
+    pid: int | None = None
+    """The server process of the oldest running transaction, when held back
+    and visible to this role."""
+    since: str | None = None
+    """When that transaction began (the server's text)."""
+    application: str = ""
+    """Its session's ``application_name``."""
+    database: str = ""
+    """Its database."""
+
+    @property
+    def positions(self) -> int:
+        """How many positions wait (0: readers see everything committed)."""
+        return self.last - self.readable
 
 
 def _ends(op: OutboxOp) -> bool:
@@ -567,6 +592,42 @@ class PostgresStore(EventStore):
         """See :meth:`EventStore.last_global_position`."""
         rows = self._query(self._last_global, ())
         return int(rows[0][0] or 0) if rows else 0
+
+    def held_back(self) -> HeldBack:
+        """How far readers of the global order are held back, and by whom.
+
+        In the concurrent mode a reader stops below the oldest transaction
+        running on the server (see :class:`~engine.store.pg_append.Statements`);
+        this says how many committed positions wait behind it, and which
+        session runs it, so an operator can find a long transaction.
+        """
+        query = sql.SQL(
+            "SELECT (SELECT max(notification_id) FROM {t}), "
+            "(SELECT max(notification_id) FROM {t} WHERE {visible}), "
+            "a.pid, a.xact_start::text, a.application_name, a.datname "
+            "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+            "%% 4294967296 AS x) s LEFT JOIN pg_stat_activity a "
+            "ON a.backend_xid::text = s.x::text "
+            "AND a.pid <> pg_backend_pid() LIMIT 1"
+        ).format(
+            t=sql.Identifier(self.schema, EVENTS_TABLE),
+            visible=self._statements.visible,
+        )
+        rows = self._query(query, ())
+        if not rows:
+            return HeldBack(0, 0)
+        taken, visible, pid, since, app, db = rows[0]
+        last, readable = int(taken or 0), int(visible or 0)
+        if readable >= last:
+            return HeldBack(last, readable)
+        return HeldBack(
+            last,
+            readable,
+            None if pid is None else int(pid),
+            None if since is None else str(since),
+            str(app or ""),
+            str(db or ""),
+        )
 
     def stream_position(self, stream_id: str) -> int:
         """See :meth:`EventStore.stream_position`."""

@@ -34,6 +34,11 @@ def test_show_and_switch_a_postgres_store(pg_url: str, tmp_path: Path) -> None:
     assert PostgresStore(pg_url).appends == "concurrent"
     again = _nonstop("--store", pg_url, "store", "appends", "concurrent", cwd=tmp_path)
     assert "already; nothing changed" in again.stdout
+    shown = _nonstop("--store", pg_url, "store", "appends", cwd=tmp_path)
+    assert "appends concurrent" in shown.stdout
+    assert "readers see every committed position" in shown.stdout or (
+        "committed position(s) wait behind" in shown.stdout
+    )
     bad = _nonstop("--store", pg_url, "store", "appends", "fast", cwd=tmp_path)
     assert bad.returncode == 2 and "invalid choice: 'fast'" in bad.stderr
 

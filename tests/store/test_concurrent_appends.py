@@ -125,8 +125,12 @@ def test_a_reader_stops_below_an_append_in_flight(
         assert seen == [held_id - 1] or all(p < held_id for p in seen)
         assert later_id not in seen
         assert concurrent.last_global_position() < held_id
+        waiting = concurrent.held_back()  # what an operator is shown
+        assert waiting.readable < held_id <= later_id <= waiting.last
+        assert waiting.positions >= 1
         held.execute("COMMIT")
         _until(lambda: concurrent.last_global_position() == later_id)
+        _until(lambda: concurrent.held_back().positions == 0)
         rows = concurrent.read_all()
         assert [r.global_position for r in rows][-2:] == [held_id, later_id]
     finally:
