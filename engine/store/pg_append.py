@@ -156,10 +156,12 @@ class Statements:
             "CREATE OR REPLACE FUNCTION {append}"
             "(text[], bigint[], text[], bytea[], text[], bigint) RETURNS SETOF bigint "
             "LANGUAGE plpgsql AS $$ BEGIN "
-            "SET LOCAL lock_timeout = {timeout}; "
+            "SET LOCAL lock_timeout = {timeout}; {insert}"
+            # After the events: a write before them would take the
+            # transaction id outside the section (see the class docstring).
             "UPDATE {outbox} SET status = 'cancelled', updated_at = $6 "
             "WHERE stream_id = ANY($5) AND kind = 'timer' AND status = 'pending' "
-            "AND lease_until <= $6; {insert}END $$"
+            "AND lease_until <= $6; END $$"
         ).format(
             append=ending,
             timeout=timeout,

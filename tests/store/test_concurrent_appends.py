@@ -335,3 +335,69 @@ def test_a_failed_section_never_keeps_its_lock(
         assert _advisory_locks(admin, pid) == 0
     (gp,) = concurrent.append([NewRecord("after", 1, "T", b"x")])
     _until(lambda: concurrent.last_global_position() == gp)
+
+
+def test_an_ending_append_takes_its_transaction_id_in_the_section(
+    concurrent: PostgresStore, pg_url: str
+) -> None:
+    # An instance that ends cancels its pending timers in the same statement.
+    # That write must not take the transaction id before the positions: else
+    # an append that took lower positions meanwhile, still in flight, is
+    # passed by readers once this one commits.
+    schema = parse_postgres_url(pg_url).schema
+    events = sql.Identifier(schema, EVENTS_TABLE)
+    with _raw(pg_url) as admin, _raw(pg_url) as ender, _raw(pg_url) as other:
+        admin.execute(
+            sql.SQL(
+                "INSERT INTO {} VALUES ('t1', 'timer', 'ends', 'w', 'n', 1, "
+                "'\\x00', 0, 'pending', 0, NULL, 0, 0, 0)"
+            ).format(sql.Identifier(schema, "nonstop_outbox"))
+        )
+        admin.execute("BEGIN")
+        admin.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events))
+
+        def end() -> None:
+            ender.execute(
+                sql.SQL("SELECT * FROM {}(%s, %s, %s, %s, %s, %s)").format(
+                    sql.Identifier(schema, f"{EVENTS_TABLE}_append_ending")
+                ),
+                [["ends"], [1], ["T"], [b"x"], ["ends"], 1],
+            )
+
+        thread = threading.Thread(target=end, daemon=True)
+        thread.start()
+        _until(  # the ending append waits for the table
+            lambda: bool(
+                admin.execute(
+                    "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
+                    [ender.info.backend_pid],
+                ).fetchone()
+                == (1,)
+            )
+        )
+        # Another append takes its positions (and id) meanwhile, and stays open.
+        other.execute("BEGIN")
+        row = other.execute(
+            sql.SQL("SELECT {}(1)").format(
+                sql.Identifier(schema, f"{EVENTS_TABLE}_ids")
+            )
+        ).fetchone()
+        assert row is not None
+        (low,) = row[0]
+        admin.execute("COMMIT")
+        thread.join(30)
+        assert not thread.is_alive()
+        ended = max(_all_ids(pg_url))
+        assert ended > low  # committed, above the one still in flight
+        assert concurrent.last_global_position() < low
+        assert all(r.global_position < low for r in concurrent.read_all())
+        other.execute(
+            sql.SQL(
+                "INSERT INTO {} (notification_id, originator_id, "
+                "originator_version, topic, state) VALUES (%s, 'low', 1, 'T', 'x')"
+            ).format(events),
+            [low],
+        )
+        other.execute("COMMIT")
+    _until(lambda: concurrent.last_global_position() == ended)
+    assert [r.global_position for r in concurrent.read_all()][-2:] == [low, ended]
