@@ -10,8 +10,11 @@ and statement timeouts, TCP keepalives (see :mod:`engine.store.urls` and
 
 It is longer than most modules because it implements the whole port (reads,
 appends, snapshots, tracking, dead letters, the outbox) on one pool and one
-set of prepared statements; the append itself and its error mapping live in
-:mod:`engine.store.pg_append`.
+set of prepared statements, and reads and switches the store's append mode
+(:meth:`PostgresStore.set_appends`, :meth:`PostgresStore.held_back`), which
+needs the same pool, statements and creation lock; the append SQL and its
+error mapping live in :mod:`engine.store.pg_append`, the concurrent mode's
+notifications in :mod:`engine.store.pg_notify`.
 """
 
 from __future__ import annotations
